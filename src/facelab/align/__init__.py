@@ -1,0 +1,1 @@
+"""Face alignment: the canonical mean face, the face types' crops, similarity transforms and head pose."""

@@ -1,0 +1,46 @@
+"""The ``facelab`` command: a thin layer that hands each sub-command to its pipeline stage.
+
+Each module in ``COMMAND_MODULES`` has a ``register(subparsers)`` function that adds its commands and
+sets ``func`` on them. A :class:`FacelabError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from facelab import __version__
+from facelab.core.errors import FacelabError
+from facelab.core.logs import setup_logging
+
+COMMAND_MODULES = [
+    "facelab.io.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facelab", description="Face swap, attribute editing, face embeddings.")
+    parser.add_argument("--version", action="version", version=f"facelab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except FacelabError as exc:
+        print(f"facelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers shared by every pipeline stage: errors, typed configs, devices, files, checkpoints, logs."""

@@ -1,0 +1,199 @@
+"""Typed configs: one dataclass per command holds every default; the CLI, YAML files and the Python API share it.
+
+Declare fields with :func:`option` so each one carries its help sentence, allowed choices and whether it
+fixes the network (``fixed``: it cannot change once a model exists). :func:`add_config_arguments` turns
+a dataclass into kebab-case flags, :func:`config_from_args` layers the flags a user actually typed over a
+base config (defaults, a ``--config`` YAML or the config saved in a model dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+
+from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_write_text
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str, choices: Iterable[Any] | None = None, fixed: bool = False) -> Any:
+    """A dataclass field with the metadata the CLI and validation need."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "fixed": fixed}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, name: str, source: str) -> Any:
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise FacelabError(f"{source}: option '{name}' may not be empty")
+    origin = typing.get_origin(base)
+    try:
+        if origin in (list, tuple):
+            (item_tp, *_) = typing.get_args(base) or (str,)
+            if isinstance(value, str):
+                value = value.replace(",", " ").split()
+            items = [_coerce(v, item_tp, name, source) for v in value]
+            return items if origin is list else tuple(items)
+        if base is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+        if base is Path:
+            return Path(value)
+    except (TypeError, ValueError):
+        raise FacelabError(f"{source}: option '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from None
+    return value
+
+
+def validate(cfg: Any, source: str = "config") -> None:
+    """Check every field's value against its declared choices."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices is None or value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v not in choices:
+                allowed = ", ".join(map(str, choices))
+                raise FacelabError(f"{source}: {f.name}={v!r} is not one of: {allowed}")
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: T | None = None) -> T:
+    """Build ``cls`` from a plain dict, starting from ``base`` (or the defaults); unknown keys are refused."""
+    types_ = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise FacelabError(f"{source}: unknown option(s) {', '.join(unknown)}; see --help for the valid names")
+    values = dataclasses.asdict(base) if base is not None else {}
+    for key, value in data.items():
+        values[key] = _coerce(value, types_[key], key, source)
+    cfg = cls(**values)
+    validate(cfg, source)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    out = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def load_config(cls: type[T], path: str | Path, base: T | None = None) -> T:
+    path = Path(path)
+    if not path.is_file():
+        raise FacelabError(f"config file {path} not found; check the path")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise FacelabError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise FacelabError(f"config file {path} must hold a mapping of option: value")
+    return config_from_dict(cls, data, source=str(path), base=base)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def fixed_options(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("fixed")]
+
+
+def check_fixed_unchanged(saved: Any, requested: Any, where: str) -> None:
+    """Refuse a change to an option that fixes the network, naming the option and the saved value."""
+    for name in fixed_options(type(saved)):
+        old, new = getattr(saved, name), getattr(requested, name)
+        if old != new:
+            raise FacelabError(
+                f"{name} cannot change once a model exists: {where} was made with {name}={old!r}, "
+                f"not {new!r}; drop the flag or use a new model dir"
+            )
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: Iterable[str] = ()) -> None:
+    """Add one kebab-case flag per field; flags the user does not give stay absent from the namespace."""
+    types_ = _field_types(cls)
+    skip = set(exclude)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp, _ = _unwrap_optional(types_[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        helptext = f.metadata.get("help", "")
+        if f.metadata.get("fixed"):
+            helptext += " Fixed once the model exists."
+        helptext += f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": helptext}
+        choices = f.metadata.get("choices")
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) in (list, tuple):
+            kwargs["nargs"] = "+"
+            if choices:
+                kwargs["choices"] = choices
+        else:
+            kwargs["type"] = str
+            if choices:
+                kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
+        parser.add_argument(flag_name(f.name), **kwargs)
+
+
+def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, base: T | None = None) -> T:
+    """Defaults (or ``base``), then ``--config FILE`` if given, then the flags the user typed."""
+    config_file = getattr(args, "config", None)
+    if config_file:
+        base = load_config(cls, config_file, base=base)
+    return config_from_dict(cls, given_options(args, cls), source="command line", base=base)

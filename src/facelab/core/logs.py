@@ -1,0 +1,57 @@
+"""Logging setup and the metrics log every training run writes (CSV for scripts, TensorBoard for eyes)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+from facelab.core.tbevents import EventWriter
+
+log = logging.getLogger("facelab")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+
+
+class MetricsLog:
+    """Appends ``step, name=value...`` rows to ``<dir>/<name>.csv`` and to TensorBoard events in ``<dir>/tb``.
+
+    Resuming a run appends to the same CSV; a new column set starts a new header line only when the file
+    is new, so keep the metric names of one log stable.
+    """
+
+    def __init__(self, log_dir: str | Path, name: str = "losses"):
+        self.dir = Path(log_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.dir / f"{name}.csv"
+        self._tb = EventWriter(self.dir / "tb")
+        self._columns: list[str] | None = None
+        if self.csv_path.exists() and self.csv_path.stat().st_size:
+            with open(self.csv_path, newline="") as fh:
+                self._columns = next(csv.reader(fh))[1:]
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        values = {k: float(v) for k, v in values.items()}
+        if self._columns is None:
+            self._columns = list(values)
+            with open(self.csv_path, "w", newline="") as fh:
+                csv.writer(fh).writerow(["step", *self._columns])
+        with open(self.csv_path, "a", newline="") as fh:
+            csv.writer(fh).writerow([step, *(values.get(c, math.nan) for c in self._columns)])
+        self._tb.add_scalars(step, values)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop CSV rows past ``step`` (after resuming from an older save, the curve continues cleanly)."""
+        if not self.csv_path.exists():
+            return
+        with open(self.csv_path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        with open(self.csv_path, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+
+    def close(self) -> None:
+        self._tb.close()
