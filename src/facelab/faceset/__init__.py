@@ -1,0 +1,1 @@
+"""Facesets: aligned face images that carry their extraction metadata inside the image file."""

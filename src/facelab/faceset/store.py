@@ -1,0 +1,119 @@
+"""A faceset on disk: a folder of aligned face images, or the same packed into one ``faceset.pak``.
+
+Training, merge and the faceset commands all open facesets through :class:`Faceset`, which reads every
+file once, keeps the encoded bytes in memory and decodes on demand (encoded faces are ~10x smaller).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_path
+from facelab.faceset.metadata import FaceMeta, meta_from_bytes, require_meta
+from facelab.io.images import decode_image, is_image_file
+
+PACK_NAME = "faceset.pak"
+_PACK_MAGIC = b"FLPAK001"
+
+
+class Faceset:
+    def __init__(self, names: list[str], blobs: list[bytes], metas: list[FaceMeta], root: Path):
+        self.names, self.blobs, self.metas, self.root = names, blobs, metas, root
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "Faceset":
+        """Open a faceset folder (loose images or ``faceset.pak``); every face must carry metadata."""
+        folder = Path(folder)
+        if not folder.exists():
+            raise FacelabError(f"faceset folder {folder} not found; run `facelab extract` first")
+        if not folder.is_dir():
+            raise FacelabError(f"{folder} is not a folder; a faceset is a folder of aligned faces")
+        if (folder / PACK_NAME).is_file():
+            names, blobs = _read_pack(folder / PACK_NAME)
+        else:
+            files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+            names, blobs = [p.name for p in files], [p.read_bytes() for p in files]
+        if not names:
+            raise FacelabError(f"faceset folder {folder} holds no face images; run `facelab extract` into it")
+        metas = [require_meta(meta_from_bytes(b, str(folder / n)), folder / n) for n, b in zip(names, blobs)]
+        return cls(names, blobs, metas, folder)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def image(self, i: int) -> np.ndarray:
+        return decode_image(self.blobs[i], str(self.root / self.names[i]))
+
+    def images(self, size: int | None = None) -> np.ndarray:
+        """All faces as one ``(N, size, size, 3)`` uint8 array (resized where a face has another size)."""
+        out = []
+        for i in range(len(self)):
+            img = self.image(i)
+            if size is not None and img.shape[0] != size:
+                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC)
+            out.append(img)
+        return np.stack(out)
+
+    def landmarks(self, size: int | None = None) -> np.ndarray:
+        """Aligned landmarks ``(N, 68, 2)``, scaled to ``size`` if given."""
+        lms = np.stack([m.landmarks for m in self.metas]).astype(np.float32)
+        if size is not None:
+            lms *= np.array([size / m.size for m in self.metas], np.float32)[:, None, None]
+        return lms
+
+
+def _read_pack(path: Path) -> tuple[list[str], list[bytes]]:
+    data = path.read_bytes()
+    if not data.startswith(_PACK_MAGIC):
+        raise FacelabError(f"{path} is not a facelab faceset pack; delete it or run `facelab faceset unpack`")
+    (index_len,) = struct.unpack("<Q", data[8:16])
+    try:
+        index = json.loads(data[16 : 16 + index_len])
+    except ValueError:
+        raise FacelabError(f"{path} is damaged (index unreadable); restore it or re-extract the faceset") from None
+    base = 16 + index_len
+    names, blobs = [], []
+    for name, offset, length in index:
+        if base + offset + length > len(data):
+            raise FacelabError(f"{path} is truncated at {name}; restore it or re-extract the faceset")
+        names.append(name)
+        blobs.append(data[base + offset : base + offset + length])
+    return names, blobs
+
+
+def pack(folder: str | Path) -> Path:
+    """Pack a folder's faces into ``faceset.pak`` and remove the loose files (DeepFaceLab's pack)."""
+    folder = Path(folder)
+    faceset = Faceset.open(folder)
+    index, offset = [], 0
+    for name, blob in zip(faceset.names, faceset.blobs):
+        index.append([name, offset, len(blob)])
+        offset += len(blob)
+    header = json.dumps(index).encode()
+    with atomic_path(folder / PACK_NAME) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(_PACK_MAGIC + struct.pack("<Q", len(header)) + header)
+            for blob in faceset.blobs:
+                fh.write(blob)
+    for name in faceset.names:
+        (folder / name).unlink(missing_ok=True)
+    return folder / PACK_NAME
+
+
+def unpack(folder: str | Path) -> int:
+    """Write the faces of ``faceset.pak`` back as loose files and remove the pack."""
+    folder = Path(folder)
+    pak = folder / PACK_NAME
+    if not pak.is_file():
+        raise FacelabError(f"{folder} has no {PACK_NAME} to unpack")
+    names, blobs = _read_pack(pak)
+    for name, blob in zip(names, blobs):
+        (folder / name).write_bytes(blob)
+    pak.unlink()
+    return len(names)
