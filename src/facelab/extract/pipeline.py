@@ -90,20 +90,32 @@ def _detect_job(small: np.ndarray, scale: float) -> list[Detection]:
     return [d.scaled(scale) for d in _worker_detector.detect(small)]  # type: ignore[union-attr]
 
 
-def _downscale(image: np.ndarray, detect_size: int) -> tuple[np.ndarray, float]:
+HOG_MIN_FACE = 80  # dlib's HOG window: smaller faces must be upscaled to be found
+
+
+def _detection_copy(image: np.ndarray, cfg: ExtractConfig, sequence: bool) -> tuple[np.ndarray, float]:
+    """The image the detector sees and the factor back to source pixels.
+
+    Video frames are shrunk to ``detect_size`` for speed (faces in footage are large); photos are
+    searched at full size, upscaled (up to 2x) so faces of ``min_face_size`` reach the HOG window.
+    """
     h, w = image.shape[:2]
-    if detect_size <= 0 or max(h, w) <= detect_size:
+    if sequence:
+        f = min(1.0, cfg.detect_size / max(h, w)) if cfg.detect_size > 0 else 1.0
+    else:
+        f = float(np.clip(HOG_MIN_FACE / max(cfg.min_face_size, 1), 1.0, 2.0)) if max(h, w) < 2000 else 1.0
+    if f == 1.0:
         return image, 1.0
-    f = detect_size / max(h, w)
-    return cv2.resize(image, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA), 1.0 / f
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (round(w * f), round(h * f)), interpolation=interp), 1.0 / f
 
 
 class _Detections:
     """Runs detection in a pool (dlib detectors) or in-process (torch detectors), with at most
     ``window`` frames in flight so memory stays bounded on long videos."""
 
-    def __init__(self, cfg: ExtractConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: ExtractConfig, sequence: bool):
+        self.cfg, self.sequence = cfg, sequence
         workers = cfg.workers or os.cpu_count() or 1
         self.pool = None
         if cfg.detector in ("hog", "dlib-cnn") and workers > 1:
@@ -116,7 +128,7 @@ class _Detections:
     def run(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, list[Detection]]]:
         pending: deque = deque()
         for frame in frames:
-            small, scale = _downscale(frame.image, self.cfg.detect_size)
+            small, scale = _detection_copy(frame.image, self.cfg, self.sequence)
             if small.ndim == 3 and self.cfg.detector == "hog":
                 small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
             if self.pool is None:
@@ -202,7 +214,7 @@ def extract(source: str | Path, out_dir: str | Path, cfg: ExtractConfig | None =
     tracker = FaceTracker(landmarker, smooth=cfg.track and sequence, max_missed=8 if cfg.track and sequence else 0)
     state = _State(out_dir, source)
     stats = state.stats
-    detections = _Detections(cfg)
+    detections = _Detections(cfg, sequence)
     ext = "." + cfg.format
     try:
         with progress(total=total, desc="extract", unit="frame") as bar:

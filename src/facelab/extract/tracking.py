@@ -26,12 +26,15 @@ class TrackedFace:
 
 
 def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
-    """A square detector-like box around 68 landmarks."""
+    """The box dlib's HOG detector would give for these landmarks.
+
+    Measured on the sample clips: the HOG box spans the landmarks' width, starts ~8% of their height
+    above the brows and ends ~3.5% above the chin.
+    """
     x0, y0 = landmarks.min(0)
     x1, y1 = landmarks.max(0)
-    side = max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    w, h = x1 - x0, y1 - y0
+    return (x0 - 0.023 * w, y0 - 0.08 * h, x1, y1 - 0.035 * h)
 
 
 def iou(a, b) -> float:
@@ -65,13 +68,17 @@ class FaceTracker:
         alpha = float(np.clip(motion / (self.jitter * eye_distance(raw)), self.min_alpha, 1.0))
         return track.landmarks + alpha * (raw - track.landmarks)
 
-    def _refind(self, image: np.ndarray, track: _Track) -> np.ndarray | None:
-        old_box = landmark_box(track.landmarks)
-        new = self.landmarker.landmarks(image, old_box)
-        new_box = landmark_box(new)
-        size_ratio = (new_box[2] - new_box[0]) / max(1e-6, old_box[2] - old_box[0])
-        if iou(old_box, new_box) > 0.5 and 0.8 < size_ratio < 1.25:
-            return new
+    def _refind(self, image: np.ndarray, track: _Track, rounds: int = 4) -> np.ndarray | None:
+        """Fit landmarks in the previous face's box, re-centre the box on them and fit again until the
+        box stops moving; a face that is really there converges, a vanished one does not."""
+        first = box = landmark_box(track.landmarks)
+        for _ in range(rounds):
+            lms = self.landmarker.landmarks(image, box)
+            new_box = landmark_box(lms)
+            if iou(box, new_box) > 0.9:
+                size_ratio = (new_box[2] - new_box[0]) / max(1e-6, first[2] - first[0])
+                return lms if 0.8 < size_ratio < 1.25 else None
+            box = new_box
         return None
 
     def update(self, image: np.ndarray, detections: list[Detection]) -> list[TrackedFace]:
