@@ -156,7 +156,7 @@ class FANLandmarker:
 
     def __init__(self, weights_path: str | Path, device: str = "auto"):
         self.device = resolve_device(device)
-        self.net = load_weights(FAN(4), weights_path, "2D-FAN (2DFAN4)").to(self.device).eval()
+        self.net = load_weights(FAN(4), weights_path, "a 2D-FAN (2DFAN4)").to(self.device).eval()
 
     def landmarks(self, image: np.ndarray, box) -> np.ndarray:
         """68 iBUG points in image pixels (float64) for the face in ``box`` of a BGR (or gray) uint8 image."""

@@ -10,6 +10,7 @@ The weight-file reader :func:`load_weights` lives here too and is shared with th
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -147,15 +148,20 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = NMS_IO
 def load_weights(model: nn.Module, path: str | Path, what: str) -> nn.Module:
     """Load a user's weight file into ``model`` by its original key names, or fail in one line.
 
+    ``what`` names the network with its article (``"an S3FD"``) for the messages.
+
     Accepts a pickled state dict (``.pth``/``.pt``/``.pth.tar``, read with ``weights_only=True`` so a file
     cannot run code), optionally wrapped in ``{"state_dict": ...}`` or saved from ``nn.DataParallel``
     (``module.`` prefixes), and ``.safetensors``. BatchNorm ``num_batches_tracked`` counters may be
     absent: files saved before PyTorch 0.4.1 do not have them and they do not affect inference.
     """
     path = Path(path)
-    expect = f"expected {what} weights (.pth/.pt state dict or .safetensors)"
+    expect = f"expected {what} weight file (.pth/.pt state dict or .safetensors)"
     if not path.is_file():
         raise FacelabError(f"{path}: no such file; {expect}")
+    if _is_torchscript(path):
+        raise FacelabError(f"{path}: a TorchScript archive, not a state dict; export one with: python -c \"import torch; "
+                           f"torch.save(torch.jit.load('{path}').state_dict(), '{path.with_suffix('.pth')}')\"")
     try:
         if path.suffix == ".safetensors":
             import safetensors.torch
@@ -178,9 +184,17 @@ def load_weights(model: nn.Module, path: str | Path, what: str) -> nn.Module:
         problem = (f"missing key {missing[0]}" if missing else f"unexpected key {unexpected[0]}" if unexpected
                    else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}")
         more = len(missing) + len(unexpected) + len(wrong) - 1
-        raise FacelabError(f"{path}: not a {what} state dict: {problem}" + (f" (and {more} more)" if more else ""))
+        raise FacelabError(f"{path}: not {what} state dict: {problem}" + (f" (and {more} more)" if more else ""))
     model.load_state_dict({**own, **state}, strict=True)
     return model
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives (face_alignment >= 1.3 ships 2D-FAN as one) hold compiled code, not just tensors."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
 class S3FDDetector:
@@ -191,7 +205,7 @@ class S3FDDetector:
     def __init__(self, weights_path: str | Path, device: str = "auto", score_threshold: float = 0.5,
                  max_side: int = 640):
         self.device = resolve_device(device)
-        self.net = load_weights(S3FDNet(), weights_path, "S3FD").to(self.device).eval()
+        self.net = load_weights(S3FDNet(), weights_path, "an S3FD").to(self.device).eval()
         self.score_threshold = score_threshold
         self.max_side = max_side
 
