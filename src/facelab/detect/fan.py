@@ -150,7 +150,7 @@ def heatmaps_to_points(heatmaps: np.ndarray, centre: np.ndarray, side: float) ->
 
 class FANLandmarker:
     """2D-FAN (4 stacked hourglasses): robust 68 points on profile, blurred and occluded faces, but about
-    50 GFLOP a face (~0.6 s on one CPU core), so it is the slow, accurate choice next to dlib68."""
+    50 GFLOP a face (~0.5 s on one CPU core), so it is the slow, accurate choice next to dlib68."""
 
     name = "fan"
 
