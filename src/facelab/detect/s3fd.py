@@ -191,14 +191,16 @@ def load_weights(model: nn.Module, path: str | Path, what: str) -> nn.Module:
 
 def _is_torchscript(path: Path) -> bool:
     """TorchScript archives (face_alignment >= 1.3 ships 2D-FAN as one) hold compiled code, not just tensors."""
-    if not zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):  # legacy pickles and damaged files: torch.load reports those
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    return any(name.endswith("/constants.pkl") or "/code/" in name for name in names)
 
 
 class S3FDDetector:
-    """S3FD: finds faces from ~10 px up, turned and occluded ones included; slow on the CPU (VGG16)."""
+    """S3FD: small (its finest anchors are 16 px), turned and occluded faces; slow on the CPU (VGG16)."""
 
     name = "s3fd"
 
