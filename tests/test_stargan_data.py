@@ -43,7 +43,7 @@ def test_missing_file_and_images(tmp_path):
         read_attributes(tmp_path / "nope.txt", ["Male"])
     table = read_attributes(_write(tmp_path, GOOD), ["Male"])
     (tmp_path / "img").mkdir()
-    with pytest.raises(FacelabError, match="3 image\\(s\\) .* missing .* first: a.jpg"):
+    with pytest.raises(FacelabError, match=r":3: image a.jpg is not in .* \(3 listed image\(s\) missing\)"):
         CelebADataset(tmp_path / "img", table, 178, 128)
     with pytest.raises(FacelabError, match="split is empty"):
         split(table, 3, "train")

@@ -76,6 +76,8 @@ def test_resume_repeats_the_uninterrupted_run(celeba, tmp_path):
     for name, value in straight.g.state_dict().items():
         assert torch.allclose(value, resumed.g.state_dict()[name], atol=1e-6), name
     assert [r["step"] for r in read_log(tmp_path / "b")] == [2, 4, 6]
+    with pytest.raises(FacelabError, match="g_conv_dim cannot change"):
+        train(small_config(celeba, tmp_path / "b", num_iters=9, g_conv_dim=8))
 
 
 def test_ctrl_c_saves_a_checkpoint(celeba, tmp_path, monkeypatch):
@@ -101,6 +103,13 @@ def test_bad_options_are_refused(celeba, tmp_path):
         train(small_config(celeba, tmp_path / "y", batch_size=64))
     with pytest.raises(FacelabError, match="fp16 needs a CUDA device"):
         train(small_config(celeba, tmp_path / "z", precision="fp16"))
+
+
+def test_cli_sample_data(tmp_path):
+    assert main(["stargan", "sample-data", "-o", str(tmp_path), "--count", "6"]) == 0
+    lines = (tmp_path / "list_attr_celeba.txt").read_text().splitlines()
+    assert lines[0] == "6" and len(lines[1].split()) == 40 and len(lines) == 8
+    assert read_image(tmp_path / "images" / "000006.jpg").shape == (218, 178, 3)
 
 
 def test_cli_train_test_export_fid(celeba, tmp_path, capsys):

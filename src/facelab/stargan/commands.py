@@ -86,6 +86,14 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from facelab.stargan.samples import make_sample_celeba
+
+    root, attr_path = make_sample_celeba(args.output, args.count, args.seed)
+    print(f"wrote {args.count} images to {root} and {attr_path}")
+    return 0
+
+
 def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors of a training run")
     p.add_argument("--image-root", help="image folder (default: the training run's)")
@@ -135,3 +143,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception-weights", help="pytorch-fid Inception-v3 weights (.pth or .safetensors)")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=_cmd_fid)
+
+    p = cmds.add_parser("sample-data", help="write a tiny CelebA-layout folder made from real portraits",
+                        description="Augmented crops of the bundled real portraits with CelebA's attribute file, "
+                                    "for trying the pipeline without CelebA.")
+    p.add_argument("-o", "--output", required=True, help="output folder (gets images/ and list_attr_celeba.txt)")
+    p.add_argument("--count", type=int, default=48, help="number of images (default: 48)")
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed (default: 0)")
+    p.set_defaults(func=_cmd_sample_data)

@@ -28,6 +28,8 @@ class AttributeTable:
     names: list[str]
     labels: np.ndarray  # (N, c_dim) float32 in {0, 1}
     attrs: list[str]
+    source: Path  # the attribute file, and each image's line in it, for error messages
+    lines: list[int]
 
 
 def read_attributes(path: str | Path, selected: Sequence[str]) -> AttributeTable:
@@ -44,7 +46,7 @@ def read_attributes(path: str | Path, selected: Sequence[str]) -> AttributeTable
     if len(set(selected)) != len(selected):
         raise FacelabError(f"--selected-attrs names an attribute twice: {' '.join(selected)}")
     columns = [all_attrs.index(a) for a in selected]
-    names, labels = [], []
+    names, labels, linenos = [], [], []
     for lineno, line in enumerate(lines[2:], start=3):
         parts = line.split()
         if not parts:
@@ -57,6 +59,7 @@ def read_attributes(path: str | Path, selected: Sequence[str]) -> AttributeTable
         if bad:
             raise FacelabError(f"{path}:{lineno}: attribute values must be 1 or -1, found {bad[0]!r}; fix this line")
         names.append(parts[0])
+        linenos.append(lineno)
         labels.append([float(values[c] in ("1", "+1")) for c in columns])
     if not names:
         raise FacelabError(f"{path}: no image lines after the two header lines")
@@ -66,7 +69,8 @@ def read_attributes(path: str | Path, selected: Sequence[str]) -> AttributeTable
         raise FacelabError(f"{path}:1: the first line must be the image count, found {lines[0]!r}") from None
     if declared != len(names):
         raise FacelabError(f"{path}:1: declares {declared} images but lists {len(names)}; fix the count line")
-    return AttributeTable(names, np.asarray(labels, np.float32).reshape(len(names), len(selected)), list(selected))
+    return AttributeTable(names, np.asarray(labels, np.float32).reshape(len(names), len(selected)), list(selected),
+                          path, linenos)
 
 
 def split(table: AttributeTable, test_count: int, mode: str) -> AttributeTable:
@@ -76,7 +80,7 @@ def split(table: AttributeTable, test_count: int, mode: str) -> AttributeTable:
     if not names:
         raise FacelabError(f"the {mode} split is empty: the attribute file has {len(table.names)} images and "
                            f"--test-count is {test_count}; lower --test-count or add images")
-    return AttributeTable(names, table.labels[part], table.attrs)
+    return AttributeTable(names, table.labels[part], table.attrs, table.source, table.lines[part])
 
 
 def preprocess(bgr: np.ndarray, crop_size: int, image_size: int) -> np.ndarray:
@@ -104,10 +108,11 @@ class CelebADataset(Dataset):
         self.root = Path(image_root)
         if not self.root.is_dir():
             raise FacelabError(f"image folder {self.root} not found; give --image-root")
-        missing = [n for n in table.names if not (self.root / n).is_file()]
+        missing = [(n, line) for n, line in zip(table.names, table.lines) if not (self.root / n).is_file()]
         if missing:
-            raise FacelabError(f"{len(missing)} image(s) listed in the attribute file are missing from "
-                               f"{self.root}, first: {missing[0]}; fix --image-root or the attribute file")
+            name, line = missing[0]
+            raise FacelabError(f"{table.source}:{line}: image {name} is not in {self.root} ({len(missing)} listed "
+                               f"image(s) missing); fix --image-root or the attribute file")
         self.table, self.crop_size, self.image_size = table, crop_size, image_size
 
     def __len__(self) -> int:

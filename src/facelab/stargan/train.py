@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from facelab.core.checkpoint import save_checkpoint
-from facelab.core.config import config_to_dict, save_config
+from facelab.core.config import check_fixed_unchanged, config_from_dict, config_to_dict, save_config
 from facelab.core.device import autocast, grad_scaler, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.logs import MetricsLog
@@ -187,7 +187,9 @@ def train(cfg: StarGANConfig) -> Trainer:
     trainer = Trainer(cfg, device)
     ckpt = checkpoint_path(out)
     if ckpt.is_file():
-        trainer.load_state_dict(read_stargan_checkpoint(ckpt))
+        state = read_stargan_checkpoint(ckpt)
+        check_fixed_unchanged(config_from_dict(StarGANConfig, state["config"], str(ckpt)), cfg, str(ckpt))
+        trainer.load_state_dict(state)
         log.info("resuming %s at iteration %d", ckpt, trainer.step)
     save_config(cfg, out / "config.yaml")
 
