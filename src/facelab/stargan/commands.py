@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args, load_config
@@ -12,7 +11,6 @@ from facelab.core.device import DEVICES, PRECISIONS, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
 
-log = logging.getLogger("facelab")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -6,7 +6,6 @@ and return the edited image; the batch size is free.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path
 from facelab.stargan.models import Generator
 
-log = logging.getLogger("facelab")
 FORMATS = ("onnx", "torchscript")
 
 
