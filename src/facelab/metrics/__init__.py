@@ -1,0 +1,1 @@
+"""Image-set metrics shared by the training pipelines (FID and its feature extractors)."""
