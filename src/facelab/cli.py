@@ -16,6 +16,7 @@ from facelab.core.logs import setup_logging
 
 COMMAND_MODULES = [
     "facelab.io.commands",
+    "facelab.pfe.commands",
 ]
 
 

