@@ -22,9 +22,10 @@ from facelab.pfe.fusion import fuse
 from facelab.pfe.model import PFEModel
 from facelab.pfe.verify import cosine_scores, mls_scores
 
-# Cosine on dlib's 128-d embedding that matches its published same-person rule (distance < 0.6 on
-# near-unit vectors: 1 - 0.6^2 / 2 = 0.82). A sphere backbone needs its own value (pfe eval prints one).
-DEFAULT_THRESHOLD = 0.82
+# Cosine on dlib's 128-d embedding matching its published same-person rule, distance < 0.6: its vectors
+# have norm ~1.45, so 1 - 0.6^2 / (2 * 1.45^2) = 0.91. Another backbone needs its own value (pfe eval
+# prints the thresholds it picks).
+DEFAULT_THRESHOLD = 0.91
 
 
 @dataclass
