@@ -34,16 +34,17 @@ def _export_one(module: torch.nn.Module, example: torch.Tensor, out_dir: Path, n
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
     axes = {n: {0: "batch"} for n in [input_name, *output_names]}
     onnx_path, ts_path = out_dir / f"{name}.onnx", out_dir / f"{name}.pt"
-    with atomic_path(onnx_path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=output_names,
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
-    with atomic_path(ts_path) as tmp, torch.no_grad():
-        torch.jit.trace(module, example).save(str(tmp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+ flags the TorchScript-based paths
+        with atomic_path(onnx_path) as tmp:
+            torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=output_names,
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        with atomic_path(ts_path) as tmp, torch.no_grad():
+            torch.jit.trace(module, example).save(str(tmp))
+        with torch.no_grad():
+            got_ts = torch.jit.load(str(ts_path))(example)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got_onnx = session.run(None, {input_name: example.numpy()})
-    with torch.no_grad():
-        got_ts = torch.jit.load(str(ts_path))(example)
     got_ts = [got_ts] if isinstance(got_ts, torch.Tensor) else list(got_ts)
     diffs = {onnx_path.name: max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got_onnx, expected)),
              ts_path.name: max(float((g - e).abs().max()) for g, e in zip(got_ts, expected))}
