@@ -80,10 +80,16 @@ class SphereNet(nn.Module):
         self.feature_dim = 512 * (SPHERE_SIZE[0] // 16) * (SPHERE_SIZE[1] // 16)
         self.fc = nn.Linear(self.feature_dim, embedding_size)
         self.bn = nn.BatchNorm1d(embedding_size)
+        # SphereFace's initialisation: Xavier for the stride-2 convs and the FC, N(0, 0.01) inside residual
+        # units, so each unit starts near the identity and the un-normalised activations stay bounded.
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+        for unit in self.modules():
+            if isinstance(unit, _Residual):
+                for conv in unit.body[::2]:
+                    nn.init.normal_(conv.weight, std=0.01)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat = self.body(x).flatten(1)

@@ -104,7 +104,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from facelab.pfe.export import export_model
 
     for file, diff in export_model(args.model, args.output).items():
-        print(f"{Path(args.output) / file}: max deviation from PyTorch {diff:.2e}")
+        print(f"{Path(args.output) / file}: max relative deviation from PyTorch {diff:.2e}")
     return 0
 
 

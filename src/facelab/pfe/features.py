@@ -52,7 +52,7 @@ def encode_in_chunks(backbone: Backbone, crops: Iterable[np.ndarray], chunk: int
     def flush():
         mu, feat = backbone.encode(np.stack(batch))
         mus.append(mu)
-        feats.append(feat.astype(np.float16))
+        feats.append(feat.astype(np.float32))
         batch.clear()
 
     for crop in crops:
@@ -62,7 +62,7 @@ def encode_in_chunks(backbone: Backbone, crops: Iterable[np.ndarray], chunk: int
     if batch:
         flush()
     if not mus:
-        return np.zeros((0, backbone.dim), np.float32), np.zeros((0, backbone.feature_dim), np.float16)
+        return np.zeros((0, backbone.dim), np.float32), np.zeros((0, backbone.feature_dim), np.float32)
     return np.concatenate(mus), np.concatenate(feats)
 
 
@@ -80,14 +80,14 @@ def embed_files(paths: list[Path], backbone: Backbone, finder: FaceFinder, desc:
 
     mu_found, feat_found = encode_in_chunks(backbone, crops())
     mu = np.zeros((len(paths), backbone.dim), np.float32)
-    feats = np.zeros((len(paths), backbone.feature_dim), np.float16)
+    feats = np.zeros((len(paths), backbone.feature_dim), np.float32)
     mu[found], feats[found] = mu_found, feat_found
     return mu, feats, found
 
 
 @dataclass
 class FeaturePool:
-    features: np.ndarray  # (N, F) float16
+    features: np.ndarray  # (N, F) float32 (float16 overflows on sphere feature maps)
     mu: np.ndarray  # (N, D)
     labels: np.ndarray  # (N,)
     degraded: np.ndarray  # (N,) bool: blurred or shrunk copy

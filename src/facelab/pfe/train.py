@@ -113,7 +113,7 @@ def pool_loss(module: torch.nn.Module, pool: FeaturePool, device: torch.device, 
     sampler = BalancedBatchSampler(pool.labels, max(1, batch // 8), 8)
     idx = sampler.sample(np.random.default_rng([seed, 999]))
     module.eval()
-    log_sig = module(torch.from_numpy(pool.features[idx].astype(np.float32)).to(device))
+    log_sig = module(torch.from_numpy(pool.features[idx]).to(device))
     return float(mls_loss(torch.from_numpy(pool.mu[idx]).to(device), log_sig, torch.from_numpy(pool.labels[idx]).to(device)))
 
 
@@ -139,8 +139,10 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
         idx = torch.from_numpy(sampler.sample(np.random.default_rng([cfg.seed, step])))
         module.train()
         with autocast(device, cfg.precision):
-            log_sig = module(feats[idx].float().to(device))
+            log_sig = module(feats[idx].to(device))
         loss = mls_loss(mu[idx].to(device), log_sig.float(), labels[idx].to(device))
+        if not torch.isfinite(loss):
+            raise FacelabError(f"the MLS loss is not finite at step {step}; lower --lr or check the backbone's features")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
