@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "facelab.extract.commands",
     "facelab.faceset.commands",
     "facelab.stargan.commands",
+    "facelab.pfe.commands",
 ]
 
 
