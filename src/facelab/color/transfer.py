@@ -159,6 +159,19 @@ def _transfer_one(mode: str, source: np.ndarray, target: np.ndarray, source_mask
     return np.clip(out, 0.0, 1.0)
 
 
+def histogram_match(source: np.ndarray, target: np.ndarray, source_mask: np.ndarray | None = None,
+                    target_mask: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
+    """Match each BGR channel's histogram of ``source`` to ``target``'s (statistics from the masked pixels),
+    moving ``strength`` (0..1) of the way; the merger's hist-match blend."""
+    src = source.reshape(-1, 3).astype(np.float64)
+    tgt = target.reshape(-1, 3).astype(np.float64)
+    s_sel, t_sel = _pick(src, _selection(source_mask)), _pick(tgt, _selection(target_mask))
+    if len(s_sel) < MIN_PIXELS or len(t_sel) < MIN_PIXELS:
+        return source.astype(np.float32, copy=True)
+    out = src + strength * (_match_1d(src, s_sel, t_sel) - src)
+    return np.clip(out.reshape(source.shape), 0.0, 1.0).astype(np.float32)
+
+
 def _check_image(name: str, img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim not in (3, 4) or img.shape[-1] != 3:
