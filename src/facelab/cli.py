@@ -16,6 +16,8 @@ from facelab.core.logs import setup_logging
 
 COMMAND_MODULES = [
     "facelab.io.commands",
+    "facelab.extract.commands",
+    "facelab.faceset.commands",
 ]
 
 
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except FacelabError as exc:
         print(f"facelab: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print("facelab: interrupted", file=sys.stderr)
         return 130

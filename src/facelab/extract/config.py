@@ -1,0 +1,34 @@
+"""Every option of ``facelab extract``, with its default, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facelab.align.face_types import FACE_TYPES
+from facelab.core.config import option
+from facelab.detect.base import DETECTORS, LANDMARKERS
+
+
+@dataclass
+class ExtractConfig:
+    face_type: str = option("whole", "Crop of the aligned face: half, mid (mid-half), full, whole (whole face "
+                            "with forehead) or head.", choices=FACE_TYPES)
+    size: int = option(256, "Side in pixels of each aligned face image.")
+    detector: str = option("hog", "Face detector: hog (fast dlib HOG), dlib-cnn (slower, finds turned faces) "
+                           "or s3fd (DeepFaceLab's detector; needs --detector-weights).", choices=DETECTORS)
+    detector_weights: str | None = option(None, "Weights file for the s3fd detector.")
+    landmarker: str = option("dlib68", "68-point landmarker: dlib68 (bundled) or fan (2D-FAN; needs "
+                             "--landmarker-weights).", choices=LANDMARKERS)
+    landmarker_weights: str | None = option(None, "Weights file for the fan landmarker.")
+    max_faces: int = option(0, "Keep at most this many faces per frame, largest first (0 = all).")
+    min_face_size: int = option(40, "Ignore faces smaller than this many pixels (detector box side, in the source).")
+    detect_size: int = option(640, "Detect on a copy of each frame downscaled so its longer side is this many "
+                              "pixels (landmarks are still found at full size); 0 = full size.")
+    fps: float | None = option(None, "For video input: extract only this many frames per second (default: all).")
+    format: str = option("jpg", "Image format of the aligned faces.", choices=("jpg", "png"))
+    jpeg_quality: int = option(95, "JPEG quality of the aligned faces (1-100).")
+    track: bool = option(True, "For video input: smooth landmarks over time and re-find a face in the previous "
+                         "frame's box when the detector misses it (keeps turning heads).")
+    debug_dir: str | None = option(None, "Also write every frame with boxes and landmarks drawn into this folder.")
+    workers: int = option(0, "Detection worker processes (0 = one per CPU core).")
+    device: str = option("auto", "Device for torch-based detectors and landmarkers.", choices=("auto", "cpu", "cuda"))

@@ -1,0 +1,86 @@
+"""``facelab faceset info|sort|dedupe|pack|unpack``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facelab.faceset import ops
+from facelab.faceset.metadata import FaceMeta, read_meta, require_meta
+from facelab.faceset.store import Faceset, pack, unpack
+
+
+def _meta_dict(meta: FaceMeta) -> dict:
+    d = json.loads(meta.to_json())
+    d["landmarks"] = f"{len(meta.landmarks)} points"
+    d["source_landmarks"] = f"{len(meta.source_landmarks)} points"
+    d["image_to_face"] = np.round(np.asarray(meta.image_to_face), 4).tolist()
+    return d
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.is_file():
+        info = _meta_dict(require_meta(read_meta(path), path)) if not args.full else json.loads(
+            require_meta(read_meta(path), path).to_json())
+    else:
+        info = ops.describe(Faceset.open(path))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_sort(args: argparse.Namespace) -> int:
+    n, aside = ops.sort_faceset(args.folder, args.by, args.best_count)
+    print(f"sorted {n} faces by {args.by}" + (f"; faces left out moved to {aside}" if aside else ""))
+    return 0
+
+
+def _cmd_dedupe(args: argparse.Namespace) -> int:
+    n, aside = ops.dedupe_faceset(args.folder, args.max_distance)
+    print(f"{n} near-duplicate faces" + (f" moved to {aside}" if aside else ""))
+    return 0
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    print(f"packed into {pack(args.folder)}")
+    return 0
+
+
+def _cmd_unpack(args: argparse.Namespace) -> int:
+    print(f"unpacked {unpack(args.folder)} faces into {args.folder}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("faceset", help="inspect, sort, dedupe, pack and unpack aligned facesets")
+    fs = p.add_subparsers(dest="faceset_command", required=True, metavar="ACTION")
+
+    info = fs.add_parser("info", help="summary of a faceset folder, or the metadata of one face image")
+    info.add_argument("path", help="faceset folder or aligned face image")
+    info.add_argument("--full", action="store_true", help="with a face image: print every landmark too")
+    info.set_defaults(func=_cmd_info)
+
+    srt = fs.add_parser("sort", help="rename faces into an order (DeepFaceLab's sort)")
+    srt.add_argument("folder")
+    srt.add_argument("--by", required=True, choices=ops.SORT_KEYS,
+                     help="blur: sharpest first; yaw/pitch: head pose; histogram: similar colours together; "
+                          "size: largest source face first; source: source frame order; best: a pose-spread "
+                          "subset of the sharpest faces (the rest moved to FOLDER_trash)")
+    srt.add_argument("--best-count", type=int, default=None, help="with --by best: how many faces to keep")
+    srt.set_defaults(func=_cmd_sort)
+
+    dd = fs.add_parser("dedupe", help="move near-identical faces to FOLDER_duplicates, keeping the sharpest")
+    dd.add_argument("folder")
+    dd.add_argument("--max-distance", type=int, default=4, help="max differing bits of the 64-bit image hash (default 4)")
+    dd.set_defaults(func=_cmd_dedupe)
+
+    pk = fs.add_parser("pack", help="pack the faces into one faceset.pak for fast loading")
+    pk.add_argument("folder")
+    pk.set_defaults(func=_cmd_pack)
+
+    up = fs.add_parser("unpack", help="turn faceset.pak back into image files")
+    up.add_argument("folder")
+    up.set_defaults(func=_cmd_unpack)

@@ -1,0 +1,180 @@
+"""Faceset housekeeping: the orderings of DeepFaceLab's sort tool, near-duplicate removal and a summary.
+
+Sorting renames files to ``NNNNN__<original name>`` so the folder lists in the chosen order and the
+original name (which names the source frame) is kept; sorting again replaces the prefix. Faces that
+``best`` leaves out and the duplicates ``dedupe`` finds are moved aside, never deleted.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelab.core.errors import FacelabError
+from facelab.faceset.store import PACK_NAME, Faceset
+from facelab.masks.hull import hull_mask
+
+SORT_KEYS = ("blur", "yaw", "pitch", "histogram", "size", "source", "best")
+_PREFIX = re.compile(r"^\d{5}__")
+
+
+def _open_loose(folder: Path) -> Faceset:
+    if (Path(folder) / PACK_NAME).is_file():
+        raise FacelabError(f"{folder} is packed; run `facelab faceset unpack {folder}` first")
+    return Faceset.open(folder)
+
+
+def sharpness(faceset: Faceset) -> np.ndarray:
+    """Variance of the Laplacian inside each face's landmark hull (higher = sharper)."""
+    out = np.empty(len(faceset))
+    for i, meta in enumerate(faceset.metas):
+        gray = cv2.cvtColor(faceset.image(i), cv2.COLOR_BGR2GRAY)
+        mask = hull_mask(meta.landmarks, *gray.shape, "full") > 0
+        lap = cv2.Laplacian(gray, cv2.CV_32F)
+        out[i] = float(lap[mask].var()) if mask.any() else 0.0
+    return out
+
+
+def _histograms(faceset: Faceset) -> np.ndarray:
+    hists = []
+    for i in range(len(faceset)):
+        img = faceset.image(i)
+        h = [cv2.calcHist([img], [c], None, [32], [0, 256]).ravel() for c in range(3)]
+        v = np.concatenate(h)
+        hists.append(v / max(v.sum(), 1))
+    return np.stack(hists)
+
+
+def _chain_order(features: np.ndarray) -> list[int]:
+    """Greedy nearest-neighbour chain, so similar faces end up next to each other."""
+    dist = np.abs(features[:, None, :] - features[None, :, :]).sum(-1)
+    order, left = [0], set(range(1, len(features)))
+    while left:
+        rest = np.fromiter(left, int)
+        nxt = int(rest[np.argmin(dist[order[-1], rest])])
+        order.append(nxt)
+        left.remove(nxt)
+    return order
+
+
+def source_face_size(faceset: Faceset) -> np.ndarray:
+    """How many source pixels the face spanned: the aligned size divided by the transform's scale."""
+    return np.array([m.size / np.sqrt(abs(np.linalg.det(np.asarray(m.image_to_face)[:, :2]))) for m in faceset.metas])
+
+
+def best_subset(faceset: Faceset, count: int, bins: int = 64) -> list[int]:
+    """Up to ``count`` faces spread over head poses: yaw/pitch bins filled round-robin, sharpest first."""
+    sharp = sharpness(faceset)
+    yaw = np.array([m.yaw for m in faceset.metas])
+    pitch = np.array([m.pitch for m in faceset.metas])
+    ybin = np.digitize(yaw, np.linspace(yaw.min(), yaw.max() + 1e-6, int(np.sqrt(bins)) + 1))
+    pbin = np.digitize(pitch, np.linspace(pitch.min(), pitch.max() + 1e-6, int(np.sqrt(bins)) + 1))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in np.argsort(-sharp):
+        groups.setdefault((int(ybin[i]), int(pbin[i])), []).append(int(i))
+    chosen: list[int] = []
+    queues = list(groups.values())
+    while len(chosen) < count and queues:
+        queues = [q for q in queues if q]
+        for q in queues:
+            if len(chosen) < count:
+                chosen.append(q.pop(0))
+    return chosen
+
+
+def sort_order(faceset: Faceset, by: str, best_count: int | None = None) -> list[int]:
+    if by not in SORT_KEYS:
+        raise FacelabError(f"unknown sort key {by!r}; use one of {', '.join(SORT_KEYS)}")
+    metas = faceset.metas
+    if by == "blur":
+        return list(np.argsort(-sharpness(faceset), kind="stable"))
+    if by == "yaw":
+        return list(np.argsort([m.yaw for m in metas], kind="stable"))
+    if by == "pitch":
+        return list(np.argsort([m.pitch for m in metas], kind="stable"))
+    if by == "size":
+        return list(np.argsort(-source_face_size(faceset), kind="stable"))
+    if by == "source":
+        return sorted(range(len(metas)), key=lambda i: (metas[i].source_filename, metas[i].source_frame or 0,
+                                                      metas[i].face_index))
+    if by == "histogram":
+        return _chain_order(_histograms(faceset))
+    return best_subset(faceset, best_count or len(faceset))
+
+
+def _move_aside(folder: Path, names: list[str], suffix: str) -> Path:
+    aside = folder.with_name(folder.name + suffix)
+    aside.mkdir(exist_ok=True)
+    for name in names:
+        shutil.move(str(folder / name), str(aside / name))
+    return aside
+
+
+def sort_faceset(folder: str | Path, by: str, best_count: int | None = None) -> tuple[int, Path | None]:
+    """Rename faces into the chosen order; with ``best``, move the faces not chosen to ``<folder>_trash``."""
+    folder = Path(folder)
+    faceset = _open_loose(folder)
+    order = sort_order(faceset, by, best_count)
+    aside = None
+    left_out = sorted(set(range(len(faceset))) - set(order))
+    if left_out:
+        aside = _move_aside(folder, [faceset.names[i] for i in left_out], "_trash")
+    tmp_names = []
+    for rank, i in enumerate(order):  # two passes, so a new name never collides with an old one
+        tmp = folder / f".sorting{rank:05d}{Path(faceset.names[i]).suffix}"
+        (folder / faceset.names[i]).rename(tmp)
+        tmp_names.append((tmp, f"{rank:05d}__{_PREFIX.sub('', faceset.names[i])}"))
+    for tmp, name in tmp_names:
+        tmp.rename(folder / name)
+    return len(order), aside
+
+
+def dhash(gray: np.ndarray) -> np.ndarray:
+    """64-bit difference hash: robust to re-encoding and small shifts, cheap to compare."""
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    return (small[:, 1:] > small[:, :-1]).ravel()
+
+
+def find_duplicates(faceset: Faceset, max_distance: int = 4) -> list[int]:
+    """Indices of faces that are near-copies of a sharper face (hash distance <= ``max_distance`` bits)."""
+    hashes = np.stack([dhash(cv2.cvtColor(faceset.image(i), cv2.COLOR_BGR2GRAY)) for i in range(len(faceset))])
+    dist = (hashes[:, None, :] != hashes[None, :, :]).sum(-1)
+    sharp = sharpness(faceset)
+    dupes: set[int] = set()
+    for i in np.argsort(-sharp):
+        if i in dupes:
+            continue
+        close = np.nonzero(dist[i] <= max_distance)[0]
+        dupes.update(int(j) for j in close if j != i)
+    return sorted(dupes)
+
+
+def dedupe_faceset(folder: str | Path, max_distance: int = 4) -> tuple[int, Path | None]:
+    folder = Path(folder)
+    faceset = _open_loose(folder)
+    dupes = find_duplicates(faceset, max_distance)
+    if not dupes:
+        return 0, None
+    return len(dupes), _move_aside(folder, [faceset.names[i] for i in dupes], "_duplicates")
+
+
+def describe(faceset: Faceset) -> dict:
+    metas = faceset.metas
+    yaw = [m.yaw for m in metas]
+    pitch = [m.pitch for m in metas]
+    return {
+        "folder": str(faceset.root),
+        "faces": len(faceset),
+        "packed": (faceset.root / PACK_NAME).is_file(),
+        "face_types": dict(Counter(m.face_type for m in metas)),
+        "sizes": dict(Counter(m.size for m in metas)),
+        "detectors": dict(Counter(m.detector for m in metas)),
+        "sources": len({m.source_filename for m in metas}),
+        "yaw_range": [round(min(yaw), 1), round(max(yaw), 1)],
+        "pitch_range": [round(min(pitch), 1), round(max(pitch), 1)],
+    }

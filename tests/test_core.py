@@ -1,0 +1,97 @@
+"""The shared helpers: typed configs, checkpoints, metrics logs, devices."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from facelab.core.checkpoint import load_checkpoint, save_checkpoint
+from facelab.core.config import (add_config_arguments, check_fixed_unchanged, config_from_args, load_config, option,
+                                 save_config)
+from facelab.core.device import autocast, resolve_device
+from facelab.core.errors import FacelabError
+from facelab.core.files import previous_path
+from facelab.core.logs import MetricsLog
+from facelab.core.tbevents import crc32c, read_scalars
+
+
+@dataclass
+class _Cfg:
+    resolution: int = option(128, "side", fixed=True)
+    mode: str = option("a", "mode", choices=("a", "b"))
+    flip: bool = option(True, "flip")
+    names: list[str] = option(["x", "y"], "names")
+    rate: float | None = option(None, "rate")
+
+
+def _parse(cli: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config")
+    add_config_arguments(p, _Cfg)
+    return p.parse_args(cli)
+
+
+def test_config_layers_defaults_file_and_flags(tmp_path):
+    (tmp_path / "c.yaml").write_text("resolution: 96\nmode: b\n")
+    cfg = config_from_args(_Cfg, _parse(["--config", str(tmp_path / "c.yaml"), "--no-flip", "--names", "p", "q",
+                                         "--rate", "0.5"]))
+    assert (cfg.resolution, cfg.mode, cfg.flip, cfg.names, cfg.rate) == (96, "b", False, ["p", "q"], 0.5)
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(_Cfg, tmp_path / "saved.yaml") == cfg
+
+
+def test_config_refuses_bad_values_and_fixed_changes(tmp_path):
+    with pytest.raises(FacelabError, match="mode='z'"):
+        config_from_args(_Cfg, _parse(["--mode", "z"]))
+    with pytest.raises(FacelabError, match="resolution"):
+        config_from_args(_Cfg, _parse(["--resolution", "big"]))
+    (tmp_path / "bad.yaml").write_text("resolutoin: 64\n")
+    with pytest.raises(FacelabError, match="resolutoin"):
+        load_config(_Cfg, tmp_path / "bad.yaml")
+    with pytest.raises(FacelabError, match="resolution=128"):
+        check_fixed_unchanged(_Cfg(), _Cfg(resolution=64), "model")
+    check_fixed_unchanged(_Cfg(), _Cfg(mode="b"), "model")  # non-fixed options may change
+
+
+def test_checkpoint_round_trip_keeps_previous_and_refuses_corrupt(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"model": net.state_dict(), "opt": opt.state_dict(), "iter": 5, "rng": torch.get_rng_state()})
+    save_checkpoint(path, {"model": net.state_dict(), "opt": opt.state_dict(), "iter": 6, "rng": torch.get_rng_state()})
+    state = load_checkpoint(path)
+    assert state["iter"] == 6 and load_checkpoint(previous_path(path))["iter"] == 5
+    opt2 = torch.optim.Adam(net.parameters())
+    opt2.load_state_dict(state["opt"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(FacelabError, match="corrupt.*model.prev.safetensors"):
+        load_checkpoint(path)
+    assert load_checkpoint(previous_path(path))["iter"] == 5
+
+
+def test_metrics_log_writes_csv_and_readable_tensorboard_events(tmp_path):
+    assert crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
+    log = MetricsLog(tmp_path, "losses")
+    log.write(1, {"loss": 0.5, "ssim": 0.25})
+    log.write(2, {"loss": 0.25, "ssim": 0.5})
+    log.close()
+    assert (tmp_path / "losses.csv").read_text().splitlines() == ["step,loss,ssim", "1,0.5,0.25", "2,0.25,0.5"]
+    (events,) = (tmp_path / "tb").iterdir()
+    assert read_scalars(events) == [(1, "loss", 0.5), (1, "ssim", 0.25), (2, "loss", 0.25), (2, "ssim", 0.5)]
+
+
+def test_devices_and_precision():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(FacelabError):
+        resolve_device("tpu")
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with pytest.raises(FacelabError, match="fp16"):
+        autocast(torch.device("cpu"), "fp16")

@@ -1,0 +1,187 @@
+"""Extraction on real faces: detection rate, alignment accuracy, inverse mapping, tracking, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from facelab.align.face_types import ALIGN_POINTS, face_type
+from facelab.align.pose import estimate_pose
+from facelab.align.transform import warp_to_image
+from facelab.cli import main
+from facelab.detect.base import make_detector, make_landmarker
+from facelab.extract.config import ExtractConfig
+from facelab.extract.pipeline import extract
+from facelab.extract.tracking import FaceTracker
+from facelab.faceset.metadata import read_face
+from facelab.faceset.store import Faceset
+from facelab.masks.hull import hull_mask
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="session")
+def extracted(sample_clips, tmp_path_factory):
+    """Each sample clip extracted at the default face type (whole), 256 px."""
+    out = {}
+    for clip in sample_clips[:2]:
+        folder = tmp_path_factory.mktemp("aligned") / clip.stem
+        out[clip] = (folder, extract(clip, folder, ExtractConfig(workers=2)))
+    return out
+
+
+def test_single_person_clips_give_one_face_per_frame(extracted):
+    for clip, (folder, stats) in extracted.items():
+        faceset = Faceset.open(folder)
+        per_frame = {}
+        for m in faceset.metas:
+            per_frame[m.source_frame] = per_frame.get(m.source_frame, 0) + 1
+        exactly_one = sum(1 for n in per_frame.values() if n == 1)
+        assert stats.frames >= 25
+        assert exactly_one >= 0.95 * stats.frames, f"{clip.name}: {exactly_one}/{stats.frames} frames with one face"
+
+
+def test_aligned_landmarks_sit_on_the_template(extracted):
+    for folder, _ in extracted.values():
+        faceset = Faceset.open(folder)
+        template = face_type("whole").template(256)
+        errors = np.array([np.linalg.norm(m.landmarks[ALIGN_POINTS] - template, axis=1).mean() for m in faceset.metas])
+        assert errors.mean() < 6.0 and errors.max() < 10.0, f"landmark error mean {errors.mean():.2f}px max {errors.max():.2f}px"
+
+
+def test_inverse_transform_reproduces_the_source_face(extracted, sample_clips):
+    from facelab.io.video import iter_frames
+
+    folder, _ = extracted[sample_clips[0]]
+    face, meta = read_face(sorted(folder.iterdir())[10])
+    frame = next(img for i, img in iter_frames(sample_clips[0]) if i == meta.source_frame)
+    h, w = frame.shape[:2]
+    back = warp_to_image(face, meta.image_to_face, w, h)
+    region = cv2.erode(hull_mask(meta.source_landmarks, h, w, "full"), np.ones((9, 9), np.uint8)) > 0
+    mse = np.mean((back[region].astype(np.float64) - frame[region].astype(np.float64)) ** 2)
+    psnr = 10 * np.log10(255.0**2 / mse)
+    assert psnr >= 30.0, f"PSNR {psnr:.1f} dB"
+
+
+def test_group_photo_gives_every_face(sample_photos, tmp_path):
+    """A collage of four real faces (two people, each also mirrored): a person counts 4."""
+    tiles = []
+    for img in sample_photos.values():
+        img = cv2.resize(img, (400, int(400 * img.shape[0] / img.shape[1])))[:400]
+        img = np.pad(img, ((0, 400 - img.shape[0]), (0, 0), (0, 0)))
+        tiles += [img, img[:, ::-1]]
+    group = np.concatenate(tiles, axis=1)
+    cv2.imwrite(str(tmp_path / "group.jpg"), group)
+    stats = extract(tmp_path / "group.jpg", tmp_path / "out", ExtractConfig(workers=1))
+    assert stats.faces >= 4
+
+
+def test_tracking_refinds_a_face_the_detector_missed(sample_clips):
+    from facelab.io.video import iter_frames
+
+    frames = [img for _, (i, img) in zip(range(6), iter_frames(sample_clips[0]))]
+    detector, landmarker = make_detector("hog"), make_landmarker("dlib68")
+    tracker = FaceTracker(landmarker)
+    tracker.update(frames[0], detector.detect(frames[0]))
+    for k in (1, 2, 3):  # pretend the detector missed the face in three frames running
+        kept = tracker.update(frames[k], [])
+        assert len(kept) == 1 and kept[0].redetected
+        truth = landmarker.landmarks(frames[k], detector.detect(frames[k])[0].box)
+        assert np.abs(kept[0].landmarks - truth).mean() < 4.0
+    blank = np.full_like(frames[4], 90)
+    assert tracker.update(blank, []) == []  # a face that is gone is not invented
+    tracker_off = FaceTracker(landmarker, max_missed=0)
+    tracker_off.update(frames[0], detector.detect(frames[0]))
+    assert tracker_off.update(frames[1], []) == []
+
+
+def test_pose_yaw_flips_with_the_image(sample_photos):
+    img = sample_photos["hopper"]
+    det, lm = make_detector("hog"), make_landmarker("dlib68")
+    h, w = img.shape[:2]
+    pts = lm.landmarks(img, det.detect(img)[0].box)
+    mirrored = img[:, ::-1].copy()
+    pts_m = lm.landmarks(mirrored, det.detect(mirrored)[0].box)
+    yaw, pitch, _ = estimate_pose(pts, w, h)
+    yaw_m, pitch_m, _ = estimate_pose(pts_m, w, h)
+    assert abs(yaw + yaw_m) < 6.0 and abs(pitch - pitch_m) < 6.0
+
+
+def test_metadata_survives_copy_and_resave_is_detected(extracted, sample_clips, tmp_path, capsys):
+    folder, stats = extracted[sample_clips[1]]
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    assert len(Faceset.open(copy)) == stats.faces
+    for args in (["info", str(copy)], ["sort", str(copy), "--by", "blur"], ["sort", str(copy), "--by", "histogram"],
+                 ["sort", str(copy), "--by", "best", "--best-count", "10"], ["dedupe", str(copy)],
+                 ["pack", str(copy)], ["info", str(copy)], ["unpack", str(copy)], ["info", str(copy)]):
+        assert main(["faceset", *args]) == 0, args
+    first = sorted(p for p in copy.iterdir() if p.suffix == ".jpg")[0]
+    cv2.imwrite(str(first), cv2.imread(str(first)))  # an editor re-save drops the metadata
+    capsys.readouterr()
+    assert main(["faceset", "info", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and first.name in err and "re-extract" in err
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "facelab", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("facelab: error:"), proc.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(sample_clips, tmp_path):
+    _assert_one_line_error(_run_cli("extract", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o")), "missing.mp4")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    _assert_one_line_error(_run_cli("extract", str(text), "-o", str(tmp_path / "o")), "notes.mp4")
+    truncated = tmp_path / "cut.mp4"
+    data = sample_clips[0].read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    _assert_one_line_error(_run_cli("extract", str(truncated), "-o", str(tmp_path / "o")), "cut.mp4")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_one_line_error(_run_cli("extract", str(empty), "-o", str(tmp_path / "o")), "empty")
+    _assert_one_line_error(_run_cli("frames", str(text), "-o", str(tmp_path / "f")), "notes.mp4")
+
+
+def test_image_modes_are_converted_and_faceless_frames_counted(sample_photos, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    face = sample_photos["hopper"]
+    gray = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(src / "gray.png"), gray)
+    cv2.imwrite(str(src / "deep16.png"), face.astype(np.uint16) * 257)
+    cv2.imwrite(str(src / "alpha.png"), np.dstack([face, np.full(face.shape[:2], 255, np.uint8)]))
+    Image.fromarray(face[:, :, ::-1]).convert("CMYK").save(src / "cmyk.jpg")
+    cv2.imwrite(str(src / "blank.png"), np.full((300, 300, 3), 128, np.uint8))
+    stats = extract(src, tmp_path / "out", ExtractConfig(workers=1))
+    assert stats.frames == 5 and stats.faces == 4 and stats.no_face == ["blank.png"]
+    assert {p.name.split("_")[0] for p in (tmp_path / "out").glob("*.jpg")} == {"gray", "deep16", "alpha", "cmyk"}
+
+
+def test_extraction_resumes_where_it_stopped(sample_photos, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(sample_photos.values()):
+        cv2.imwrite(str(src / f"{i:05d}.png"), img)
+    first = extract(src, tmp_path / "out", ExtractConfig(workers=1))
+    assert first.frames == 2 and first.resumed == 0
+    again = extract(src, tmp_path / "out", ExtractConfig(workers=1))
+    assert again.resumed == 2 and again.frames == 2 and again.faces == first.faces
