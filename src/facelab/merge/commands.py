@@ -46,6 +46,15 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_swap(args: argparse.Namespace) -> int:
+    from facelab.merge.oneshot import swap
+
+    cfg = config_from_args(MergeConfig, args)
+    stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg)
+    print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="put the swapped face back into every frame",
                        description="For every frame and each of its extracted faces: crop, predict the swapped face "
@@ -74,3 +83,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--crf", type=int, default=18, help="H.264 quality: 0 lossless .. 51 worst (default: 18)")
     v.add_argument("--no-audio", action="store_true", help="leave the audio out (e.g. for the mask video)")
     v.set_defaults(func=_cmd_video)
+
+    w = sub.add_parser("swap", help="one shot: extract, train, merge and make the video",
+                       description="Put the face of SRC into DST_VIDEO: extract both, train for --iterations, merge "
+                                   "and assemble OUTPUT with DST_VIDEO's frame rate and audio. Work files go to "
+                                   "--workspace; running the command again resumes.")
+    w.add_argument("src", help="src video, folder of photos/frames, or aligned faceset (the face to put in)")
+    w.add_argument("dst", help="dst video (the one to change)")
+    w.add_argument("-o", "--output", required=True, help="output video file")
+    w.add_argument("--workspace", help="folder for frames, faces, model and merged frames (default: OUTPUT_workspace)")
+    w.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000; more is better)")
+    w.add_argument("--model", choices=("quick96", "original", "saehd"), default="quick96",
+                   help="model family for a new workspace (default: quick96)")
+    w.add_argument("--config", help="YAML file with merge options (flags override it)")
+    add_config_arguments(w, MergeConfig)
+    w.set_defaults(func=_cmd_swap)
