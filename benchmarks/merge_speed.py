@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facelab.core.device import resolve_device  # noqa: E402
@@ -60,6 +61,17 @@ def prepare(clip: Path, n: int, face_type: str) -> Path:
     return folder
 
 
+class IdentityPredictor:
+    """A free stand-in model (returns the dst face and full masks): measures compositing alone."""
+
+    def __init__(self, resolution: int, face_type: str):
+        self.resolution, self.face_type = resolution, face_type
+
+    def predict(self, faces):
+        ones = np.ones(faces.shape[:3], np.float32)
+        return faces.astype(np.float32) / 255.0, ones, ones
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clip", type=Path, default=None)
@@ -67,12 +79,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 0], help="0 = one per core (the default)")
     ap.add_argument("--format", nargs="+", default=["png", "jpg"], choices=("png", "jpg"))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", choices=("saehd", "quick96", "identity"), default="saehd",
+                    help="saehd: 128 px liae-ud; quick96: 96 px df-ud; identity: no network (compositing only)")
     args = ap.parse_args()
     clip = args.clip or find_clip()
     info = probe(clip)
-    cfg = apply_preset(SwapConfig(model="saehd", resolution=128, face_type="whole"))
+    net = "quick96" if args.model == "quick96" else "saehd"
+    cfg = apply_preset(SwapConfig(model=net, resolution=128, face_type="whole") if net == "saehd" else SwapConfig(model=net))
     device = resolve_device(args.device)
-    predictor = SwapPredictor(build_model(cfg).to(device), cfg, device)
+    predictor = IdentityPredictor(cfg.resolution, cfg.face_type) if args.model == "identity" else \
+        SwapPredictor(build_model(cfg).to(device), cfg, device)
     frames = prepare(clip, args.frames, cfg.face_type)
     results = []
     for fmt in args.format:
@@ -84,7 +100,8 @@ def main() -> None:
                             "faces": stats.faces, "seconds": round(stats.seconds, 3),
                             "frames_per_s": round(stats.fps, 2)})
     print(json.dumps({"benchmark": "merge_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
-                      "model": f"saehd {cfg.archi} {cfg.resolution}px {cfg.face_type}", "device": str(device),
+                      "model": f"{args.model} {cfg.archi} {cfg.resolution}px {cfg.face_type}" if args.model != "identity"
+                      else f"identity (no network) {cfg.resolution}px {cfg.face_type}", "device": str(device),
                       "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
                       "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                       "machine": platform.machine(), "results": results}, indent=2))
