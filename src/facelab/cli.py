@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "facelab.io.commands",
     "facelab.extract.commands",
     "facelab.faceset.commands",
+    "facelab.swap.commands",
+    "facelab.merge.commands",
     "facelab.stargan.commands",
     "facelab.pfe.commands",
 ]

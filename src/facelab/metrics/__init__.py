@@ -1,1 +1,1 @@
-"""Image-set metrics shared by the training pipelines (FID and its feature extractors)."""
+"""Metrics shared by training and evaluation: SSIM (reconstruction), FID (generation) and their feature extractors."""

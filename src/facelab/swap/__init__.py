@@ -1,0 +1,1 @@
+"""Face-swap training and inference: Original, SAEHD (DF / LIAE with -u -d -t) and Quick96."""

@@ -1,0 +1,65 @@
+"""``facelab train`` (DeepFaceLab's "train SAEHD / Quick96 / Original") and ``facelab export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from facelab.core.config import add_config_arguments, config_from_args, given_options
+from facelab.core.errors import FacelabError
+from facelab.swap.config import SwapConfig, apply_preset
+
+
+def resolve_train_config(args: argparse.Namespace) -> SwapConfig:
+    """Saved config of an existing model (or the defaults), then ``--config FILE``, then typed flags."""
+    from facelab.swap.train import load_saved_config
+
+    saved = load_saved_config(Path(args.model_dir))
+    given = set(given_options(args, SwapConfig))
+    if getattr(args, "config", None):
+        loaded = yaml.safe_load(Path(args.config).read_text()) if Path(args.config).is_file() else {}
+        given |= set(loaded or {})
+    cfg = config_from_args(SwapConfig, args, base=saved)
+    return apply_preset(cfg, given)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from facelab.swap.train import train
+
+    cfg = resolve_train_config(args)
+    if not cfg.pretrain and not (args.src and args.dst):
+        raise FacelabError("train needs --src and --dst faceset folders (or --pretrain with --pretrain-faceset)")
+    result = train(cfg, args.src, args.dst, args.model_dir)
+    print(f"{result.stopped} at iteration {result.iteration}; held-out SSIM {result.ssim_mean:.4f} +- {result.ssim_std:.4f}; "
+          f"model saved in {args.model_dir}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from facelab.swap.export import export_model
+
+    path, diff = export_model(args.model_dir, args.format, args.output)
+    print(json.dumps({"path": str(path), "format": args.format, "max_abs_diff_vs_pytorch": diff}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a face-swap model (original, saehd, quick96)",
+                       description="Train a face-swap model on a src and a dst faceset. An existing --model-dir is "
+                                   "resumed; options that fix the network cannot change, all others can.")
+    p.add_argument("--src", help="src faceset folder (the face to put in), e.g. WS/data_src/aligned")
+    p.add_argument("--dst", help="dst faceset folder (the face to replace), e.g. WS/data_dst/aligned")
+    p.add_argument("--model-dir", required=True, help="folder for weights, config.yaml, losses and previews")
+    p.add_argument("--config", help="YAML file of options (flags given on the command line override it)")
+    add_config_arguments(p, SwapConfig)
+    p.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("export", help="export a trained swap generator to ONNX or TorchScript",
+                       description="Export dst face -> swapped face + masks, checked against PyTorch on random faces.")
+    e.add_argument("--model-dir", required=True, help="a model folder made by facelab train")
+    e.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="export format (default: onnx)")
+    e.add_argument("-o", "--output", help="output file (default: MODEL_DIR/swap.onnx or swap.ts)")
+    e.set_defaults(func=_cmd_export)

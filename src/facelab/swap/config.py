@@ -1,0 +1,122 @@
+"""Every face-swap training option in one dataclass, with the help sentences DeepFaceLab users know.
+
+Options marked ``fixed`` shape the network and are refused if they change once a model exists; all others
+(batch size, GAN power, random warp, ...) may change between runs, exactly as in DeepFaceLab's
+"override settings" prompt. ``quick96`` and ``original`` are presets that pin their network options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from facelab.align.face_types import FACE_TYPES
+from facelab.core.config import option
+from facelab.core.device import DEVICES, PRECISIONS
+from facelab.core.errors import FacelabError
+
+MODELS = ("original", "saehd", "quick96")
+CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
+
+
+@dataclass
+class SwapConfig:
+    model: str = option("saehd", "Model family: original (classic 64 px), saehd (configurable) or quick96 (zero-configuration preset).",
+                        MODELS, fixed=True)
+    resolution: int = option(128, "Face resolution in pixels, 64..640 in steps of 16 (32 for -d architectures); higher is sharper and slower.",
+                             fixed=True)
+    face_type: str = option("whole", "Face type the model is trained on (half, mid, full, whole, head); the facesets must be extracted with it.",
+                            FACE_TYPES, fixed=True)
+    archi: str = option("liae-ud", "Architecture: df (better likeness, needs similar faces) or liae (better colour/shape of dst), "
+                        "with -u (pixel-normalised, better likeness), -d (double resolution at the same cost), "
+                        "-t (more layers, better likeness), e.g. df-ud, liae-udt.", fixed=True)
+    ae_dims: int = option(256, "AutoEncoder dimensions: the size of the bottleneck code; more holds more facial detail.", fixed=True)
+    e_dims: int = option(64, "Encoder dimensions: base channel count of the encoder.", fixed=True)
+    d_dims: int = option(64, "Decoder dimensions: base channel count of the decoder.", fixed=True)
+    d_mask_dims: int = option(22, "Decoder mask dimensions: base channel count of the mask decoder.", fixed=True)
+
+    batch_size: int = option(8, "Batch size: faces per iteration; bigger generalises better but needs more memory.")
+    target_iter: int = option(0, "Target iteration: stop and save when the counter reaches it (0 = train until Ctrl-C).")
+    masked_training: bool = option(True, "Masked training: train only inside the face mask (whole and head faces); off learns the background too.")
+    eyes_mouth_prio: bool = option(False, "Eyes and mouth priority: weight errors around eyes and mouth higher, for sharper teeth and gaze.")
+    uniform_yaw: bool = option(False, "Uniform yaw distribution: sample side faces as often as frontal ones (helps profiles in small facesets).")
+    blur_out_mask: bool = option(False, "Blur out mask: blur the background just outside the face mask so the model ignores it.")
+    random_warp: bool = option(True, "Random warp of samples: generalises the model; turn off late in training to sharpen details.")
+    random_hsv_power: float = option(0.0, "Random HSV power: jitter hue/saturation/value of inputs by this much (0..0.3) so colours generalise.")
+    random_src_flip: bool = option(False, "Random flip of src faces: more angles from a small src faceset, at some cost to likeness.")
+    random_dst_flip: bool = option(True, "Random flip of dst faces: more dst angles for the src->dst generalisation.")
+    lr_dropout: str = option("off", "Learning-rate dropout: on speeds up sharpening late in training; cpu builds the dropout mask on the CPU.",
+                             ("off", "on", "cpu"))
+    gan_power: float = option(0.0, "GAN power: train with a patch discriminator for finer detail (0 = off, 0.1 is a good start, after the model is trained).")
+    gan_patch_size: int = option(0, "GAN patch size: receptive field of the patch discriminator (0 = resolution / 8).")
+    gan_dims: int = option(16, "GAN dimensions: base channel count of the patch discriminator.")
+    true_face_power: float = option(0.0, "True face power: a code discriminator pulls the swap towards the src likeness (df only, 0..1, try 0.01).")
+    face_style_power: float = option(0.0, "Face style power: learn the colour of the dst face inside the mask (0..100, try 0.001).")
+    bg_style_power: float = option(0.0, "Background style power: learn the area outside the dst face mask (0..100, try 0.001).")
+    ct_mode: str = option("none", "Colour transfer for src samples: match src colours to a random dst face (rct, lct, mkl, idt, sot).", CT_MODES)
+    clipgrad: bool = option(False, "Gradient clipping: clip the gradient norm to 1 to reduce the chance of a model collapse.")
+    optimizer: str = option("adabelief", "Optimiser: adabelief (DeepFaceLab's default, faster, better generalisation) or adam.",
+                            ("adabelief", "adam"))
+    lr: float = option(5e-5, "Learning rate of the generator and the discriminators.")
+    pretrain: bool = option(False, "Pretrain mode: train on --pretrain-faceset for both sides; switching it off resets the iteration counter.")
+    pretrain_faceset: str = option("", "Faceset folder used for pretraining (any faces of the model's face type).")
+    autobackup_hours: float = option(0.0, "Autobackup every N hours into model_dir/autobackups, keeping the last 15 (0 = off).")
+    write_preview_history: bool = option(False, "Write preview history: keep a preview image per preview interval in preview_history/.")
+    preview_every: int = option(100, "Write preview.png every N iterations.")
+    save_every_minutes: float = option(25.0, "Save the model every N minutes (and always at the target iteration and on Ctrl-C).")
+    eval_every: int = option(500, "Report held-out SSIM (mean +- std) every N iterations (0 = only at the end).")
+    eval_faces: int = option(16, "Faces per side held out from training for the SSIM quality report.")
+    log_every: int = option(10, "Write losses to losses.csv and TensorBoard every N iterations.")
+    workers: int = option(2, "Batch-producing worker processes (0 = produce batches in the training process).")
+    seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.")
+    device: str = option("auto", "Device: auto, cpu or cuda.", DEVICES)
+    precision: str = option("fp32", "Precision: fp32, bf16 (autocast) or fp16 (autocast with a loss scaler, CUDA only).", PRECISIONS)
+    channels_last: bool = option(False, "Use channels_last memory format (faster convolutions on recent GPUs).")
+    compile: bool = option(False, "Compile the model with torch.compile (slower start, faster steps).")
+
+
+ARCHI_TYPES = ("df", "liae")
+ARCHI_OPTS = "udt"
+
+# Presets pin the network so the user only points at two facesets (DeepFaceLab's Quick96 / Original).
+PRESETS = {
+    "quick96": dict(resolution=96, face_type="full", archi="df-ud", ae_dims=128, e_dims=64, d_dims=64, d_mask_dims=16,
+                    batch_size=4),
+    "original": dict(resolution=64, face_type="full", archi="df", ae_dims=1024, e_dims=128, d_dims=64, d_mask_dims=16),
+}
+
+
+def parse_archi(archi: str) -> tuple[str, str]:
+    """``liae-udt`` -> ``("liae", "udt")``, refusing unknown types or options with one line."""
+    kind, _, opts = archi.partition("-")
+    if kind not in ARCHI_TYPES or any(c not in ARCHI_OPTS for c in opts) or len(set(opts)) != len(opts):
+        raise FacelabError(f"archi {archi!r} is not valid; use df or liae with any of -u -d -t, e.g. df-ud or liae-udt")
+    return kind, opts
+
+
+def apply_preset(cfg: SwapConfig, given: set[str] = frozenset()) -> SwapConfig:
+    """Pin a preset's network options; a preset's batch size is only a default the user may override."""
+    preset = dict(PRESETS.get(cfg.model, {}))
+    if "batch_size" in given:
+        preset.pop("batch_size", None)
+    for name, value in preset.items():
+        if name in given and name != "batch_size" and getattr(cfg, name) != value:
+            raise FacelabError(f"{cfg.model} is a fixed preset: {name} is {value!r} there; use --model saehd to choose {name}")
+    return dataclasses.replace(cfg, **preset)
+
+
+def check_config(cfg: SwapConfig) -> None:
+    """Refuse impossible combinations before any network is built."""
+    kind, opts = parse_archi(cfg.archi)
+    step = 32 if "d" in opts else 16
+    if cfg.model == "saehd" and not (64 <= cfg.resolution <= 640 and cfg.resolution % step == 0):
+        raise FacelabError(f"resolution {cfg.resolution} is not valid for {cfg.archi}; use 64..640 in steps of {step}")
+    for name in ("ae_dims", "e_dims", "d_dims", "d_mask_dims", "batch_size", "gan_dims", "preview_every", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise FacelabError(f"{name} must be at least 1, not {getattr(cfg, name)}")
+    if cfg.workers < 0 or cfg.target_iter < 0 or cfg.eval_every < 0 or cfg.eval_faces < 0:
+        raise FacelabError("workers, target_iter, eval_every and eval_faces cannot be negative")
+    if cfg.true_face_power > 0 and kind != "df":
+        raise FacelabError("true_face_power works only with df architectures (liae has no separate src code); set it to 0")
+    if cfg.pretrain and not cfg.pretrain_faceset:
+        raise FacelabError("pretrain mode needs --pretrain-faceset FOLDER (any faceset of the model's face type)")

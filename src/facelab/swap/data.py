@@ -1,0 +1,190 @@
+"""Training batches: random warp with a coarse random grid, flips, HSV jitter, colour transfer, masks.
+
+Batch ``i`` is a pure function of ``(seed, i)``, so worker processes may produce batches in any order and a
+resumed run sees exactly the batches an uninterrupted one would. Warping is one ``grid_sample`` over the
+batch: an affine (rotation, scale, shift) shared by input and target, plus, for the input only, a smooth
+offset field interpolated from a 3x3, 5x5 or 9x9 grid of random displacements (SAEHD's random warp).
+The target stays unwarped so the model learns to undo the distortion.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from facelab.core.errors import FacelabError
+from facelab.faceset.store import Faceset
+from facelab.masks.hull import hull_mask
+from facelab.swap.losses import gaussian_blur
+
+EYES_MOUTH = (slice(36, 42), slice(42, 48), slice(48, 60))
+
+
+@dataclass
+class FaceData:
+    """A faceset decoded once at the training resolution with its masks (uint8 to stay small)."""
+
+    images: np.ndarray  # (N,R,R,3) uint8 BGR
+    masks: np.ndarray  # (N,R,R) uint8 0/1 landmark hull
+    em_masks: np.ndarray  # (N,R,R) uint8 0/1 eyes and mouth
+    yaws: np.ndarray  # (N,) degrees
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx: np.ndarray) -> "FaceData":
+        return FaceData(self.images[idx], self.masks[idx], self.em_masks[idx], self.yaws[idx])
+
+
+def eyes_mouth_mask(landmarks: np.ndarray, resolution: int) -> np.ndarray:
+    mask = np.zeros((resolution, resolution), np.uint8)
+    for part in EYES_MOUTH:
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(landmarks[part]).astype(np.int32)), 1)
+    k = max(3, resolution // 16) | 1
+    return cv2.dilate(mask, np.ones((k, k), np.uint8))
+
+
+def load_faces(folder: str, resolution: int, face_type: str) -> FaceData:
+    """Open a faceset and check it was extracted for this model's face type."""
+    faceset = Faceset.open(folder)
+    wrong = [n for n, m in zip(faceset.names, faceset.metas) if m.face_type != face_type]
+    if wrong:
+        raise FacelabError(f"{faceset.root / wrong[0]} is a {faceset.metas[faceset.names.index(wrong[0])].face_type} face "
+                           f"but the model trains on {face_type} faces; re-extract with --face-type {face_type}")
+    lms = faceset.landmarks(resolution)
+    masks = np.stack([hull_mask(lm, resolution, resolution, face_type) for lm in lms]).astype(np.uint8)
+    em = np.stack([eyes_mouth_mask(lm, resolution) for lm in lms])
+    yaws = np.array([m.yaw for m in faceset.metas], np.float32)
+    return FaceData(faceset.images(resolution), masks, em, yaws)
+
+
+@dataclass
+class Augment:
+    random_warp: bool = True
+    random_flip: bool = False
+    hsv_power: float = 0.0
+    uniform_yaw: bool = False
+    blur_out_mask: bool = False
+    ct_mode: str = "none"
+
+
+def pick_indices(rng: np.random.Generator, yaws: np.ndarray, count: int, uniform_yaw: bool) -> np.ndarray:
+    """Random faces; with ``uniform_yaw`` every 10-degree yaw bin is equally likely, then a face in it."""
+    if not uniform_yaw:
+        return rng.integers(len(yaws), size=count)
+    bins = np.floor(yaws / 10.0).astype(np.int64)
+    order = np.argsort(bins, kind="stable")
+    _, starts, counts = np.unique(bins[order], return_index=True, return_counts=True)
+    chosen = rng.integers(len(starts), size=count)
+    within = (rng.random(count) * counts[chosen]).astype(np.int64)
+    return order[starts[chosen] + within]
+
+
+def warp_grids(rng: np.random.Generator, n: int, res: int, random_warp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampling grids (N,R,R,2) for the target (affine only) and the input (affine + random grid)."""
+    angle = np.deg2rad(rng.uniform(-10, 10, n))
+    scale = 1.0 + rng.uniform(-0.05, 0.05, n)
+    shift = rng.uniform(-0.05, 0.05, (n, 2)) * 2  # fraction of the face -> normalised [-1, 1] units
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    theta = np.stack([np.stack([cos, -sin, shift[:, 0]], 1), np.stack([sin, cos, shift[:, 1]], 1)], 1)
+    target = F.affine_grid(torch.from_numpy(theta).float(), [n, 1, res, res], align_corners=False)
+    if not random_warp:
+        return target, target
+    cells = rng.choice([2, 4, 8], n)
+    offsets = torch.zeros(n, 2, res, res)
+    for c in (2, 4, 8):
+        idx = np.flatnonzero(cells == c)
+        if not len(idx):
+            continue
+        coarse = np.zeros((len(idx), 2, c + 1, c + 1), np.float32)
+        # interior control points move by ~0.24 of a cell (in normalised units a cell is 2 / c)
+        coarse[:, :, 1:-1, 1:-1] = rng.normal(0, 0.24 * 2.0 / c, (len(idx), 2, c - 1, c - 1))
+        offsets[idx] = F.interpolate(torch.from_numpy(coarse), size=(res, res), mode="bicubic", align_corners=True)
+    return target, target + offsets.permute(0, 2, 3, 1)
+
+
+def hsv_jitter(images: np.ndarray, rng: np.random.Generator, power: float) -> np.ndarray:
+    """Shift hue and scale saturation/value of each float BGR image by up to ``power``."""
+    out = np.empty_like(images)
+    for k, img in enumerate(images):
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        dh, ds, dv = rng.uniform(-power, power, 3)
+        hsv[..., 0] = (hsv[..., 0] + dh * 360.0) % 360.0
+        hsv[..., 1] = np.clip(hsv[..., 1] * (1 + ds), 0, 1)
+        hsv[..., 2] = np.clip(hsv[..., 2] * (1 + dv), 0, 1)
+        out[k] = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    return out
+
+
+def colour_transfer(mode: str, images: np.ndarray, masks: np.ndarray, refs: np.ndarray, ref_masks: np.ndarray) -> np.ndarray:
+    """Match each src image's colours to a dst face (DeepFaceLab's ct_mode for src samples)."""
+    try:
+        from facelab.color.transfer import color_transfer
+    except ImportError:
+        raise FacelabError(f"ct_mode {mode} needs facelab.color.transfer, which this install lacks; use --ct-mode none") from None
+    return np.stack([np.clip(color_transfer(mode, img, ref, m, rm), 0, 1).astype(np.float32)
+                     for img, m, ref, rm in zip(images, masks, refs, ref_masks)])
+
+
+def make_side(data: FaceData, rng: np.random.Generator, count: int, aug: Augment,
+              ct_refs: FaceData | None = None) -> dict[str, torch.Tensor]:
+    """One identity's half of a batch: warped input, unwarped target, its mask and eyes/mouth mask."""
+    idx = pick_indices(rng, data.yaws, count, aug.uniform_yaw)
+    images = data.images[idx].astype(np.float32) / 255.0
+    masks = data.masks[idx].astype(np.float32)
+    if aug.ct_mode != "none" and ct_refs is not None:
+        ref = rng.integers(len(ct_refs), size=count)
+        images = colour_transfer(aug.ct_mode, images, masks, ct_refs.images[ref].astype(np.float32) / 255.0,
+                                 ct_refs.masks[ref].astype(np.float32))
+    flip = rng.random(count) < 0.5 if aug.random_flip else np.zeros(count, bool)
+    hsv_images = hsv_jitter(images, rng, aug.hsv_power) if aug.hsv_power > 0 else images
+    res = images.shape[1]
+    maps = torch.from_numpy(np.stack([masks, data.em_masks[idx].astype(np.float32)], 1))
+    target = torch.from_numpy(images).permute(0, 3, 1, 2)
+    source = torch.from_numpy(hsv_images).permute(0, 3, 1, 2)
+    if aug.blur_out_mask:
+        keep = maps[:, :1]
+        target = target * keep + gaussian_blur(target, max(1, res // 16)) * (1 - keep)
+        source = source * keep + gaussian_blur(source, max(1, res // 16)) * (1 - keep)
+    stack = torch.cat([target, source, maps], 1)
+    flip_t = torch.from_numpy(flip)
+    stack[flip_t] = stack[flip_t].flip(-1)
+    grid_target, grid_input = warp_grids(rng, count, res, aug.random_warp)
+    warped_target = F.grid_sample(torch.cat([stack[:, :3], stack[:, 6:]], 1), grid_target, mode="bilinear",
+                                  padding_mode="border", align_corners=False)
+    warped_input = F.grid_sample(stack[:, 3:6], grid_input, mode="bilinear", padding_mode="border", align_corners=False)
+    return {"input": warped_input.contiguous(), "target": warped_target[:, :3].contiguous(),
+            "mask": warped_target[:, 3:4].contiguous(), "em_mask": warped_target[:, 4:5].contiguous()}
+
+
+class SwapBatches(Dataset):
+    """``batches[i]`` -> dict of src_* and dst_* tensors, determined by ``(seed, i)`` alone."""
+
+    def __init__(self, src: FaceData, dst: FaceData, batch_size: int, src_aug: Augment, dst_aug: Augment, seed: int):
+        self.src, self.dst, self.batch_size = src, dst, batch_size
+        self.src_aug, self.dst_aug, self.seed = src_aug, dst_aug, seed
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, i])
+        src = make_side(self.src, rng, self.batch_size, self.src_aug, ct_refs=self.dst)
+        dst = make_side(self.dst, rng, self.batch_size, self.dst_aug)
+        return {**{f"src_{k}": v for k, v in src.items()}, **{f"dst_{k}": v for k, v in dst.items()}}
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def batch_stream(batches: SwapBatches, start: int, workers: int) -> DataLoader:
+    """Batches ``start, start+1, ...`` in order, produced ahead by ``workers`` processes (0 = inline)."""
+    kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4) if workers else {}
+    # A private generator: DataLoader draws a seed when it starts iterating, which must not shift the
+    # global torch RNG that learning-rate dropout uses (else a resumed run would drift).
+    return DataLoader(batches, batch_size=None, sampler=itertools.count(start), generator=torch.Generator(), **kwargs)

@@ -1,0 +1,100 @@
+"""Building blocks and the two wiring schemes shared by every family.
+
+DF-style models (Original, SAEHD df) share one encoder and give each identity its own decoder; the swap
+is the dst code through the src decoder. LIAE has one decoder and two intermediate codes; its wiring
+lives in :mod:`facelab.swap.models.saehd`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class SwapOutputs(NamedTuple):
+    pred_src: torch.Tensor  # src reconstructed, (N,3,R,R) in [0,1]
+    pred_src_mask: torch.Tensor  # (N,1,R,R)
+    pred_dst: torch.Tensor
+    pred_dst_mask: torch.Tensor
+    pred_swap: torch.Tensor  # dst face with the src identity
+    pred_swap_mask: torch.Tensor  # the src mask predicted for the swapped face
+    src_code: torch.Tensor  # what the true-face discriminator compares
+    dst_code: torch.Tensor
+
+
+class Downscale(nn.Module):
+    """Strided conv + LeakyReLU(0.1): halves the resolution (DeepFaceLab's encoder step)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 5):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=2, padding=kernel_size // 2)
+        self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class Upscale(nn.Module):
+    """Conv to 4x channels + LeakyReLU(0.1) + pixel shuffle: doubles the resolution without checkerboards."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch * 4, kernel_size, padding=kernel_size // 2)
+        self.act = nn.LeakyReLU(0.1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.act(self.conv(x)))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with a skip (LeakyReLU 0.2): SAEHD's decoder refinement step."""
+
+    def __init__(self, ch: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, kernel_size, padding=kernel_size // 2)
+        self.conv2 = nn.Conv2d(ch, ch, kernel_size, padding=kernel_size // 2)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.conv2(self.act(self.conv1(x))))
+
+
+class SwapModel(nn.Module):
+    """Common interface: ``forward(src, dst)`` for training, ``swap(dst)`` for merge and export."""
+
+    resolution: int
+
+    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> SwapOutputs:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """dst faces -> (swapped face, predicted src mask, predicted dst mask)."""
+        raise NotImplementedError
+
+    def generator_parameters(self):
+        return self.parameters()
+
+
+class DFSwap(SwapModel):
+    """One shared encoder (with its dense bottleneck), one decoder per identity."""
+
+    def __init__(self, resolution: int, encoder: nn.Module, decoder_src: nn.Module, decoder_dst: nn.Module):
+        super().__init__()
+        self.resolution = resolution
+        self.encoder, self.decoder_src, self.decoder_dst = encoder, decoder_src, decoder_dst
+
+    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> SwapOutputs:
+        src_code, dst_code = self.encoder(src), self.encoder(dst)
+        pred_src, pred_src_mask = self.decoder_src(src_code)
+        pred_dst, pred_dst_mask = self.decoder_dst(dst_code)
+        pred_swap, pred_swap_mask = self.decoder_src(dst_code)
+        return SwapOutputs(pred_src, pred_src_mask, pred_dst, pred_dst_mask, pred_swap, pred_swap_mask, src_code, dst_code)
+
+    def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        code = self.encoder(dst)
+        swapped, src_mask = self.decoder_src(code)
+        _, dst_mask = self.decoder_dst(code)
+        return swapped, src_mask, dst_mask

@@ -1,0 +1,361 @@
+"""The face-swap training loop: one explicit step, saving, resuming, evaluation and previews.
+
+Everything a run needs to continue exactly lives in ``model.safetensors`` (weights, optimiser state, the
+iteration, torch's RNG state); batches are a pure function of ``(seed, iteration)``. So a run stopped at
+any save and resumed gives, on the CPU, the same next loss as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+from facelab.core.checkpoint import load_checkpoint, save_checkpoint
+from facelab.core.config import check_fixed_unchanged, load_config, save_config
+from facelab.core.device import autocast, grad_scaler, resolve_device
+from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_write_bytes, atomic_write_text
+from facelab.core.logs import MetricsLog
+from facelab.core.progress import progress
+from facelab.core.rng import seed_everything
+from facelab.metrics.ssim import ssim
+from facelab.swap.config import SwapConfig, check_config
+from facelab.swap.data import Augment, FaceData, SwapBatches, batch_stream, load_faces
+from facelab.swap.discriminators import CodeDiscriminator, UNetPatchDiscriminator, d_loss, g_loss
+from facelab.swap.losses import LossOptions, side_loss, soft_mask, style_losses
+from facelab.swap.models import SwapModel, build_model
+from facelab.swap.optim import AdaBelief
+
+log = logging.getLogger("facelab")
+
+CONFIG_NAME = "config.yaml"
+WEIGHTS_NAME = "model.safetensors"
+STATE_NAME = "state.yaml"
+KEEP_BACKUPS = 15
+PREVIEW_FACES = 4
+
+
+def load_saved_config(model_dir: Path) -> SwapConfig | None:
+    path = Path(model_dir) / CONFIG_NAME
+    return load_config(SwapConfig, path) if path.is_file() else None
+
+
+@dataclass
+class TrainResult:
+    iteration: int
+    losses: dict[str, float]
+    ssim_mean: float
+    ssim_std: float
+    stopped: str  # "target", "interrupted" or "limit"
+
+
+def _make_optimizer(params, cfg: SwapConfig) -> AdaBelief:
+    belief = cfg.optimizer == "adabelief"
+    return AdaBelief(params, lr=cfg.lr, eps=1e-16 if belief else 1e-7, belief=belief,
+                     lr_dropout=0.3 if cfg.lr_dropout != "off" else 1.0, dropout_on_cpu=cfg.lr_dropout == "cpu")
+
+
+def _apply_optimizer_options(opt: AdaBelief, cfg: SwapConfig) -> None:
+    """Loaded optimiser state keeps its moments; the options the user may change come from ``cfg``."""
+    fresh = _make_optimizer([torch.zeros(1)], cfg).defaults
+    for group in opt.param_groups:
+        group.update(fresh)
+
+
+class Trainer:
+    def __init__(self, cfg: SwapConfig, src_dir: str | Path, dst_dir: str | Path, model_dir: str | Path):
+        check_config(cfg)
+        self.cfg, self.model_dir = cfg, Path(model_dir)
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        saved = load_saved_config(self.model_dir)
+        if saved is not None:
+            check_fixed_unchanged(saved, cfg, str(self.model_dir))
+        self.device = resolve_device(cfg.device)
+        autocast(self.device, cfg.precision)  # refuses fp16 on the CPU before any work
+        seed_everything(cfg.seed)
+        self._load_data(src_dir, dst_dir)
+        self.model: SwapModel = build_model(cfg).to(self.device)
+        self.gan = UNetPatchDiscriminator(cfg.resolution, cfg.gan_patch_size, cfg.gan_dims).to(self.device) if cfg.gan_power > 0 else None
+        code_ch = self._code_channels()
+        self.code_d = CodeDiscriminator(code_ch).to(self.device) if cfg.true_face_power > 0 else None
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = _make_optimizer(self.model.parameters(), cfg)
+        self.gan_opt = _make_optimizer(self.gan.parameters(), cfg) if self.gan else None
+        self.code_opt = _make_optimizer(self.code_d.parameters(), cfg) if self.code_d else None
+        self.scaler = grad_scaler(self.device, cfg.precision)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power, cfg.bg_style_power)
+        self.iteration, self.saved_iteration, self._unused_state = 0, None, {}
+        self._last_eval: tuple[int, tuple[float, float]] | None = None
+        if (self.model_dir / WEIGHTS_NAME).is_file():
+            self._resume()
+        save_config(cfg, self.model_dir / CONFIG_NAME)
+        self.metrics = MetricsLog(self.model_dir, "losses")
+        self.metrics.truncate_after(self.iteration)
+        self.eval_log = MetricsLog(self.model_dir, "eval")
+        self.eval_log.truncate_after(self.iteration)
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def _load_data(self, src_dir, dst_dir) -> None:
+        cfg = self.cfg
+        if cfg.pretrain:
+            src_dir = dst_dir = cfg.pretrain_faceset
+        src = load_faces(str(src_dir), cfg.resolution, cfg.face_type)
+        dst = src if cfg.pretrain else load_faces(str(dst_dir), cfg.resolution, cfg.face_type)
+        rng = np.random.default_rng(cfg.seed)
+        self.src_train, self.src_hold = self._split(src, rng, src_dir)
+        self.dst_train, self.dst_hold = self._split(dst, rng, dst_dir)
+        self.batches = SwapBatches(
+            self.src_train, self.dst_train, cfg.batch_size,
+            Augment(cfg.random_warp, cfg.random_src_flip, cfg.random_hsv_power, cfg.uniform_yaw, cfg.blur_out_mask, cfg.ct_mode),
+            Augment(cfg.random_warp, cfg.random_dst_flip, cfg.random_hsv_power, cfg.uniform_yaw, cfg.blur_out_mask),
+            cfg.seed)
+
+    def _split(self, data: FaceData, rng: np.random.Generator, folder) -> tuple[FaceData, FaceData]:
+        """Hold out up to ``eval_faces`` faces (a fifth at most) that training never sees, for SSIM."""
+        if len(data) < 2:
+            raise FacelabError(f"faceset {folder} has {len(data)} face; training needs at least 2 (ideally thousands)")
+        order = rng.permutation(len(data))
+        k = min(self.cfg.eval_faces, len(data) // 5)
+        return data.subset(np.sort(order[k:])), data.subset(np.sort(order[:k]))
+
+    def _code_channels(self) -> int:
+        with torch.no_grad():
+            x = torch.zeros(1, 3, self.cfg.resolution, self.cfg.resolution, device=self.device)
+            return self.model(x, x).dst_code.shape[1] if self.cfg.true_face_power > 0 else 0
+
+    def _resume(self) -> None:
+        path = self.model_dir / WEIGHTS_NAME
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise FacelabError(f"{path} does not match this model's config ({type(exc).__name__}); "
+                               "restore its config.yaml or use a new model dir") from None
+        for name, module, opt in (("gan", self.gan, self.gan_opt), ("code", self.code_d, self.code_opt)):
+            if name in state and module is not None:
+                module.load_state_dict(state[name])
+                opt.load_state_dict(state[f"{name}_optimizer"])
+            elif name in state:  # switched off this run: keep it for a later run that switches it back on
+                self._unused_state[name] = state[name]
+                self._unused_state[f"{name}_optimizer"] = state[f"{name}_optimizer"]
+        for opt in (self.opt, self.gan_opt, self.code_opt):
+            if opt is not None:
+                _apply_optimizer_options(opt, self.cfg)
+        self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration = self.saved_iteration = int(state["iteration"])
+        if state.get("pretrain") and not self.cfg.pretrain:
+            log.info("pretraining finished: the iteration counter starts again at 0")
+            self.iteration = 0
+        log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
+
+    # ----------------------------------------------------------------------------------------- saving
+    def save(self) -> None:
+        state = {"format": "facelab-swap-1", "iteration": self.iteration, "pretrain": self.cfg.pretrain,
+                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(), **self._unused_state}
+        if self.gan is not None:
+            state.update(gan=self.gan.state_dict(), gan_optimizer=self.gan_opt.state_dict())
+        if self.code_d is not None:
+            state.update(code=self.code_d.state_dict(), code_optimizer=self.code_opt.state_dict())
+        save_checkpoint(self.model_dir / WEIGHTS_NAME, state)
+        save_config(self.cfg, self.model_dir / CONFIG_NAME)
+        atomic_write_text(self.model_dir / STATE_NAME, yaml.safe_dump(
+            {"iteration": self.iteration, "pretrain": self.cfg.pretrain, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        self.saved_iteration = self.iteration
+        log.info(f"saved {self.model_dir / WEIGHTS_NAME} at iteration {self.iteration}")
+
+    def autobackup(self) -> None:
+        """Copy the current save to ``autobackups/<iteration>``, keeping the newest 15."""
+        root = self.model_dir / "autobackups"
+        target = root / f"{self.iteration:09d}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (WEIGHTS_NAME, CONFIG_NAME, STATE_NAME):
+            shutil.copy2(self.model_dir / name, target / name)
+        for old in sorted(p for p in root.iterdir() if p.is_dir())[:-KEEP_BACKUPS]:
+            shutil.rmtree(old)
+
+    # ----------------------------------------------------------------------------------------- one step
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg = self.cfg
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        b = {k: v.to(self.device, non_blocking=True).contiguous(memory_format=fmt) for k, v in batch.items()}
+        with autocast(self.device, cfg.precision):
+            out = self.forward(b["src_input"], b["dst_input"])
+            src_loss, src_t, src_p = side_loss(b["src_target"], b["src_mask"], b["src_em_mask"], out.pred_src.float(),
+                                               out.pred_src_mask.float(), self.loss_opts)
+            dst_loss, _, _ = side_loss(b["dst_target"], b["dst_mask"], b["dst_em_mask"], out.pred_dst.float(),
+                                       out.pred_dst_mask.float(), self.loss_opts)
+            total = src_loss + dst_loss + style_losses(b["dst_target"], b["dst_mask"], out.pred_swap.float(), self.loss_opts)
+            if self.gan is not None:
+                center, pixel = self.gan(src_p)
+                total = total + cfg.gan_power * (g_loss(center) + g_loss(pixel))
+            if self.code_d is not None:
+                total = total + cfg.true_face_power * g_loss(self.code_d(out.dst_code))
+        losses = {"src_loss": src_loss.item(), "dst_loss": dst_loss.item(), "total": total.item()}
+        if not math.isfinite(losses["total"]):
+            last = f"iteration {self.saved_iteration}" if self.saved_iteration is not None else "none yet"
+            raise FacelabError(f"loss became {losses['total']} at iteration {self.iteration + 1}; stopped without saving, "
+                               f"the last good save ({last}) in {self.model_dir} is kept; lower --lr or use --clipgrad")
+        self._update(total, self.opt, self.model.parameters())
+        if self.gan is not None:
+            with autocast(self.device, cfg.precision):
+                real_c, real_p = self.gan(src_t)
+                fake_c, fake_p = self.gan(src_p.detach())
+                loss_d = d_loss(real_c, fake_c) + d_loss(real_p, fake_p)
+            self._update(loss_d, self.gan_opt, self.gan.parameters())
+            losses["gan_d"] = loss_d.item()
+        if self.code_d is not None:
+            with autocast(self.device, cfg.precision):
+                loss_c = d_loss(self.code_d(out.src_code.detach()), self.code_d(out.dst_code.detach()))
+            self._update(loss_c, self.code_opt, self.code_d.parameters())
+            losses["true_face_d"] = loss_c.item()
+        self.scaler.update()
+        return losses
+
+    def _update(self, loss: torch.Tensor, opt: AdaBelief, params) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clipgrad:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(list(params), 1.0)
+        self.scaler.step(opt)
+
+    # ----------------------------------------------------------------------------------------- eval / preview
+    @torch.inference_mode()
+    def evaluate(self) -> tuple[float, float, dict[str, float]]:
+        """SSIM (11 px Gaussian window) between held-out faces and their reconstructions, mean and std.
+
+        With masked training the model is only asked for the face, so faces and reconstructions are
+        compared under the soft face mask; otherwise the whole square is compared.
+        """
+        if not len(self.src_hold) or not len(self.dst_hold):
+            return math.nan, math.nan, {}
+        src, src_m = self._tensors(self.src_hold)
+        dst, dst_m = self._tensors(self.dst_hold)
+        scores = {}
+        for side, faces, mask in (("src", src, src_m), ("dst", dst, dst_m)):
+            preds = []
+            for i in range(0, len(faces), self.cfg.batch_size):
+                chunk = faces[i : i + self.cfg.batch_size]
+                out = self.model(chunk, chunk)
+                preds.append(out.pred_src if side == "src" else out.pred_dst)
+            pred = torch.cat(preds).float()
+            if self.cfg.masked_training:
+                m = soft_mask(mask, self.cfg.resolution)
+                faces, pred = faces * m, pred * m
+            scores[side] = ssim(pred, faces, reduce=False).cpu()
+        allv = torch.cat(list(scores.values()))
+        return allv.mean().item(), allv.std().item(), {f"ssim_{k}": v.mean().item() for k, v in scores.items()}
+
+    def _tensors(self, data: FaceData) -> tuple[torch.Tensor, torch.Tensor]:
+        faces = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        masks = torch.from_numpy(data.masks).float()[:, None].to(self.device)
+        return faces, masks
+
+    @torch.inference_mode()
+    def preview(self) -> np.ndarray:
+        """Rows: src, src reconstructed, dst, dst reconstructed, dst swapped to src (uint8 BGR)."""
+        src_data = self.src_hold if len(self.src_hold) else self.src_train
+        dst_data = self.dst_hold if len(self.dst_hold) else self.dst_train
+        n = min(PREVIEW_FACES, len(src_data), len(dst_data))
+        src = self._tensors(src_data.subset(np.arange(n)))[0]
+        dst = self._tensors(dst_data.subset(np.arange(n)))[0]
+        out = self.model(src, dst)
+        rows = [src, out.pred_src, dst, out.pred_dst, out.pred_swap]
+        grid = torch.cat([torch.cat(list(r.float()), 2) for r in rows], 1)
+        return (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+    def write_preview(self) -> None:
+        ok, png = cv2.imencode(".png", self.preview())
+        atomic_write_bytes(self.model_dir / "preview.png", png.tobytes())
+        if self.cfg.write_preview_history:
+            atomic_write_bytes(self.model_dir / "preview_history" / f"{self.iteration:09d}.png", png.tobytes())
+
+    def report_eval(self) -> tuple[float, float]:
+        if self._last_eval is not None and self._last_eval[0] == self.iteration:
+            return self._last_eval[1]
+        mean, std, sides = self.evaluate()
+        self._last_eval = (self.iteration, (mean, std))
+        if math.isfinite(mean):
+            self.eval_log.write(self.iteration, {"ssim_mean": mean, "ssim_std": std, **sides})
+            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f}")
+        return mean, std
+
+    # ----------------------------------------------------------------------------------------- loop
+    def run(self, max_steps: int | None = None) -> TrainResult:
+        """Train until the target iteration, ``max_steps`` more steps, or Ctrl-C; always save at the end."""
+        cfg, losses, stopped = self.cfg, {}, "limit"
+        if cfg.target_iter and self.iteration >= cfg.target_iter:
+            log.info(f"model is already at iteration {self.iteration} >= target {cfg.target_iter}; raise --target-iter to go on")
+            mean, std = self.report_eval()
+            return TrainResult(self.iteration, {}, mean, std, "target")
+        self.model.train()
+        last_save = last_backup = time.monotonic()
+        end = cfg.target_iter if cfg.target_iter else math.inf
+        if max_steps is not None:
+            end = min(end, self.iteration + max_steps)
+        bar = progress(total=None if math.isinf(end) else int(end), initial=self.iteration, desc="train")
+        stream = iter(batch_stream(self.batches, self.iteration, cfg.workers))
+        try:
+            while self.iteration < end:
+                try:
+                    losses = self.step(next(stream))
+                except torch.OutOfMemoryError:
+                    raise FacelabError(f"out of memory at batch size {cfg.batch_size} on {self.device}; "
+                                       f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
+                self.iteration += 1
+                bar.update()
+                bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+                if self.iteration % cfg.log_every == 0:
+                    self.metrics.write(self.iteration, losses)
+                if self.iteration % cfg.preview_every == 0:
+                    self.write_preview()
+                if cfg.eval_every and self.iteration % cfg.eval_every == 0:
+                    self.report_eval()
+                now = time.monotonic()
+                if now - last_save >= cfg.save_every_minutes * 60:
+                    self.save()
+                    last_save = now
+                if cfg.autobackup_hours and now - last_backup >= cfg.autobackup_hours * 3600:
+                    self.save()
+                    self.autobackup()
+                    last_backup = now
+            stopped = "target" if self.iteration == cfg.target_iter else "limit"
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            log.info("interrupted: saving")
+        finally:
+            bar.close()
+            del stream
+        self.save()
+        self.write_preview()
+        mean, std = self.report_eval()
+        return TrainResult(self.iteration, losses, mean, std, stopped)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.eval_log.close()
+
+
+def train(cfg: SwapConfig, src_dir: str | Path, dst_dir: str | Path, model_dir: str | Path,
+          max_steps: int | None = None) -> TrainResult:
+    """Train (or resume) the model in ``model_dir``: the Python API behind ``facelab train``."""
+    trainer = Trainer(cfg, src_dir, dst_dir, model_dir)
+    try:
+        return trainer.run(max_steps)
+    finally:
+        trainer.close()
+
