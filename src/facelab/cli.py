@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "facelab.merge.commands",
     "facelab.stargan.commands",
     "facelab.pfe.commands",
+    "facelab.demo",
 ]
 
 
