@@ -184,7 +184,10 @@ def _worker_init(_: int) -> None:
 
 def batch_stream(batches: SwapBatches, start: int, workers: int) -> DataLoader:
     """Batches ``start, start+1, ...`` in order, produced ahead by ``workers`` processes (0 = inline)."""
-    kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4) if workers else {}
+    # Workers are spawned, not forked: a fork taken while OpenCV, dlib or torch threads hold a lock can
+    # leave the child waiting forever on that lock.
+    kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4,
+                  multiprocessing_context="spawn") if workers else {}
     # A private generator: DataLoader draws a seed when it starts iterating, which must not shift the
     # global torch RNG that learning-rate dropout uses (else a resumed run would drift).
     return DataLoader(batches, batch_size=None, sampler=itertools.count(start), generator=torch.Generator(), **kwargs)

@@ -72,7 +72,8 @@ def _apply_optimizer_options(opt: AdaBelief, cfg: SwapConfig) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: SwapConfig, src_dir: str | Path, dst_dir: str | Path, model_dir: str | Path):
+    def __init__(self, cfg: SwapConfig, src_dir: str | Path | FaceData, dst_dir: str | Path | FaceData,
+                 model_dir: str | Path):
         check_config(cfg)
         self.cfg, self.model_dir = cfg, Path(model_dir)
         self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +111,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.pretrain:
             src_dir = dst_dir = cfg.pretrain_faceset
-        src = load_faces(str(src_dir), cfg.resolution, cfg.face_type)
-        dst = src if cfg.pretrain else load_faces(str(dst_dir), cfg.resolution, cfg.face_type)
+        def load(source) -> FaceData:  # a folder, or faces already in memory (benchmarks, notebooks)
+            return source if isinstance(source, FaceData) else load_faces(str(source), cfg.resolution, cfg.face_type)
+
+        src = load(src_dir)
+        dst = src if cfg.pretrain else load(dst_dir)
         rng = np.random.default_rng(cfg.seed)
         self.src_train, self.src_hold = self._split(src, rng, src_dir)
         self.dst_train, self.dst_hold = self._split(dst, rng, dst_dir)
