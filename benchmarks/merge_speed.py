@@ -1,0 +1,110 @@
+"""Frames per second of `facelab merge` on 720p frames with a 128 px SAEHD model, as JSON.
+
+Usage: python benchmarks/merge_speed.py [--frames N] [--workers 1 2 ...] [--format png jpg] [--device cpu]
+The dst frames and their faces come from the first 720p clip in ../shared/data/videos, else from the
+rendered 720p sample clip (facelab.io.samples); they are prepared once in a cache folder. The model has
+the default SAEHD network at 128 px with untrained weights: speed does not depend on the weights.
+Each measurement merges every frame into a fresh folder (model, compositing and file writes included;
+process start-up of the worker pool included too, so short runs understate steady-state speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from facelab.core.device import resolve_device  # noqa: E402
+from facelab.extract.config import ExtractConfig  # noqa: E402
+from facelab.extract.pipeline import extract  # noqa: E402
+from facelab.io.commands import frame_name  # noqa: E402
+from facelab.io.images import write_image  # noqa: E402
+from facelab.io.video import iter_frames, probe  # noqa: E402
+from facelab.merge.config import MergeConfig  # noqa: E402
+from facelab.merge.merger import run_merge  # noqa: E402
+from facelab.swap.config import SwapConfig, apply_preset  # noqa: E402
+from facelab.swap.models import build_model  # noqa: E402
+from facelab.swap.predictor import SwapPredictor  # noqa: E402
+
+
+def find_clip() -> Path:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+    for clip in sorted(shared.glob("*.mp4")) if shared.is_dir() else []:
+        if probe(clip).height == 720:
+            return clip
+    from facelab.io.samples import make_sample_clips
+
+    return make_sample_clips(Path(tempfile.gettempdir()) / "facelab-bench-clips", seconds=4.0)["hopper"]
+
+
+def prepare(clip: Path, n: int, face_type: str) -> Path:
+    """``n`` frames of ``clip`` and their extracted faces, cached between runs."""
+    folder = Path(tempfile.gettempdir()) / f"facelab-bench-merge-{clip.stem}-{n}-{face_type}"
+    if not (folder / "aligned" / ".done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, frame in iter_frames(clip):
+            if index >= n:
+                break
+            write_image(folder / frame_name(index, "png"), frame)
+        extract(folder, folder / "aligned", ExtractConfig(face_type=face_type))
+        (folder / "aligned" / ".done").touch()
+    return folder
+
+
+class IdentityPredictor:
+    """A free stand-in model (returns the dst face and full masks): measures compositing alone."""
+
+    def __init__(self, resolution: int, face_type: str):
+        self.resolution, self.face_type = resolution, face_type
+
+    def predict(self, faces):
+        ones = np.ones(faces.shape[:3], np.float32)
+        return faces.astype(np.float32) / 255.0, ones, ones
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--clip", type=Path, default=None)
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 0], help="0 = one per core (the default)")
+    ap.add_argument("--format", nargs="+", default=["png", "jpg"], choices=("png", "jpg"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", choices=("saehd", "quick96", "identity"), default="saehd",
+                    help="saehd: 128 px liae-ud; quick96: 96 px df-ud; identity: no network (compositing only)")
+    args = ap.parse_args()
+    clip = args.clip or find_clip()
+    info = probe(clip)
+    net = "quick96" if args.model == "quick96" else "saehd"
+    cfg = apply_preset(SwapConfig(model=net, resolution=128, face_type="whole") if net == "saehd" else SwapConfig(model=net))
+    device = resolve_device(args.device)
+    predictor = IdentityPredictor(cfg.resolution, cfg.face_type) if args.model == "identity" else \
+        SwapPredictor(build_model(cfg).to(device), cfg, device)
+    frames = prepare(clip, args.frames, cfg.face_type)
+    results = []
+    for fmt in args.format:
+        for workers in args.workers:
+            merge_cfg = MergeConfig(workers=workers, output_format=fmt, device=args.device)
+            with tempfile.TemporaryDirectory() as out:
+                stats = run_merge(predictor, merge_cfg, frames, Path(out) / "merged", Path(out) / "mask")
+            results.append({"workers": workers or len(os.sched_getaffinity(0)), "format": fmt, "frames": stats.merged,
+                            "faces": stats.faces, "seconds": round(stats.seconds, 3),
+                            "frames_per_s": round(stats.fps, 2)})
+    print(json.dumps({"benchmark": "merge_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
+                      "model": f"{args.model} {cfg.archi} {cfg.resolution}px {cfg.face_type}" if args.model != "identity"
+                      else f"identity (no network) {cfg.resolution}px {cfg.face_type}", "device": str(device),
+                      "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+                      "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                      "machine": platform.machine(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

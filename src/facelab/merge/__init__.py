@@ -1,0 +1,1 @@
+"""Merge: put the swapped face back into every dst frame (DeepFaceLab's merger), and assemble the video."""

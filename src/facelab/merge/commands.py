@@ -1,0 +1,100 @@
+"""``facelab merge``, ``facelab video`` and ``facelab swap``: the last steps of DeepFaceLab's workflow."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from facelab.core.config import add_config_arguments, config_from_args
+from facelab.core.errors import FacelabError
+from facelab.io.images import write_image
+from facelab.merge.config import MergeConfig
+from facelab.merge.merger import Predictor, preview, run_merge
+from facelab.merge.video import assemble_video
+
+
+def load_model(model_dir: str | Path, device: str) -> Predictor:
+    """The trained swap model of ``model_dir`` (imported here so `facelab video` needs no torch)."""
+    try:
+        from facelab.swap.predictor import load_predictor
+    except ImportError as exc:
+        raise FacelabError(f"the swap model code is not available ({exc}); reinstall facelab") from None
+    return load_predictor(Path(model_dir), device=device)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    cfg = config_from_args(MergeConfig, args)
+    predictor = load_model(args.model_dir, cfg.device)
+    aligned = Path(args.aligned_dir) if args.aligned_dir else None
+    if args.preview is not None:
+        out = Path(args.preview_output) if args.preview_output else \
+            Path(args.output_dir).parent / f"merge_preview_{args.preview}.png"
+        write_image(out, preview(predictor, cfg, Path(args.input_dir), args.preview, aligned))
+        print(f"wrote {out} (original | merged | mask)")
+        return 0
+    mask_dir = Path(args.output_mask_dir) if args.output_mask_dir else None
+    stats = run_merge(predictor, cfg, Path(args.input_dir), Path(args.output_dir), mask_dir, aligned, args.overwrite)
+    resumed = f", {stats.skipped} already done" if stats.skipped else ""
+    print(f"{args.output_dir}: merged {stats.merged} frames ({stats.faces} faces{resumed}) in {stats.seconds:.1f} s, "
+          f"{stats.fps:.1f} frames/s")
+    return 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    n = assemble_video(args.frames, args.output, args.like, args.fps, args.crf, audio=not args.no_audio)
+    print(f"wrote {args.output} ({n} frames)")
+    return 0
+
+
+def _cmd_swap(args: argparse.Namespace) -> int:
+    from facelab.merge.oneshot import swap
+
+    cfg = config_from_args(MergeConfig, args)
+    stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg)
+    print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="put the swapped face back into every frame",
+                       description="For every frame and each of its extracted faces: crop, predict the swapped face "
+                                   "and its mask, and composite it back. Frames without a face are copied. Resumes "
+                                   "where it stopped unless --overwrite.")
+    p.add_argument("--model-dir", required=True, help="trained model folder (from `facelab train`)")
+    p.add_argument("--input-dir", required=True, help="dst frames folder (e.g. WS/data_dst)")
+    p.add_argument("--output-dir", required=True, help="merged frames folder (e.g. WS/data_dst/merged)")
+    p.add_argument("--output-mask-dir", help="also write each frame's pasted mask here (e.g. WS/data_dst/merged_mask)")
+    p.add_argument("--aligned-dir", help="the dst faces with metadata (default: INPUT_DIR/aligned)")
+    p.add_argument("--overwrite", action="store_true", help="merge frames again even if their output exists")
+    p.add_argument("--preview", metavar="FRAME", help="merge only this frame (number or file name) and write "
+                   "original | merged | mask side by side as one PNG")
+    p.add_argument("--preview-output", help="where --preview writes (default: next to OUTPUT_DIR)")
+    p.add_argument("--config", help="YAML file with merge options (flags override it)")
+    add_config_arguments(p, MergeConfig)
+    p.set_defaults(func=_cmd_merge)
+
+    v = sub.add_parser("video", help="assemble frames into a video with the source's frame rate and audio",
+                       description="Encode a folder of frames as H.264 at the frame rate of --like, copying its "
+                                   "audio track (use it for the merged frames and for the mask frames).")
+    v.add_argument("--frames", required=True, help="folder of frames (e.g. WS/data_dst/merged)")
+    v.add_argument("--like", help="source video: frame rate and audio come from it (e.g. WS/data_dst.mp4)")
+    v.add_argument("-o", "--output", required=True, help="output video file (e.g. WS/result.mp4)")
+    v.add_argument("--fps", type=float, help="frame rate when there is no --like video (overrides it otherwise)")
+    v.add_argument("--crf", type=int, default=18, help="H.264 quality: 0 lossless .. 51 worst (default: 18)")
+    v.add_argument("--no-audio", action="store_true", help="leave the audio out (e.g. for the mask video)")
+    v.set_defaults(func=_cmd_video)
+
+    w = sub.add_parser("swap", help="one shot: extract, train, merge and make the video",
+                       description="Put the face of SRC into DST_VIDEO: extract both, train for --iterations, merge "
+                                   "and assemble OUTPUT with DST_VIDEO's frame rate and audio. Work files go to "
+                                   "--workspace; running the command again resumes.")
+    w.add_argument("src", help="src video, folder of photos/frames, or aligned faceset (the face to put in)")
+    w.add_argument("dst", help="dst video (the one to change)")
+    w.add_argument("-o", "--output", required=True, help="output video file")
+    w.add_argument("--workspace", help="folder for frames, faces, model and merged frames (default: OUTPUT_workspace)")
+    w.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000; more is better)")
+    w.add_argument("--model", choices=("quick96", "original", "saehd"), default="quick96",
+                   help="model family for a new workspace (default: quick96)")
+    w.add_argument("--config", help="YAML file with merge options (flags override it)")
+    add_config_arguments(w, MergeConfig)
+    w.set_defaults(func=_cmd_swap)

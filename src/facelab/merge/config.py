@@ -1,0 +1,65 @@
+"""Every merge option with its default, in one place (DeepFaceLab's merger settings, named for clarity).
+
+The same dataclass backs the ``facelab merge`` flags, a ``--config merge.yaml`` file and the Python API.
+Pixel amounts (erode, blur) are pixels of the face crop at the model's resolution, so one setting
+means the same on a small face in the background and a close-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facelab.align.face_types import FACE_TYPES
+from facelab.color.transfer import MODES as COLOR_MODES
+from facelab.core.config import option
+from facelab.core.errors import FacelabError
+
+MASK_MODES = ("hull", "learned-src", "learned-dst", "learned-src*dst", "learned-src+dst",
+              "learned-src*dst*hull", "segmenter")
+BLEND_MODES = ("overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
+SHARPEN_MODES = ("box", "gaussian")
+OUTPUT_FORMATS = ("png", "jpg")
+
+# (name, low, high) for the numeric options; checked when a config is built.
+_RANGES = (
+    ("erode", -200, 200), ("blur", 0, 200), ("face_scale", -50, 50), ("hist_match_strength", 0.0, 1.0),
+    ("sharpen", -100, 100), ("denoise_power", 0, 500), ("bicubic_degrade_power", 0, 100),
+    ("color_degrade_power", 0, 100), ("jpeg_quality", 1, 100), ("batch_size", 1, 1024), ("workers", 0, 256),
+)
+
+
+@dataclass
+class MergeConfig:
+    mask_mode: str = option("hull", "which mask cuts the face: the dst landmark hull, the model's learned src/dst "
+                            "masks (or their product / sum / product with the hull), or the segmenter's polygons "
+                            "stored with each face", MASK_MODES)
+    erode: int = option(0, "shrink (>0) or grow (<0) the mask by this many crop pixels")
+    blur: int = option(8, "feather the mask edge over this many crop pixels")
+    face_scale: int = option(0, "make the pasted face this many percent larger (>0) or smaller (<0)")
+    output_face_type: str = option("model", "paste only the crop of this (smaller) face type; 'model' pastes the "
+                                   "model's whole crop", ("model",) + FACE_TYPES)
+    color_transfer: str = option("rct", "match the swapped face's colours to the frame; -m variants take the "
+                                 "statistics inside the mask only", COLOR_MODES)
+    blend: str = option("overlay", "how the face goes into the frame: overlay, histogram-matched overlay, Poisson "
+                        "(seamless) cloning, seamless after histogram matching, the raw square crop (raw-rgb) or "
+                        "only the predicted face (raw-predict)", BLEND_MODES)
+    hist_match_strength: float = option(1.0, "how far hist-match moves each channel's histogram (0 = not, 1 = fully)")
+    sharpen_mode: str = option("gaussian", "unsharp-mask kernel used by --sharpen", SHARPEN_MODES)
+    sharpen: int = option(0, "sharpen (>0) or blur (<0) the swapped face, -100..100")
+    denoise_power: int = option(0, "median-denoise the frame around the face, 0..500 (softens a noisy background "
+                                "to match the smoother face; changes pixels outside the mask)")
+    bicubic_degrade_power: int = option(0, "downscale and upscale the frame around the face, 0..100 (changes pixels "
+                                        "outside the mask)")
+    color_degrade_power: int = option(0, "reduce the output frame to 256 colours, blended 0..100 (changes pixels "
+                                      "outside the mask)")
+    output_format: str = option("png", "merged frame format", OUTPUT_FORMATS)
+    jpeg_quality: int = option(95, "JPEG quality 1..100 when --output-format jpg")
+    batch_size: int = option(8, "faces per model call")
+    workers: int = option(0, "compositing processes: 0 = one per CPU core, 1 = composite in the main process")
+    device: str = option("auto", "where the model runs: auto, cpu, cuda or cuda:N")
+
+    def __post_init__(self) -> None:
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise FacelabError(f"merge option {name}={value} is out of range; use {low}..{high}")

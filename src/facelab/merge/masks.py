@@ -1,0 +1,87 @@
+"""The face mask in crop space: which pixels of the swapped face go into the frame, and how softly.
+
+All masks here are float32 (R, R) in [0, 1] on the aligned crop the model saw, so erode and blur amounts
+mean the same whatever the face's size in the frame.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facelab.align.transform import align_matrix, invert, transform_points
+from facelab.core.errors import FacelabError
+from facelab.masks.hull import hull_mask
+
+# Mask values below one 8-bit step are treated as zero so faint noise from a learned mask never leaks a
+# faint copy of the face into the frame.
+FLOOR = 1.0 / 255.0
+
+
+def face_mask(mode: str, size: int, landmarks: np.ndarray, face_type: str, src_mask: np.ndarray,
+              dst_mask: np.ndarray, seg_polygons: list[np.ndarray] | None, face_name: str = "face") -> np.ndarray:
+    """The mask for ``mode``; ``landmarks`` and ``seg_polygons`` are in crop pixels."""
+    hull = hull_mask(landmarks, size, size, face_type) if "hull" in mode else None
+    if mode == "hull":
+        mask = hull
+    elif mode == "learned-src":
+        mask = src_mask
+    elif mode == "learned-dst":
+        mask = dst_mask
+    elif mode == "learned-src*dst":
+        mask = src_mask * dst_mask
+    elif mode == "learned-src+dst":
+        mask = src_mask + dst_mask
+    elif mode == "learned-src*dst*hull":
+        mask = src_mask * dst_mask * hull
+    elif mode == "segmenter":
+        if not seg_polygons:
+            raise FacelabError(f"{face_name} has no segmenter polygons (extra['seg_polygons']); no segmenter has "
+                               "labelled this faceset, so use --mask-mode hull or a learned mask")
+        mask = np.zeros((size, size), np.float32)
+        cv2.fillPoly(mask, [np.round(p).astype(np.int32) for p in seg_polygons], 1.0)
+    else:
+        raise FacelabError(f"unknown mask mode {mode!r}")
+    mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+    mask[mask < FLOOR] = 0.0
+    return mask
+
+
+def seg_polygons_in_crop(extra: dict, image_to_face: np.ndarray, crop_mat: np.ndarray) -> list[np.ndarray] | None:
+    """Segmenter polygons are stored in aligned-face pixels; map them to the model crop."""
+    polys = extra.get("seg_polygons") if extra else None
+    if not polys:
+        return None
+    to_source = invert(image_to_face)
+    return [transform_points(transform_points(np.asarray(p, np.float64), to_source), crop_mat) for p in polys]
+
+
+def face_type_region(landmarks_src: np.ndarray, crop_mat: np.ndarray, size: int, face_type: str) -> np.ndarray:
+    """A (size, size) mask of the square that ``face_type``'s crop covers, drawn in the model's crop."""
+    inner = align_matrix(landmarks_src, size, face_type)
+    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+    quad = transform_points(transform_points(corners, invert(inner)), crop_mat)
+    region = np.zeros((size, size), np.float32)
+    cv2.fillConvexPoly(region, np.round(quad).astype(np.int32), 1.0)
+    return region
+
+
+def erode_blur(mask: np.ndarray, erode: int, blur: int) -> np.ndarray:
+    """Shrink (``erode`` > 0) or grow (< 0) the mask, then feather its edge over ``blur`` pixels.
+
+    The feather is centred on the eroded edge: half the ramp lies inside, half outside, so ``blur``
+    alone keeps the mask's 50% contour where it was.
+    """
+    out = mask
+    if erode:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(erode) + 1, 2 * abs(erode) + 1))
+        out = cv2.erode(out, k) if erode > 0 else cv2.dilate(out, k)
+    if blur > 0:
+        # Pad so the crop's own edge does not act as a mask edge while blurring.
+        pad = blur + 1
+        padded = cv2.copyMakeBorder(out, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        padded = cv2.blur(padded, (blur | 1, blur | 1))
+        out = padded[pad:-pad, pad:-pad]
+    out = np.clip(out, 0.0, 1.0)
+    out[out < FLOOR] = 0.0
+    return out

@@ -1,0 +1,322 @@
+"""The merge loop: plan which faces belong to which frame, run the model in batches in this process,
+and hand each frame to a pool of compositing processes that write the merged frame and its mask.
+
+The model stays on the main device and sees batches of faces; compositing (decode, colour transfer,
+warp, blend, encode) is CPU work per frame and scales with processes. Output files are written
+atomically, so an interrupted merge resumes by skipping every frame already on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from facelab.align.transform import align_matrix, invert, transform_points
+from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_path
+from facelab.core.progress import progress
+from facelab.faceset.metadata import FaceMeta
+from facelab.faceset.store import Faceset
+from facelab.io.commands import frame_name
+from facelab.io.images import list_images, read_image, write_image
+from facelab.io.video import is_video_file
+from facelab.merge.composite import FaceInput, merge_frame
+from facelab.merge.config import MergeConfig
+from facelab.merge.masks import seg_polygons_in_crop
+
+log = logging.getLogger(__name__)
+
+
+class Predictor(Protocol):
+    """What merge needs from a trained model (``facelab.swap.predictor.SwapPredictor`` provides it)."""
+
+    resolution: int
+    face_type: str
+
+    def predict(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class MergePlan:
+    """The dst frames in order and, for each, the indices of its faces in the faceset."""
+
+    frames: list[Path]
+    faceset: Faceset
+    faces_of: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def face_count(self) -> int:
+        return sum(len(v) for v in self.faces_of.values())
+
+
+@dataclass
+class MergeStats:
+    frames: int  # frames in the input folder
+    merged: int  # frames written by this run
+    skipped: int  # frames already done (resume)
+    faces: int  # faces swapped by this run
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.merged / self.seconds if self.seconds > 0 else 0.0
+
+
+def _frame_key(meta: FaceMeta) -> str:
+    """The stem of the frame file a face came from (faces extracted from a video name the frame number)."""
+    if meta.source_frame is not None and is_video_file(Path(meta.source_filename)):
+        return Path(frame_name(meta.source_frame, "png")).stem
+    return Path(meta.source_filename).stem
+
+
+def plan_merge(input_dir: Path, aligned_dir: Path) -> MergePlan:
+    frames = list_images(input_dir)
+    if not frames:
+        raise FacelabError(f"{input_dir} holds no frame images; run `facelab frames VIDEO -o {input_dir}` first")
+    if not aligned_dir.is_dir():
+        raise FacelabError(f"{input_dir} has no extracted faces ({aligned_dir} is missing); run "
+                           f"`facelab extract {input_dir} -o {aligned_dir}` first")
+    faceset = Faceset.open(aligned_dir)
+    index = {p.stem: k for k, p in enumerate(frames)}
+    plan = MergePlan(frames, faceset)
+    orphans = 0
+    for i, meta in enumerate(faceset.metas):
+        k = index.get(_frame_key(meta))
+        if k is None:
+            orphans += 1
+            continue
+        plan.faces_of.setdefault(k, []).append(i)
+    if orphans == len(faceset):
+        raise FacelabError(f"none of the faces in {aligned_dir} comes from a frame in {input_dir} (first one names "
+                           f"{faceset.metas[0].source_filename}); extract faces from these frames")
+    if orphans:
+        log.warning("%d faces in %s name frames that are not in %s; they are ignored", orphans, aligned_dir, input_dir)
+    for faces in plan.faces_of.values():
+        faces.sort(key=lambda i: faceset.metas[i].face_index)
+    return plan
+
+
+def _affine3(mat: np.ndarray) -> np.ndarray:
+    return np.vstack([mat, [0.0, 0.0, 1.0]])
+
+
+def model_input(faceset: Faceset, i: int, frame: Path, crop_mat: np.ndarray, size: int) -> np.ndarray:
+    """The model's (size, size) crop of face ``i``: cut from its aligned image when that image covers
+    the crop (no frame decode in the main process), else from the frame."""
+    meta = faceset.metas[i]
+    aligned_to_crop = (_affine3(crop_mat) @ _affine3(invert(meta.image_to_face)))[:2]
+    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+    covered = transform_points(corners, invert(aligned_to_crop))
+    if covered.min() < -1 or covered.max() > meta.size + 1:
+        return cv2.warpAffine(read_image(frame), crop_mat, (size, size), flags=cv2.INTER_CUBIC,
+                              borderMode=cv2.BORDER_REPLICATE)
+    img = faceset.image(i)
+    if img.shape[0] != meta.size:
+        raise FacelabError(f"{faceset.root / faceset.names[i]} is {img.shape[0]} px but its metadata says "
+                           f"{meta.size}; re-extract this face")
+    shrink = float(np.sqrt(abs(np.linalg.det(aligned_to_crop[:, :2]))))
+    if shrink < 1.0:
+        # Downscale by area first, as training resizes its faces, then warp the small remainder.
+        small = max(1, int(round(meta.size * shrink)))
+        img = cv2.resize(img, (small, small), interpolation=cv2.INTER_AREA)
+        factor = small / meta.size  # resize maps pixel a to (a + 0.5) * factor - 0.5
+        shift = aligned_to_crop[:, :2] @ np.full(2, 0.5 / factor - 0.5)
+        aligned_to_crop = np.hstack([aligned_to_crop[:, :2] / factor, (aligned_to_crop[:, 2] + shift)[:, None]])
+    return cv2.warpAffine(img, aligned_to_crop, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+@dataclass
+class FrameTask:
+    """One frame for a compositing process: where to read and write, and its faces' predictions."""
+
+    frame: Path
+    output: Path
+    mask_output: Path | None
+    faces: list[FaceInput]
+    sources: list[tuple[str, tuple[int, int]]]  # (aligned face name, size of the frame it was extracted from)
+    expected_size: tuple[int, int]  # (width, height) every frame must have
+
+
+# Set once per compositing process by _init_worker (or directly when compositing in the main process).
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: MergeConfig, face_type: str, resolution: int) -> None:
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would only contend
+    _WORKER.update(cfg=cfg, face_type=face_type, resolution=resolution)
+
+
+def _run_task(task: FrameTask) -> int:
+    """Merge one frame and write it (and its mask); returns the number of faces pasted."""
+    cfg: MergeConfig = _WORKER["cfg"]
+    frame = read_image(task.frame)
+    height, width = frame.shape[:2]
+    if (width, height) != task.expected_size:
+        ew, eh = task.expected_size
+        raise FacelabError(f"{task.frame} is {width}x{height} but the other frames are {ew}x{eh}; all frames of "
+                           "a video must have one size (re-export the frames)")
+    for name, (sw, sh) in task.sources:
+        if (sw, sh) != (width, height):
+            raise FacelabError(f"face {name} was extracted from a {sw}x{sh} image but {task.frame} is "
+                               f"{width}x{height}; re-extract the faces from these frames")
+    needs_work = task.faces or cfg.blend == "raw-predict" or cfg.denoise_power or cfg.bicubic_degrade_power \
+        or cfg.color_degrade_power
+    if needs_work:
+        out, mask = merge_frame(frame, task.faces, cfg, _WORKER["face_type"], _WORKER["resolution"])
+    else:
+        out, mask = frame, np.zeros((height, width), np.uint8)
+    if not needs_work and task.frame.suffix.lower() == task.output.suffix.lower():
+        with atomic_path(task.output) as tmp:  # a frame without a face: copy its bytes, no re-encode
+            shutil.copyfile(task.frame, tmp)
+    else:
+        write_image(task.output, out, cfg.jpeg_quality)
+    if task.mask_output is not None:
+        write_image(task.mask_output, mask)
+    return len(task.faces)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / ".facelab-write-test") as tmp:
+            tmp.write_bytes(b"")
+        (folder / ".facelab-write-test").unlink()
+    except OSError as exc:
+        raise FacelabError(f"cannot write to {folder} ({exc.strerror or exc}); choose a writable output folder") from None
+
+
+def _worker_count(cfg: MergeConfig) -> int:
+    if cfg.workers:
+        return cfg.workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor) -> dict[int, list[FaceInput]]:
+    """Run the model on the faces ``items`` = [(frame index, face index)] in one batch."""
+    size, face_type = predictor.resolution, predictor.face_type
+    mats = [align_matrix(plan.faceset.metas[i].source_landmarks, size, face_type) for _, i in items]
+    crops = np.stack([model_input(plan.faceset, i, plan.frames[k], m, size) for (k, i), m in zip(items, mats)])
+    faces, src_masks, dst_masks = (np.asarray(a, np.float32) for a in predictor.predict(crops))
+    out: dict[int, list[FaceInput]] = {}
+    for j, ((k, i), mat) in enumerate(zip(items, mats)):
+        meta = plan.faceset.metas[i]
+        out.setdefault(k, []).append(FaceInput(
+            name=plan.faceset.names[i], crop_mat=mat, source_landmarks=np.asarray(meta.source_landmarks, np.float64),
+            face=faces[j], src_mask=src_masks[j], dst_mask=dst_masks[j],
+            seg_polygons=seg_polygons_in_crop(meta.extra, meta.image_to_face, mat)))
+    return out
+
+
+def _chunks(frames: list[int], plan: MergePlan, batch_size: int):
+    """Consecutive frames grouped so each group holds at most ``batch_size`` faces (or one frame)."""
+    group: list[int] = []
+    faces = 0
+    for k in frames:
+        n = len(plan.faces_of.get(k, ()))
+        if group and faces + n > batch_size:
+            yield group
+            group, faces = [], 0
+        group.append(k)
+        faces += n
+    if group:
+        yield group
+
+
+def output_paths(plan: MergePlan, k: int, output_dir: Path, mask_dir: Path | None, cfg: MergeConfig) -> tuple[Path, Path | None]:
+    stem = plan.frames[k].stem
+    return output_dir / f"{stem}.{cfg.output_format}", (mask_dir / f"{stem}.png" if mask_dir else None)
+
+
+def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_dir: Path,
+              mask_dir: Path | None = None, aligned_dir: Path | None = None, overwrite: bool = False) -> MergeStats:
+    """Merge every frame of ``input_dir`` into ``output_dir`` (frames without a face are copied through)."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    plan = plan_merge(input_dir, Path(aligned_dir) if aligned_dir else input_dir / "aligned")
+    for folder in (output_dir, mask_dir):
+        if folder is not None:
+            _check_writable(Path(folder))
+    first = read_image(plan.frames[0])
+    expected = (first.shape[1], first.shape[0])
+    todo = []
+    for k in range(len(plan.frames)):
+        out, mask = output_paths(plan, k, output_dir, mask_dir, cfg)
+        if overwrite or not out.exists() or (mask is not None and not mask.exists()):
+            todo.append(k)
+    workers = _worker_count(cfg)
+    init_args = (cfg, predictor.face_type, predictor.resolution)
+    pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args) if workers > 1 else None
+    if pool is None:
+        _init_worker(*init_args)
+    pending: deque = deque()
+    max_pending = 4 * workers
+    merged_faces = 0
+    start = time.perf_counter()
+    try:
+        with progress(total=len(plan.frames), initial=len(plan.frames) - len(todo), desc="merge", unit="frame") as bar:
+            for group in _chunks(todo, plan, cfg.batch_size):
+                items = [(k, i) for k in group for i in plan.faces_of.get(k, ())]
+                inputs = _face_inputs(plan, items, predictor) if items else {}
+                for k in group:
+                    out, mask = output_paths(plan, k, output_dir, mask_dir, cfg)
+                    faces = plan.faces_of.get(k, [])
+                    task = FrameTask(plan.frames[k], out, mask, inputs.get(k, []),
+                                     [(plan.faceset.names[i], tuple(plan.faceset.metas[i].source_size)) for i in faces],
+                                     expected)
+                    if pool is None:
+                        merged_faces += _run_task(task)
+                        bar.update()
+                        continue
+                    pending.append(pool.apply_async(_run_task, (task,)))
+                    while len(pending) > max_pending:
+                        merged_faces += pending.popleft().get()
+                        bar.update()
+            while pending:
+                merged_faces += pending.popleft().get()
+                bar.update()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return MergeStats(len(plan.frames), len(todo), len(plan.frames) - len(todo), merged_faces,
+                      time.perf_counter() - start)
+
+
+def find_frame(plan: MergePlan, frame: str) -> int:
+    """The index of the frame a user names: a file name (``00042.png``) or its number (``42``)."""
+    for k, path in enumerate(plan.frames):
+        if frame in (path.name, path.stem) or (frame.isdigit() and path.stem.isdigit() and int(path.stem) == int(frame)):
+            return k
+    raise FacelabError(f"no frame {frame!r} in {plan.frames[0].parent} (frames run from {plan.frames[0].name} to "
+                       f"{plan.frames[-1].name}); give a frame number or file name from that folder")
+
+
+def preview(predictor: Predictor, cfg: MergeConfig, input_dir: Path, frame: str,
+            aligned_dir: Path | None = None) -> np.ndarray:
+    """Original frame, merged frame and mask side by side, for tuning options on one frame."""
+    input_dir = Path(input_dir)
+    plan = plan_merge(input_dir, Path(aligned_dir) if aligned_dir else input_dir / "aligned")
+    k = find_frame(plan, frame)
+    items = [(k, i) for i in plan.faces_of.get(k, ())]
+    if not items:
+        log.warning("frame %s has no extracted face; the preview shows it unchanged", plan.frames[k].name)
+    faces = _face_inputs(plan, items, predictor).get(k, []) if items else []
+    original = read_image(plan.frames[k])
+    _init_worker(cfg, predictor.face_type, predictor.resolution)
+    merged, mask = merge_frame(original, faces, cfg, predictor.face_type, predictor.resolution)
+    height = original.shape[0]
+    panels = [original, merged, cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR)]
+    panels = [p if p.shape[0] == height else cv2.resize(p, (p.shape[1] * height // p.shape[0], height)) for p in panels]
+    return np.concatenate(panels, axis=1)

@@ -1,0 +1,96 @@
+"""``facelab swap``: DeepFaceLab's whole workflow in one command, in a workspace folder it can resume.
+
+frames of DST -> extract faces of SRC and DST (the model's face type) -> train for ``iterations`` ->
+merge -> video with DST's frame rate and audio. Every step resumes, so running the same command again
+after an interruption (or with more iterations) continues instead of starting over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from facelab.core.errors import FacelabError
+from facelab.io.commands import extract_frames
+from facelab.io.images import list_images
+from facelab.io.video import is_video_file, probe
+from facelab.merge.config import MergeConfig
+from facelab.merge.merger import MergeStats, run_merge
+from facelab.merge.video import assemble_video
+
+log = logging.getLogger(__name__)
+
+
+def _faceset(source: Path, out: Path, face_type: str) -> Path:
+    """A video or image folder is extracted into ``out``; a folder of aligned faces is used as it is."""
+    from facelab.extract.config import ExtractConfig
+    from facelab.extract.pipeline import extract
+    from facelab.faceset.metadata import read_meta
+
+    if source.is_dir():
+        images = list_images(source)
+        meta = read_meta(images[0]) if images else None
+        if meta is not None:
+            if meta.face_type != face_type:
+                raise FacelabError(f"{source} holds {meta.face_type} faces but the model needs {face_type}; give "
+                                   "the video instead (it is extracted for you) or re-extract with that face type")
+            return source
+    elif not source.is_file():
+        raise FacelabError(f"{source} not found; give a video, a folder of frames or a faceset folder")
+    extract(source, out, ExtractConfig(face_type=face_type))
+    return out
+
+
+def _train(src_faces: Path, dst_faces: Path, model_dir: Path, model: str, iterations: int,
+           train_args: list[str]) -> None:
+    """`facelab train` in a fresh process: its batch workers fork, which is only safe from a process that
+    has not yet started threads (extraction and OpenCV here have)."""
+    cmd = [sys.executable, "-m", "facelab", "train", "--src", str(src_faces), "--dst", str(dst_faces),
+           "--model-dir", str(model_dir), "--target-iter", str(iterations), *train_args]
+    if not (model_dir / "config.yaml").is_file():
+        cmd += ["--model", model]
+    # The child must import this same facelab, installed or not.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    if subprocess.run(cmd, env=env).returncode != 0:
+        raise FacelabError(f"training in {model_dir} failed (its message is above); fix that and run the same "
+                           "command again to resume")
+
+
+def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: str | Path | None = None,
+         iterations: int = 2000, model: str = "quick96", merge_cfg: MergeConfig | None = None,
+         train_args: list[str] = ()) -> MergeStats:
+    """Run the whole workflow; returns the merge step's statistics. ``train_args`` are extra
+    `facelab train` flags (e.g. ``["--batch-size", "8"]``)."""
+    from facelab.swap.config import SwapConfig, apply_preset
+    from facelab.swap.predictor import load_predictor
+    from facelab.swap.train import load_saved_config
+
+    src, dst_video, output = Path(src), Path(dst_video), Path(output)
+    if not (dst_video.is_file() and is_video_file(dst_video)):
+        raise FacelabError(f"{dst_video} is not a video file; facelab swap needs the dst video (the one to change)")
+    ws = Path(workspace) if workspace else output.with_name(f"{output.stem}_workspace")
+    model_dir = ws / "model"
+    face_type = (load_saved_config(model_dir) or apply_preset(SwapConfig(model=model))).face_type
+
+    frames_dir = ws / "data_dst"
+    info = probe(dst_video)
+    have = len(list_images(frames_dir)) if frames_dir.is_dir() else 0
+    if abs(have - info.frame_count) > 1:
+        log.info("step 1/5: frames of %s", dst_video)
+        extract_frames(dst_video, frames_dir)
+    log.info("step 2/5: faces")
+    src_faces = _faceset(src, ws / "data_src" / "aligned", face_type)
+    dst_faces = _faceset(frames_dir, frames_dir / "aligned", face_type)
+    log.info("step 3/5: training to iteration %d", iterations)
+    _train(src_faces, dst_faces, model_dir, model, iterations, list(train_args))
+    log.info("step 4/5: merge")
+    predictor = load_predictor(model_dir, (merge_cfg or MergeConfig()).device)
+    stats = run_merge(predictor, merge_cfg or MergeConfig(), frames_dir, frames_dir / "merged",
+                      frames_dir / "merged_mask", dst_faces, overwrite=True)
+    log.info("step 5/5: video")
+    assemble_video(frames_dir / "merged", output, like=dst_video)
+    return stats

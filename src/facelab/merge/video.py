@@ -1,0 +1,66 @@
+"""``facelab video``: merged frames back into a video at the source's frame rate, with its audio."""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from facelab.core.errors import FacelabError
+from facelab.core.progress import progress
+from facelab.io.images import list_images, read_image
+from facelab.io.video import probe, write_video
+
+log = logging.getLogger(__name__)
+
+
+def _frames(paths: list[Path], bar) -> Iterator[np.ndarray]:
+    size = None
+    for path in paths:
+        bar.update()
+        img = read_image(path)
+        if size is None:
+            size = img.shape[:2]
+        elif img.shape[:2] != size:
+            raise FacelabError(f"{path} is {img.shape[1]}x{img.shape[0]} but the first frame is {size[1]}x{size[0]}; "
+                               "a video needs frames of one size")
+        yield img
+
+
+def assemble_video(frames_dir: str | Path, output: str | Path, like: str | Path | None = None,
+                   fps: float | None = None, crf: int = 18, audio: bool = True) -> int:
+    """Encode the images of ``frames_dir`` (sorted by name) as H.264; returns the frame count.
+
+    With ``like`` the frame rate and the audio track (copied, not re-encoded) come from that video.
+    The file appears only when complete (written under a temporary name, then renamed).
+    """
+    frames_dir, output = Path(frames_dir), Path(output)
+    paths = list_images(frames_dir)
+    if not paths:
+        raise FacelabError(f"{frames_dir} holds no images; run `facelab merge` first")
+    info = probe(like) if like is not None else None
+    if fps is None:
+        if info is None:
+            raise FacelabError("give --like SOURCE_VIDEO (frame rate and audio) or --fps")
+        fps = info.fps
+    if info is not None and abs(info.frame_count - len(paths)) > 1:
+        log.warning("%s has %d frames but %s has %d; the video will not line up with its audio",
+                    frames_dir, len(paths), like, info.frame_count)
+    if not 0 <= crf <= 51:
+        raise FacelabError(f"--crf {crf} is out of range; use 0 (lossless) .. 51 (worst), 18 is visually lossless")
+    audio_from = like if audio and info is not None and info.has_audio else None
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with progress(total=len(paths), desc="video", unit="frame") as bar:
+            count = write_video(partial, _frames(paths, bar), Fraction(fps), crf, audio_from=audio_from)
+        os.replace(partial, output)
+    except OSError as exc:
+        raise FacelabError(f"cannot write {output} ({exc.strerror or exc}); choose a writable path") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return count

@@ -1,0 +1,288 @@
+"""Merge on real frames: every mask mode, blend mode and option, the frame loop, resume, errors, video.
+
+The model here is a stand-in that returns the dst face itself, colour-shifted, with elliptical "learned"
+masks: honest for compositing, which only needs a face and masks of the model's shape.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facelab.cli import main
+from facelab.core.errors import FacelabError
+from facelab.faceset.metadata import read_face, write_face
+from facelab.io.commands import frame_name
+from facelab.io.images import read_image, write_image
+from facelab.io.video import iter_frames, probe, write_video
+from facelab.merge import commands as merge_commands
+from facelab.merge.composite import merge_frame
+from facelab.merge.config import BLEND_MODES, MASK_MODES, MergeConfig
+from facelab.merge.merger import _face_inputs, plan_merge, run_merge
+from facelab.merge.video import assemble_video
+
+N_FRAMES = 6
+
+
+class ShiftPredictor:
+    """Returns the dst face colour-shifted (blue down, red up) with soft elliptical masks."""
+
+    def __init__(self, resolution: int = 128, face_type: str = "full"):
+        self.resolution, self.face_type = resolution, face_type
+        r = resolution
+        mask = np.zeros((r, r), np.float32)
+        cv2.ellipse(mask, (r // 2, int(r * 0.55)), (int(r * 0.32), int(r * 0.4)), 0, 0, 360, 1.0, -1)
+        self.src_mask = cv2.GaussianBlur(mask, (0, 0), r / 40)
+        self.dst_mask = np.roll(self.src_mask, r // 16, axis=0)
+        self.calls = 0
+
+    def predict(self, faces: np.ndarray):
+        self.calls += 1
+        assert faces.dtype == np.uint8 and faces.shape[1:] == (self.resolution, self.resolution, 3)
+        out = np.clip(faces.astype(np.float32) / 255.0 * np.array([0.7, 1.0, 1.3], np.float32) + 0.05, 0, 1)
+        n = len(faces)
+        return out, np.repeat(self.src_mask[None], n, 0), np.repeat(self.dst_mask[None], n, 0)
+
+
+@pytest.fixture(scope="module")
+def dst_ws(sample_clips, tmp_path_factory) -> Path:
+    """A DeepFaceLab-style dst folder: the first frames of a real clip and their extracted faces."""
+    ws = tmp_path_factory.mktemp("merge_ws")
+    frames = ws / "data_dst"
+    frames.mkdir()
+    for index, frame in iter_frames(sample_clips[1]):
+        if index >= N_FRAMES:
+            break
+        write_image(frames / frame_name(index, "png"), frame)
+    assert main(["extract", str(frames), "-o", str(frames / "aligned")]) == 0
+    assert len(list((frames / "aligned").iterdir())) >= N_FRAMES - 1
+    return frames
+
+
+@pytest.fixture(scope="module")
+def one_frame(dst_ws):
+    """A real frame with its faces' model output."""
+    plan = plan_merge(dst_ws, dst_ws / "aligned")
+    k = next(iter(plan.faces_of))
+    predictor = ShiftPredictor()
+    faces = _face_inputs(plan, [(k, i) for i in plan.faces_of[k]], predictor)[k]
+    return read_image(plan.frames[k]), faces, predictor
+
+
+def _merge(one_frame, **options):
+    frame, faces, predictor = one_frame
+    return merge_frame(frame, faces, MergeConfig(**options), predictor.face_type, predictor.resolution)
+
+
+def _check_only_inside(frame, out, mask):
+    """The merged frame changed under the mask and nowhere else."""
+    diff = np.abs(frame.astype(int) - out).max(2)
+    assert (mask > 0).sum() > 500, "no face was pasted"
+    assert not ((diff > 0) & (mask == 0)).any(), "pixels outside the mask changed"
+    assert diff[mask > 200].mean() > 3, "the face under the mask did not change"
+
+
+@pytest.mark.parametrize("mode", [m for m in MASK_MODES if m != "segmenter"])
+def test_mask_modes_paste_only_inside_their_mask(one_frame, mode):
+    out, mask = _merge(one_frame, mask_mode=mode, color_transfer="none")
+    _check_only_inside(one_frame[0], out, mask)
+
+
+def test_mask_modes_differ(one_frame):
+    areas = {m: int((_merge(one_frame, mask_mode=m, blur=0)[1] > 127).sum()) for m in ("hull", "learned-src", "learned-src*dst*hull")}
+    assert areas["learned-src*dst*hull"] < min(areas["hull"], areas["learned-src"])
+    assert abs(areas["hull"] - areas["learned-src"]) > 100
+
+
+def test_segmenter_mask_needs_polygons_and_uses_them(one_frame):
+    with pytest.raises(FacelabError, match="no segmenter polygons"):
+        _merge(one_frame, mask_mode="segmenter")
+    frame, faces, predictor = one_frame
+    r = predictor.resolution
+    square = [np.array([[0.3 * r, 0.3 * r], [0.7 * r, 0.3 * r], [0.7 * r, 0.7 * r], [0.3 * r, 0.7 * r]])]
+    faces = [type(f)(**{**f.__dict__, "seg_polygons": square}) for f in faces]
+    out, mask = merge_frame(frame, faces, MergeConfig(mask_mode="segmenter", blur=0), predictor.face_type, r)
+    _check_only_inside(frame, out, mask)
+    hull_area = (_merge(one_frame, mask_mode="hull", blur=0)[1] > 127).sum()
+    assert 0 < (mask > 127).sum() < hull_area
+
+
+def test_segmenter_polygons_come_from_metadata(dst_ws, tmp_path):
+    aligned = tmp_path / "aligned"
+    shutil.copytree(dst_ws / "aligned", aligned)
+    for path in aligned.glob("*.jpg"):
+        img, meta = read_face(path)
+        s = meta.size
+        meta.extra["seg_polygons"] = [[[0.25 * s, 0.25 * s], [0.75 * s, 0.25 * s], [0.75 * s, 0.75 * s], [0.25 * s, 0.75 * s]]]
+        write_face(path, img, meta)
+    plan = plan_merge(dst_ws, aligned)
+    k = next(iter(plan.faces_of))
+    faces = _face_inputs(plan, [(k, i) for i in plan.faces_of[k]], ShiftPredictor())[k]
+    assert faces[0].seg_polygons is not None and faces[0].seg_polygons[0].shape == (4, 2)
+
+
+@pytest.mark.parametrize("blend", [b for b in BLEND_MODES if b != "raw-predict"])
+def test_blend_modes_change_only_the_face(one_frame, blend):
+    out, mask = _merge(one_frame, blend=blend, color_transfer="none")
+    _check_only_inside(one_frame[0], out, mask)
+
+
+def test_blend_modes_differ_as_intended(one_frame):
+    frame = one_frame[0].astype(int)
+    diffs = {}
+    for blend in ("overlay", "hist-match", "seamless", "raw-rgb"):
+        out, mask = _merge(one_frame, blend=blend, color_transfer="none")
+        diffs[blend] = (np.abs(frame - out).max(2)[mask > 200].mean(), (mask > 0).sum())
+    # histogram matching and Poisson cloning both pull the shifted colours back toward the frame
+    assert diffs["hist-match"][0] < 0.8 * diffs["overlay"][0]
+    assert diffs["seamless"][0] < 0.8 * diffs["overlay"][0]
+    assert diffs["raw-rgb"][1] > 1.3 * diffs["overlay"][1]  # the whole square crop
+
+
+def test_raw_predict_returns_the_face_crop(one_frame):
+    out, mask = _merge(one_frame, blend="raw-predict")
+    assert out.shape == (128, 128, 3) and mask.shape == (128, 128)
+
+
+def test_color_transfer_pulls_the_face_toward_the_frame(one_frame):
+    frame = one_frame[0].astype(int)
+    base_out, mask = _merge(one_frame, color_transfer="none")
+    inside = mask > 200
+    base = np.abs(frame - base_out)[inside].mean()
+    for mode in ("rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m"):
+        out, _ = _merge(one_frame, color_transfer=mode)
+        assert np.abs(frame - out)[inside].mean() < 0.7 * base, mode
+
+
+def test_erode_blur_and_face_scale(one_frame):
+    def area(**kw):
+        return int((_merge(one_frame, **kw)[1] > 127).sum())
+
+    plain = area(blur=0)
+    assert area(blur=0, erode=4) < plain < area(blur=0, erode=-4)
+    soft = _merge(one_frame, blur=20)[1]
+    assert ((soft > 20) & (soft < 235)).sum() > ((_merge(one_frame, blur=0)[1] > 20) & (_merge(one_frame, blur=0)[1] < 235)).sum()
+    assert area(blur=0, face_scale=20) > 1.2 * plain
+    assert area(blur=0, mask_mode="learned-src", output_face_type="half") < area(blur=0, mask_mode="learned-src")
+
+
+def test_sharpen_and_degrade_options(one_frame):
+    frame = one_frame[0]
+    base, mask = _merge(one_frame)
+    sharp, _ = _merge(one_frame, sharpen=60)
+    assert np.abs(sharp.astype(int) - base)[mask > 200].mean() > 0.5
+    assert np.array_equal(sharp[mask == 0], frame[mask == 0])
+    for option in ("denoise_power", "bicubic_degrade_power", "color_degrade_power"):
+        out, _ = _merge(one_frame, **{option: 50})
+        assert np.abs(out.astype(int) - base)[mask == 0].mean() > 0.2, option  # they act on the frame by design
+
+
+def test_config_ranges_and_choices_are_checked():
+    with pytest.raises(FacelabError, match="erode=999 is out of range"):
+        MergeConfig(erode=999)
+    assert main(["merge", "--model-dir", "m", "--input-dir", "i", "--output-dir", "o", "--blend", "nope"]) == 2
+
+
+def test_run_merge_writes_every_frame_and_resumes(dst_ws, tmp_path):
+    out_dir, mask_dir = tmp_path / "merged", tmp_path / "mask"
+    stats = run_merge(ShiftPredictor(), MergeConfig(workers=1, batch_size=4), dst_ws, out_dir, mask_dir)
+    frames = sorted(dst_ws.glob("*.png"))
+    assert stats.merged == len(frames) and stats.faces >= len(frames) - 1
+    assert [p.name for p in sorted(out_dir.iterdir())] == [p.name for p in frames]
+    for src in frames:
+        a, b, m = read_image(src), read_image(out_dir / src.name), cv2.imread(str(mask_dir / src.name), 0)
+        assert not ((np.abs(a.astype(int) - b).max(2) > 0) & (m == 0)).any()
+    # resume: nothing to do, nothing rewritten; one missing frame is redone
+    stamp = (out_dir / frames[0].name).stat().st_mtime_ns
+    (out_dir / frames[2].name).unlink()
+    again = run_merge(ShiftPredictor(), MergeConfig(workers=1), dst_ws, out_dir, mask_dir)
+    assert (again.merged, again.skipped) == (1, len(frames) - 1)
+    assert (out_dir / frames[0].name).stat().st_mtime_ns == stamp
+    assert run_merge(ShiftPredictor(), MergeConfig(workers=1), dst_ws, out_dir, mask_dir, overwrite=True).merged == len(frames)
+
+
+def test_frame_without_face_is_copied_and_pool_matches_in_process(dst_ws, tmp_path):
+    frames = tmp_path / "frames"
+    shutil.copytree(dst_ws, frames)
+    blank = frames / "09999.png"
+    write_image(blank, np.full_like(read_image(frames / "00001.png"), 40))
+    run_merge(ShiftPredictor(), MergeConfig(workers=2, output_format="jpg"), frames, tmp_path / "pool")
+    run_merge(ShiftPredictor(), MergeConfig(workers=1, output_format="jpg"), frames, tmp_path / "one")
+    assert (tmp_path / "pool" / "09999.jpg").is_file()
+    for p in sorted((tmp_path / "one").iterdir()):
+        assert p.read_bytes() == (tmp_path / "pool" / p.name).read_bytes()
+    run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, tmp_path / "png")
+    assert (tmp_path / "png" / "09999.png").read_bytes() == blank.read_bytes()
+
+
+def test_bad_inputs_give_one_clear_line(dst_ws, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for p in sorted(dst_ws.glob("*.png")):
+        shutil.copy(p, frames / p.name)
+    with pytest.raises(FacelabError, match="no extracted faces"):
+        run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, tmp_path / "o")
+    shutil.copytree(dst_ws / "aligned", frames / "aligned")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(FacelabError, match="cannot write to"):
+        run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, blocker / "out")
+    last = sorted(frames.glob("*.png"))[-1]
+    write_image(last, cv2.resize(read_image(last), (640, 360)))
+    with pytest.raises(FacelabError, match="all frames of a video must have one size|extracted from a 1280x720"):
+        run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, tmp_path / "o")
+
+
+def test_merge_and_preview_commands(dst_ws, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(merge_commands, "load_model", lambda model_dir, device: ShiftPredictor())
+    base = ["merge", "--model-dir", str(tmp_path / "model"), "--input-dir", str(dst_ws)]
+    assert main(base + ["--output-dir", str(tmp_path / "merged"), "--preview", "2",
+                        "--preview-output", str(tmp_path / "p.png")]) == 0
+    panel = read_image(tmp_path / "p.png")
+    assert panel.shape == (720, 3 * 1280, 3)
+    cfg = tmp_path / "merge.yaml"
+    cfg.write_text("blend: seamless\nworkers: 1\noutput_format: jpg\n")
+    assert main(base + ["--output-dir", str(tmp_path / "merged"), "--output-mask-dir", str(tmp_path / "mask"),
+                        "--config", str(cfg)]) == 0
+    assert len(list((tmp_path / "merged").glob("*.jpg"))) == N_FRAMES
+    assert "merged 6 frames" in capsys.readouterr().out
+    assert main(base + ["--output-dir", str(tmp_path / "m2"), "--preview", "777"]) == 2
+    assert "no frame '777'" in capsys.readouterr().err
+
+
+def test_bad_model_dir_is_one_line(dst_ws, tmp_path, capsys):
+    rc = main(["merge", "--model-dir", str(tmp_path / "nomodel"), "--input-dir", str(dst_ws),
+               "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("facelab: error:") and err.count("\n") == 1
+
+
+def test_video_keeps_frame_count_duration_and_audio(sample_clips, dst_ws, tmp_path):
+    src = sample_clips[1]
+    info = probe(src)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, frame in iter_frames(src):
+        write_image(frames / frame_name(index, "jpg"), frame[::2, ::2], 90)
+    assert main(["video", "--frames", str(frames), "--like", str(src), "-o", str(tmp_path / "out.mp4")]) == 0
+    out = probe(tmp_path / "out.mp4")
+    assert abs(out.frame_count - info.frame_count) <= 1 and abs(out.duration - info.duration) < 0.1
+    assert out.fps == info.fps and out.has_audio and info.has_audio
+    silent = tmp_path / "silent.mp4"
+    write_video(silent, (f for _, f in iter_frames(src)), info.fps)
+    assemble_video(frames, tmp_path / "quiet.mp4", like=silent)
+    assert not probe(tmp_path / "quiet.mp4").has_audio
+
+
+def test_video_refuses_mixed_sizes(tmp_path, capsys):
+    frames = tmp_path / "f"
+    frames.mkdir()
+    write_image(frames / "00001.png", np.zeros((64, 64, 3), np.uint8))
+    write_image(frames / "00002.png", np.zeros((32, 64, 3), np.uint8))
+    assert main(["video", "--frames", str(frames), "--fps", "25", "-o", str(tmp_path / "v.mp4")]) == 2
+    assert "00002.png is 64x32" in capsys.readouterr().err
+    assert not (tmp_path / "v.mp4").exists()
