@@ -17,7 +17,8 @@ from torch import nn
 from facelab.core.errors import FacelabError
 from facelab.detect.base import Detection, make_detector, make_landmarker
 from facelab.detect.fan import FAN, crop, crop_frame, heatmaps_to_points
-from facelab.detect.s3fd import S3FDNet, decode, load_weights, nms
+from facelab.detect.s3fd import S3FDNet, decode, nms
+from facelab.detect.weights import load_weights
 
 torch.set_num_threads(1)
 

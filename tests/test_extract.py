@@ -157,6 +157,11 @@ def test_bad_inputs_give_one_line_errors(sample_clips, tmp_path):
     empty.mkdir()
     _assert_one_line_error(_run_cli("extract", str(empty), "-o", str(tmp_path / "o")), "empty")
     _assert_one_line_error(_run_cli("frames", str(text), "-o", str(tmp_path / "f")), "notes.mp4")
+    clip = str(sample_clips[0])
+    _assert_one_line_error(_run_cli("extract", clip, "-o", str(tmp_path / "o"), "--detector", "s3fd"), "--detector-weights")
+    _assert_one_line_error(_run_cli("extract", clip, "-o", str(tmp_path / "o"), "--detector", "s3fd",
+                                    "--detector-weights", str(text)), "notes.mp4")
+    _assert_one_line_error(_run_cli("extract", clip, "-o", str(tmp_path / "o"), "--face-type", "torso"), "torso")
 
 
 def test_image_modes_are_converted_and_faceless_frames_counted(sample_photos, tmp_path):

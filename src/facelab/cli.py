@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "facelab.faceset.commands",
     "facelab.swap.commands",
     "facelab.merge.commands",
+    "facelab.stargan.commands",
+    "facelab.pfe.commands",
 ]
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelab.core.device import resolve_device
-from facelab.detect.s3fd import load_weights
+from facelab.detect.weights import load_weights
 
 INPUT = 256
 HEATMAP = 64

@@ -1,1 +1,1 @@
-"""Image-quality metrics shared by training and evaluation."""
+"""Metrics shared by training and evaluation: SSIM (reconstruction), FID (generation) and their feature extractors."""

@@ -1,0 +1,170 @@
+"""Deterministic face backbones behind one interface: the sphere networks and the offline dlib ResNet.
+
+A backbone cuts its own input crop from an image and 68 landmarks (:meth:`prepare`) and maps a batch of
+crops to ``(mu, features)`` (:meth:`encode`): ``mu`` is the point embedding, ``features`` is what the
+uncertainty module reads. For the sphere networks that is the flattened last feature map, as in PFE.
+dlib's network exposes only its 128-d output, so for it the features are that embedding itself: the
+uncertainty module then has to read image quality from where a degraded face's embedding lands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from facelab.align.transform import umeyama
+from facelab.core.checkpoint import load_checkpoint
+from facelab.core.device import autocast, resolve_device
+from facelab.core.errors import FacelabError
+from facelab.pfe.config import SPHERE_DEPTHS
+
+SPHERE_SIZE = (112, 96)  # height, width of the aligned input
+# Where eye centres, nose tip and mouth corners sit in a 96x112 SphereFace crop (x, y).
+SPHERE_TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
+                            [33.5493, 92.3655], [62.7299, 92.2041]])
+_UNITS = {20: (1, 2, 4, 1), 36: (2, 4, 8, 2), 64: (3, 8, 16, 3)}
+BACKBONE_FILE = "backbone.safetensors"
+
+
+def five_points(landmarks68: np.ndarray) -> np.ndarray:
+    """Eye centres, nose tip and mouth corners from the 68-point layout."""
+    lm = np.asarray(landmarks68, np.float64)
+    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
+
+
+def align_sphere(image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+    """The 112x96 RGB crop with the five points on SphereFace's template (similarity transform)."""
+    mat = umeyama(five_points(landmarks68), SPHERE_TEMPLATE)
+    crop = cv2.warpAffine(image, mat, (SPHERE_SIZE[1], SPHERE_SIZE[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+
+def normalise_pixels(batch_rgb: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC RGB -> float NCHW with the reference port's mean 127.5 and std 128."""
+    x = torch.from_numpy(np.ascontiguousarray(batch_rgb)).permute(0, 3, 1, 2).float()
+    return (x - 127.5) / 128.0
+
+
+class _Residual(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), nn.PReLU(ch), nn.Conv2d(ch, ch, 3, 1, 1), nn.PReLU(ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SphereNet(nn.Module):
+    """SphereFace's residual CNN (Liu et al. 2017): four stride-2 stages of 64-512 channels, then one FC.
+
+    ``forward`` returns the embedding and the flattened last feature map (512x7x6 for 112x96 input),
+    which is the input of PFE's uncertainty module.
+    """
+
+    def __init__(self, depth: int = 64, embedding_size: int = 512):
+        super().__init__()
+        if depth not in _UNITS:
+            raise FacelabError(f"sphere depth {depth} is not one of {', '.join(map(str, SPHERE_DEPTHS))}")
+        layers: list[nn.Module] = []
+        ch_in = 3
+        for ch, units in zip((64, 128, 256, 512), _UNITS[depth]):
+            layers += [nn.Conv2d(ch_in, ch, 3, 2, 1), nn.PReLU(ch)] + [_Residual(ch) for _ in range(units)]
+            ch_in = ch
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = 512 * (SPHERE_SIZE[0] // 16) * (SPHERE_SIZE[1] // 16)
+        self.fc = nn.Linear(self.feature_dim, embedding_size)
+        self.bn = nn.BatchNorm1d(embedding_size)
+        # SphereFace's initialisation: Xavier for the stride-2 convs and the FC, N(0, 0.01) inside residual
+        # units, so each unit starts near the identity and the un-normalised activations stay bounded.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for unit in self.modules():
+            if isinstance(unit, _Residual):
+                for conv in unit.body[::2]:
+                    nn.init.normal_(conv.weight, std=0.01)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.body(x).flatten(1)
+        return self.bn(self.fc(feat)), feat
+
+
+class Backbone(Protocol):
+    name: str
+    dim: int
+    feature_dim: int
+
+    def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray: ...
+
+    def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class DlibBackbone:
+    """The offline pretrained backbone: dlib's 128-d ResNet (weights from face-recognition-models)."""
+
+    dim = 128
+
+    name = "dlib"
+    feature_dim = 128
+
+    def __init__(self):
+        from facelab.detect.dlib_models import DlibEmbedder
+
+        self._embedder = DlibEmbedder()
+
+    def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+        return self._embedder.chip(image, landmarks68)
+
+    def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu = self._embedder.embed_chips(list(crops))
+        return mu, mu
+
+
+class SphereBackbone:
+    """A sphere network trained by ``facelab pfe train-backbone``, frozen, on 112x96 aligned RGB faces."""
+
+    def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "fp32", batch: int = 64):
+        path = Path(model_dir) / BACKBONE_FILE
+        state = load_checkpoint(path)
+        cfg = state["config"]
+        self.net = SphereNet(cfg["depth"], cfg["embedding_size"])
+        self.net.load_state_dict(state["model"])
+        self.device = resolve_device(device)
+        self.net.to(self.device).eval().requires_grad_(False)
+        self.precision, self.batch = precision, batch
+        self.name = str(model_dir)
+        self.dim = cfg["embedding_size"]
+        self.feature_dim = self.net.feature_dim
+
+    def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+        return align_sphere(image, landmarks68)
+
+    @torch.no_grad()
+    def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mus, feats = [], []
+        for i in range(0, len(crops), self.batch):
+            x = normalise_pixels(crops[i : i + self.batch]).to(self.device)
+            with autocast(self.device, self.precision):
+                mu, feat = self.net(x)
+            mus.append(mu.float().cpu().numpy())
+            feats.append(feat.float().cpu().numpy())
+        if not mus:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.feature_dim), np.float32)
+        return np.concatenate(mus), np.concatenate(feats)
+
+
+def load_backbone(spec: str, device: str = "auto", precision: str = "fp32") -> Backbone:
+    """``'dlib'`` or the model dir of a trained sphere backbone."""
+    if spec == "dlib":
+        return DlibBackbone()
+    if not (Path(spec) / BACKBONE_FILE).is_file():
+        raise FacelabError(f"backbone {spec!r} is neither 'dlib' nor a model dir holding {BACKBONE_FILE}; "
+                           "train one with 'facelab pfe train-backbone' or use --backbone dlib")
+    return SphereBackbone(spec, device, precision)

@@ -1,0 +1,49 @@
+"""A trained PFE for inference: the frozen backbone plus the uncertainty module, loaded from a model dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facelab.core.checkpoint import load_checkpoint
+from facelab.core.config import config_from_dict
+from facelab.core.device import resolve_device
+from facelab.pfe.backbones import Backbone, load_backbone
+from facelab.pfe.config import PFEConfig
+from facelab.pfe.uncertainty import UncertaintyModule
+
+PFE_FILE = "pfe.safetensors"
+
+
+def build_module(cfg: PFEConfig, backbone: Backbone) -> UncertaintyModule:
+    return UncertaintyModule(backbone.feature_dim, backbone.dim, cfg.hidden)
+
+
+class PFEModel:
+    """``mu`` from the backbone, ``sigma^2`` from the uncertainty module, for crops or features."""
+
+    def __init__(self, cfg: PFEConfig, backbone: Backbone, module: UncertaintyModule, device: torch.device):
+        self.cfg, self.backbone, self.device = cfg, backbone, device
+        self.module = module.to(device).eval().requires_grad_(False)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto") -> "PFEModel":
+        state = load_checkpoint(Path(model_dir) / PFE_FILE)
+        cfg = config_from_dict(PFEConfig, state["config"], source=str(Path(model_dir) / PFE_FILE))
+        backbone = load_backbone(cfg.backbone, device)
+        module = build_module(cfg, backbone)
+        module.load_state_dict(state["model"])
+        return cls(cfg, backbone, module, resolve_device(device))
+
+    @torch.no_grad()
+    def sigma_sq(self, features: np.ndarray) -> np.ndarray:
+        if len(features) == 0:
+            return np.zeros((0, self.backbone.dim), np.float32)
+        x = torch.from_numpy(np.asarray(features, np.float32)).to(self.device)
+        return self.module(x).exp().cpu().numpy()
+
+    def embed_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, feats = self.backbone.encode(crops)
+        return mu, self.sigma_sq(feats)

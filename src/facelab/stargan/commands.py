@@ -1,0 +1,151 @@
+"""``facelab stargan train|test|export|fid``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args, load_config
+from facelab.core.device import DEVICES, PRECISIONS, resolve_device
+from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_write_text
+
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from facelab.stargan.config import StarGANConfig
+    from facelab.stargan.train import train
+
+    cfg = config_from_args(StarGANConfig, args)
+    saved_path = Path(cfg.output_dir) / "config.yaml"
+    if saved_path.is_file():  # resuming: the saved run's options, then what the user typed now
+        saved = load_config(StarGANConfig, saved_path)
+        cfg = config_from_args(StarGANConfig, args, base=saved)
+        check_fixed_unchanged(saved, cfg, str(cfg.output_dir))
+    trainer = train(cfg)
+    print(f"trained {trainer.step} iterations; checkpoint in {Path(cfg.output_dir) / 'checkpoints'}")
+    return 0
+
+
+def _data_for(args: argparse.Namespace, cfg):
+    """The test split, with the training run's data paths unless the user gives others."""
+    from facelab.stargan.data import CelebADataset, read_attributes, split
+
+    image_root = Path(args.image_root) if args.image_root else cfg.image_root
+    attr_path = Path(args.attr_path) if args.attr_path else cfg.attr_path
+    test_count = args.test_count if args.test_count is not None else cfg.test_count
+    table = split(read_attributes(attr_path, cfg.selected_attrs), test_count, "test")
+    return CelebADataset(image_root, table, cfg.crop_size, cfg.image_size)
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from facelab.stargan.checkpoint import load_generator
+    from facelab.stargan.translate import translate_split
+
+    device = resolve_device(args.device)
+    g, cfg, step = load_generator(args.checkpoint, device)
+    n = translate_split(g, _data_for(args, cfg), Path(args.output_dir), device, args.batch_size, args.precision,
+                        args.max_images, args.num_workers)
+    print(f"translated {n} test images with the iteration-{step} generator into {args.output_dir}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from facelab.stargan.checkpoint import load_generator
+    from facelab.stargan.export import export_generator, verify_export
+
+    g, cfg, _ = load_generator(args.checkpoint)
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    out = Path(args.output) if args.output else Path(args.checkpoint).with_name("generator" + suffix)
+    export_generator(g, out, args.format, cfg.c_dim, cfg.image_size)
+    diff = verify_export(g, out, args.format, cfg.c_dim, cfg.image_size)
+    if diff > args.tolerance:
+        raise FacelabError(f"export {out} differs from PyTorch by {diff:.2e} (> {args.tolerance:.0e}); do not use it")
+    print(f"wrote {out} ({args.format}); max |export - pytorch| = {diff:.2e}")
+    return 0
+
+
+def _cmd_fid(args: argparse.Namespace) -> int:
+    from facelab.metrics.fid import make_extractor
+    from facelab.stargan.checkpoint import load_generator
+    from facelab.stargan.evaluate import translation_fid
+
+    device = resolve_device(args.device)
+    extractor = make_extractor(args.extractor, args.inception_weights, str(device), args.batch_size)
+    g, cfg, step = load_generator(args.checkpoint, device)
+    result = translation_fid(g, _data_for(args, cfg), extractor, device, args.batch_size, args.max_images,
+                             args.precision)
+    result.update({"checkpoint": str(args.checkpoint), "iteration": step})
+    text = json.dumps(result, indent=2)
+    if args.json:
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from facelab.stargan.samples import make_sample_celeba
+
+    root, attr_path = make_sample_celeba(args.output, args.count, args.seed)
+    print(f"wrote {args.count} images to {root} and {attr_path}")
+    return 0
+
+
+def _inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors of a training run")
+    p.add_argument("--image-root", help="image folder (default: the training run's)")
+    p.add_argument("--attr-path", help="attribute file (default: the training run's)")
+    p.add_argument("--test-count", type=int, help="size of the test split (default: the training run's)")
+    p.add_argument("--max-images", type=int, help="use only the first N test images")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision (default: fp32)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from facelab.metrics.fid import EXTRACTORS
+    from facelab.stargan.config import StarGANConfig
+    from facelab.stargan.export import FORMATS
+
+    stargan = sub.add_parser("stargan", help="StarGAN multi-domain facial attribute editing",
+                             description="Train, test, export and evaluate StarGAN on CelebA-format data.")
+    cmds = stargan.add_subparsers(dest="stargan_command", required=True, metavar="STEP")
+
+    p = cmds.add_parser("train", help="train or resume a StarGAN run",
+                        description="Train StarGAN; rerun with the same --output-dir to resume from its checkpoint.")
+    p.add_argument("--config", help="YAML file of options (flags override it)")
+    add_config_arguments(p, StarGANConfig)
+    p.set_defaults(func=_cmd_train)
+
+    p = cmds.add_parser("test", help="translate the test split into every domain",
+                        description="Write grids/NNNNN.jpg (input, then one column per domain) and domains/ATTR/NAME.png.")
+    _inference_args(p)
+    p.add_argument("--output-dir", required=True, help="where to write the grids and per-domain images")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loading workers (default: 0)")
+    p.set_defaults(func=_cmd_test)
+
+    p = cmds.add_parser("export", help="export the generator to ONNX or TorchScript",
+                        description="Export the generator (inputs: image, label) and check it against PyTorch.")
+    p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="export format (default: onnx)")
+    p.add_argument("-o", "--output", help="output file (default: generator.onnx / generator.pt next to the checkpoint)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed difference to PyTorch (default: 1e-4)")
+    p.set_defaults(func=_cmd_export)
+
+    p = cmds.add_parser("fid", help="FID between real test images and their translations",
+                        description="FID of the translated test split; the feature extractor is named in the result.")
+    _inference_args(p)
+    p.add_argument("--extractor", choices=EXTRACTORS, default="dlib-resnet128",
+                   help="feature network (default: dlib-resnet128, offline; inception-v3 needs --inception-weights)")
+    p.add_argument("--inception-weights", help="pytorch-fid Inception-v3 weights (.pth or .safetensors)")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(func=_cmd_fid)
+
+    p = cmds.add_parser("sample-data", help="write a tiny CelebA-layout folder made from real portraits",
+                        description="Augmented crops of the bundled real portraits with CelebA's attribute file, "
+                                    "for trying the pipeline without CelebA.")
+    p.add_argument("-o", "--output", required=True, help="output folder (gets images/ and list_attr_celeba.txt)")
+    p.add_argument("--count", type=int, default=48, help="number of images (default: 48)")
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed (default: 0)")
+    p.set_defaults(func=_cmd_sample_data)

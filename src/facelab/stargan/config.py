@@ -1,0 +1,55 @@
+"""Typed options for ``facelab stargan train``; defaults are those of the reference TensorFlow/Ascend port.
+
+Options marked ``fixed`` shape the networks or the label vector, so a resumed run may not change them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from facelab.core.config import option
+from facelab.core.device import DEVICES, PRECISIONS
+
+DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
+HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+
+
+@dataclasses.dataclass
+class StarGANConfig:
+    # data
+    image_root: Path = option(Path("data/celeba/images"), "folder holding the CelebA images")
+    attr_path: Path = option(Path("data/celeba/list_attr_celeba.txt"), "CelebA attribute file (metadata path)")
+    selected_attrs: list[str] = option(list(DEFAULT_ATTRS), "attributes used as domains", fixed=True)
+    c_dim: int = option(5, "number of domains; must equal the number of selected attributes", fixed=True)
+    test_count: int = option(2000, "the first N lines of the attribute file form the test split")
+    crop_size: int = option(178, "centre crop (pixels) before resizing", fixed=True)
+    image_size: int = option(128, "image size the networks work at", fixed=True)
+    num_workers: int = option(2, "data-loading worker processes (0 = load in the training process)")
+    # model
+    g_conv_dim: int = option(64, "generator channels in its first layer", fixed=True)
+    d_conv_dim: int = option(64, "discriminator channels in its first layer", fixed=True)
+    g_repeat_num: int = option(6, "generator residual blocks", fixed=True)
+    d_repeat_num: int = option(6, "discriminator stride-2 convolutions", fixed=True)
+    # losses
+    lambda_cls: float = option(1.0, "weight of the domain-classification loss")
+    lambda_rec: float = option(10.0, "weight of the cycle-reconstruction loss")
+    lambda_gp: float = option(10.0, "weight of the WGAN-GP gradient penalty")
+    # optimisation
+    batch_size: int = option(16, "images per step")
+    num_iters: int = option(200000, "training iterations (discriminator steps)")
+    num_iters_decay: int = option(100000, "the learning rates fall linearly to 0 over the last N iterations")
+    lr_update_step: int = option(1000, "recompute the decayed learning rates every N iterations")
+    g_lr: float = option(1e-4, "generator learning rate")
+    d_lr: float = option(1e-4, "discriminator learning rate")
+    beta1: float = option(0.5, "Adam beta1")
+    beta2: float = option(0.999, "Adam beta2")
+    d_train_repeat: int = option(5, "discriminator steps per generator step (n_critic)")
+    # run
+    output_dir: Path = option(Path("workspace/stargan"), "run folder: checkpoints, samples, logs, config")
+    summary_steps: int = option(10, "log the losses every N iterations")
+    save_steps: int = option(1000, "write a sample grid every N iterations")
+    checkpoint_steps: int = option(10000, "save a resumable checkpoint every N iterations")
+    seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)")
+    device: str = option("auto", "where to train", choices=DEVICES)
+    precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)

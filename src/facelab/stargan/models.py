@@ -1,0 +1,82 @@
+"""StarGAN's generator and PatchGAN discriminator.
+
+Instance norm is affine and always uses the statistics of the image itself (no running averages): the
+original keeps running stats but never uses them in training, and using them at test time or in an
+export would change the output, so we leave them out and train, test and export behave alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _norm(channels: int) -> nn.InstanceNorm2d:
+    return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with instance norm, added to the input (keeps the face while the label edits it)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), _norm(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), _norm(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.main(x)
+
+
+class Generator(nn.Module):
+    """(image in [-1, 1], target label in {0, 1}^c_dim) -> edited image in [-1, 1].
+
+    The label is tiled over the image and concatenated as ``c_dim`` extra input channels.
+    """
+
+    def __init__(self, conv_dim: int = 64, c_dim: int = 5, repeat_num: int = 6):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3 + c_dim, conv_dim, 7, 1, 3, bias=False), _norm(conv_dim), nn.ReLU(inplace=True)]
+        ch = conv_dim
+        for _ in range(2):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), _norm(ch * 2), nn.ReLU(inplace=True)]
+            ch *= 2
+        layers += [ResidualBlock(ch) for _ in range(repeat_num)]
+        for _ in range(2):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), _norm(ch // 2), nn.ReLU(inplace=True)]
+            ch //= 2
+        layers += [nn.Conv2d(ch, 3, 7, 1, 3, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        c = c.to(x.dtype).view(c.shape[0], c.shape[1], 1, 1).expand(-1, -1, x.shape[2], x.shape[3])
+        return self.main(torch.cat([x, c], dim=1))
+
+
+class Discriminator(nn.Module):
+    """PatchGAN critic: returns (real/fake score map, domain logits of shape (N, c_dim))."""
+
+    def __init__(self, image_size: int = 128, conv_dim: int = 64, c_dim: int = 5, repeat_num: int = 6):
+        super().__init__()
+        if image_size % (2**repeat_num):
+            raise ValueError(f"image_size {image_size} must be divisible by 2**d_repeat_num = {2**repeat_num}")
+        layers: list[nn.Module] = [nn.Conv2d(3, conv_dim, 4, 2, 1), nn.LeakyReLU(0.01)]
+        ch = conv_dim
+        for _ in range(1, repeat_num):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1), nn.LeakyReLU(0.01)]
+            ch *= 2
+        self.main = nn.Sequential(*layers)
+        self.src = nn.Conv2d(ch, 1, 3, 1, 1, bias=False)
+        self.cls = nn.Conv2d(ch, c_dim, image_size // 2**repeat_num, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.main(x)
+        return self.src(h), self.cls(h).flatten(1)
+
+
+def build_models(cfg) -> tuple[Generator, Discriminator]:
+    """Both networks from a :class:`~facelab.stargan.config.StarGANConfig`."""
+    g = Generator(cfg.g_conv_dim, cfg.c_dim, cfg.g_repeat_num)
+    d = Discriminator(cfg.image_size, cfg.d_conv_dim, cfg.c_dim, cfg.d_repeat_num)
+    return g, d

@@ -1,0 +1,229 @@
+"""The StarGAN training loop: ``d_train_repeat`` critic steps per generator step, resumable at any save.
+
+One :class:`Trainer` holds both networks, their optimizers and loss scalers and its own random
+generator (flips, target labels, penalty interpolation), so a checkpoint restores the whole state and a
+resumed CPU run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from facelab.core.checkpoint import save_checkpoint
+from facelab.core.config import check_fixed_unchanged, config_from_dict, config_to_dict, save_config
+from facelab.core.device import autocast, grad_scaler, resolve_device
+from facelab.core.errors import FacelabError
+from facelab.core.logs import MetricsLog
+from facelab.core.progress import progress
+from facelab.core.rng import seed_everything
+from facelab.stargan.checkpoint import FORMAT, checkpoint_path, read_stargan_checkpoint
+from facelab.stargan.config import StarGANConfig
+from facelab.stargan.data import CelebADataset, random_flip, read_attributes, split
+from facelab.stargan.losses import classification_loss, cycle_loss, gradient_penalty
+from facelab.stargan.models import build_models
+from facelab.stargan.translate import write_sample_grid
+
+log = logging.getLogger("facelab")
+
+LOSS_NAMES = ("D/loss_real", "D/loss_fake", "D/loss_cls", "D/loss_gp", "G/loss_fake", "G/loss_rec", "G/loss_cls")
+SAMPLE_COUNT = 8
+
+
+def learning_rate(base: float, step: int, cfg: StarGANConfig) -> float:
+    """The rate for iteration ``step``: constant, then falling linearly to 0 over the last
+    ``num_iters_decay`` iterations, recomputed every ``lr_update_step`` (a pure function of the step,
+    so resuming needs no schedule state)."""
+    updated_at = step - step % max(1, cfg.lr_update_step)
+    decay_start = cfg.num_iters - cfg.num_iters_decay
+    if cfg.num_iters_decay <= 0 or updated_at <= decay_start:
+        return base
+    return base * max(0.0, (cfg.num_iters - updated_at) / cfg.num_iters_decay)
+
+
+def check_config(cfg: StarGANConfig) -> None:
+    if cfg.c_dim != len(cfg.selected_attrs):
+        raise FacelabError(f"--c-dim {cfg.c_dim} does not match the {len(cfg.selected_attrs)} --selected-attrs "
+                           f"({' '.join(cfg.selected_attrs)}); make them agree")
+    if cfg.image_size % 2**cfg.d_repeat_num:
+        raise FacelabError(f"--image-size {cfg.image_size} must be divisible by 2**d_repeat_num = {2**cfg.d_repeat_num}")
+    for name in ("batch_size", "num_iters", "d_train_repeat", "summary_steps", "save_steps", "checkpoint_steps", "lr_update_step"):
+        if getattr(cfg, name) < 1:
+            raise FacelabError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(cfg, name)}")
+
+
+class Trainer:
+    """Networks, optimizers, loss scalers and the step counter of one StarGAN run."""
+
+    def __init__(self, cfg: StarGANConfig, device: torch.device):
+        check_config(cfg)
+        self.cfg, self.device = cfg, device
+        seed_everything(cfg.seed)
+        self.g, self.d = (m.to(device).train() for m in build_models(cfg))
+        betas = (cfg.beta1, cfg.beta2)
+        self.g_opt = torch.optim.Adam(self.g.parameters(), cfg.g_lr, betas)
+        self.d_opt = torch.optim.Adam(self.d.parameters(), cfg.d_lr, betas)
+        self.g_scaler = grad_scaler(device, cfg.precision)
+        self.d_scaler = grad_scaler(device, cfg.precision)
+        self.autocast = lambda: autocast(device, cfg.precision)
+        self.autocast()  # refuses a bad precision (fp16 on the CPU) before any work is done
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.last = {name: math.nan for name in LOSS_NAMES}
+
+    def _set_lr(self) -> None:
+        for opt, base in ((self.g_opt, self.cfg.g_lr), (self.d_opt, self.cfg.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(base, self.step, self.cfg)
+
+    def train_step(self, real: torch.Tensor, label_org: torch.Tensor) -> dict[str, float]:
+        """One critic update and, every ``d_train_repeat`` steps, one generator update."""
+        cfg, n = self.cfg, real.shape[0]
+        self._set_lr()
+        real = random_flip(real, self.rng).to(self.device, non_blocking=True)
+        label_trg = label_org[torch.randperm(n, generator=self.rng)].to(self.device)
+        label_org = label_org.to(self.device)
+        alpha = torch.rand(n, 1, 1, 1, generator=self.rng).to(self.device)
+        g_step = (self.step + 1) % cfg.d_train_repeat == 0
+
+        # Critic: real images scored high and classified, fakes scored low, unit gradient norm between.
+        self.d.requires_grad_(True)
+        with self.autocast():
+            with torch.set_grad_enabled(g_step):  # the fake's graph is reused by the generator step
+                fake = self.g(real, label_trg)
+            out_src, out_cls = self.d(real)
+            d_real = -out_src.float().mean()
+            d_cls = classification_loss(out_cls, label_org)
+            out_src, _ = self.d(fake.detach())
+            d_fake = out_src.float().mean()
+            d_gp = gradient_penalty(self.d, real, fake.detach(), alpha, self.d_scaler.get_scale())
+            d_loss = d_real + d_fake + cfg.lambda_cls * d_cls + cfg.lambda_gp * d_gp
+        self.d_opt.zero_grad(set_to_none=True)
+        self.d_scaler.scale(d_loss).backward()
+        self.d_scaler.step(self.d_opt)
+        self.d_scaler.update()
+        losses = {"D/loss_real": d_real, "D/loss_fake": d_fake, "D/loss_cls": d_cls, "D/loss_gp": d_gp}
+
+        if g_step:  # Generator: fool the critic, hit the target domain, and cycle back to the input.
+            self.d.requires_grad_(False)
+            with self.autocast():
+                out_src, out_cls = self.d(fake)
+                g_fake = -out_src.float().mean()
+                g_cls = classification_loss(out_cls, label_trg)
+                g_rec = cycle_loss(real, self.g(fake, label_org))
+                g_loss = g_fake + cfg.lambda_rec * g_rec + cfg.lambda_cls * g_cls
+            self.g_opt.zero_grad(set_to_none=True)
+            self.g_scaler.scale(g_loss).backward()
+            self.g_scaler.step(self.g_opt)
+            self.g_scaler.update()
+            losses.update({"G/loss_fake": g_fake, "G/loss_rec": g_rec, "G/loss_cls": g_cls})
+        self.step += 1
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        self.last.update(values)
+        return values
+
+    def state_dict(self) -> dict:
+        return {
+            "format": FORMAT, "config": config_to_dict(self.cfg), "step": self.step,
+            "G": self.g.state_dict(), "D": self.d.state_dict(),
+            "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
+            "g_scaler": self.g_scaler.state_dict(), "d_scaler": self.d_scaler.state_dict(),
+            "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.load_state_dict(state["G"])
+        self.d.load_state_dict(state["D"])
+        self.g_opt.load_state_dict(state["g_opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        if state["g_scaler"]:
+            self.g_scaler.load_state_dict(state["g_scaler"])
+            self.d_scaler.load_state_dict(state["d_scaler"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.state_dict())
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Endless batches of indices where batch ``b`` depends only on (seed, b): epoch ``b // per_epoch``
+    is a permutation seeded by ``seed + epoch``. Starting at ``start`` makes a resumed run read exactly
+    the batches the uninterrupted run would have read, without loading the skipped images."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int = 0):
+        self.size, self.batch_size, self.seed, self.start = size, batch_size, seed, start
+
+    def __iter__(self):
+        per_epoch = self.size // self.batch_size
+        b = self.start
+        while True:
+            epoch, offset = divmod(b, per_epoch)
+            perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+            for k in range(offset, per_epoch):
+                yield perm[k * self.batch_size : (k + 1) * self.batch_size].tolist()
+            b = (epoch + 1) * per_epoch
+
+
+def training_batches(dataset: CelebADataset, cfg: StarGANConfig, start: int):
+    """Endless (images, labels, indices) batches from iteration ``start`` on."""
+    if len(dataset) < cfg.batch_size:
+        raise FacelabError(f"the training split has {len(dataset)} images, fewer than --batch-size "
+                           f"{cfg.batch_size}; lower --batch-size or --test-count")
+    sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start)
+    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                           pin_memory=torch.cuda.is_available()))
+
+
+def train(cfg: StarGANConfig) -> Trainer:
+    """Train (or resume the run in ``cfg.output_dir``) up to ``cfg.num_iters``; Ctrl-C saves first."""
+    device = resolve_device(cfg.device)
+    out = Path(cfg.output_dir)
+    trainer = Trainer(cfg, device)
+    ckpt = checkpoint_path(out)
+    if ckpt.is_file():
+        state = read_stargan_checkpoint(ckpt)
+        check_fixed_unchanged(config_from_dict(StarGANConfig, state["config"], str(ckpt)), cfg, str(ckpt))
+        trainer.load_state_dict(state)
+        log.info("resuming %s at iteration %d", ckpt, trainer.step)
+    save_config(cfg, out / "config.yaml")
+
+    table = read_attributes(cfg.attr_path, cfg.selected_attrs)
+    train_set = CelebADataset(cfg.image_root, split(table, cfg.test_count, "train"), cfg.crop_size, cfg.image_size)
+    sample_set = CelebADataset(cfg.image_root, split(table, cfg.test_count, "test"), cfg.crop_size,
+                               cfg.image_size) if cfg.test_count > 0 else train_set
+    fixed = [sample_set[i] for i in range(min(SAMPLE_COUNT, len(sample_set)))]
+    fixed_images = torch.stack([f[0] for f in fixed]).to(device)
+    fixed_labels = torch.stack([f[1] for f in fixed])
+
+    metrics = MetricsLog(out / "logs", "losses")
+    metrics.truncate_after(trainer.step)
+    batches = training_batches(train_set, cfg, trainer.step)
+    try:
+        with progress(total=cfg.num_iters, initial=trainer.step, desc="stargan", unit="it") as bar:
+            while trainer.step < cfg.num_iters:
+                images, labels, _ = next(batches)
+                trainer.train_step(images, labels)
+                step = trainer.step
+                bar.update()
+                if step % cfg.summary_steps == 0:
+                    lr = {"lr/g": trainer.g_opt.param_groups[0]["lr"], "lr/d": trainer.d_opt.param_groups[0]["lr"]}
+                    metrics.write(step, {**trainer.last, **lr})
+                    bar.set_postfix(d_cls=f"{trainer.last['D/loss_cls']:.3f}", g_rec=f"{trainer.last['G/loss_rec']:.3f}")
+                if step % cfg.save_steps == 0:
+                    write_sample_grid(out / "samples" / f"{step:06d}.jpg", trainer.g, fixed_images, fixed_labels,
+                                      cfg.selected_attrs, cfg.precision)
+                if step % cfg.checkpoint_steps == 0 or step == cfg.num_iters:
+                    trainer.save(ckpt)
+    except KeyboardInterrupt:
+        log.info("interrupted: saving iteration %d to %s", trainer.step, ckpt)
+        trainer.save(ckpt)
+        raise
+    finally:
+        metrics.close()
+    return trainer

@@ -1,0 +1,131 @@
+"""PFE on real faces with the offline dlib backbone: verification, MLS training, sigma^2 of degraded faces,
+identity scoring of videos, and the CLI around them.
+
+Identities come from ``../shared/data/identities`` (one sub-folder per person) when present, else from
+the two real portraits bundled in installed packages (``facelab pfe make-samples``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA
+
+from facelab.cli import main
+from facelab.pfe.augment import blur, shrink
+from facelab.pfe.data import parse_pairs
+from facelab.pfe.features import FaceFinder
+from facelab.pfe.identity import make_template, score_video
+from facelab.pfe.model import PFEModel
+from facelab.pfe.samples import make_identity_samples
+
+TRAIN = ["--copies", "6", "--degrade-prob", "0.5", "--classes-per-batch", "2", "--samples-per-class", "32",
+         "--steps", "300", "--save-every", "100", "--device", "cpu", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pfe")
+    shared = SHARED_DATA / "identities"
+    if shared.is_dir() and (shared / "pairs.txt").is_file():
+        data = shared
+    else:
+        data = root / "data"
+        make_identity_samples(data)
+    model = root / "model"
+    assert main(["pfe", "train", "--data", str(data), "--model-dir", str(model), *TRAIN]) == 0
+    return data, model
+
+
+def test_training_lowers_the_mls_loss_and_resumes(trained):
+    data, model = trained
+    rows = np.loadtxt(model / "pfe.csv", delimiter=",", skiprows=1)
+    assert rows[-1, 0] == 300
+    assert rows[-5:, 1].mean() < rows[:5, 1].mean() - 5  # per-step MLS loss, log every 10 steps
+    assert (model / "pfe.prev.safetensors").is_file()
+    # resume: the same command with more steps continues from step 300 and reuses the feature pool
+    args = TRAIN.copy()
+    args[args.index("--steps") + 1] = "310"
+    assert main(["pfe", "train", "--data", str(data), "--model-dir", str(model), *args]) == 0
+    rows = np.loadtxt(model / "pfe.csv", delimiter=",", skiprows=1)
+    assert rows[:, 0].tolist()[-2:] == [300, 310]
+    # the network-fixing options refuse to change on resume
+    assert main(["pfe", "train", "--data", str(data), "--model-dir", str(model), "--hidden", "64", *args]) == 2
+
+
+def test_offline_backbone_and_mls_separate_people(trained, tmp_path):
+    data, model = trained
+    out = tmp_path / "eval.json"
+    assert main(["pfe", "eval", "--pairs", str(data / "pairs.txt"), "--data", str(data), "--model", str(model),
+                 "--device", "cpu", "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["pairs_without_face"] == 0
+    assert report["cosine"]["folds"] == 10
+    assert report["cosine"]["accuracy_mean"] >= 0.95
+    assert report["mls"]["accuracy_mean"] >= 0.95
+
+
+def test_blurred_and_tiny_faces_get_larger_sigma(trained, sample_photos):
+    """Held-out degradations: the untouched photos at fixed blur / size levels never seen in training."""
+    _, model_dir = trained
+    model, finder = PFEModel.load(model_dir, "cpu"), FaceFinder()
+    for name, photo in sample_photos.items():
+        lms = finder.find(photo)
+        crops = [model.backbone.prepare(photo, lms)]
+        crops += [model.backbone.prepare(*blur(photo, lms, s)) for s in (0.035, 0.065)]
+        crops += [model.backbone.prepare(*shrink(photo, lms, px)) for px in (20, 13)]
+        _, sigma_sq = model.embed_crops(np.stack(crops))
+        level = np.log(sigma_sq).mean(1)
+        assert (level[1:] > level[0]).all(), f"{name}: sharp {level[0]:.2f}, degraded {np.round(level[1:], 2)}"
+        assert level[2] > level[1] and level[4] > level[3], f"{name}: stronger degradation, larger sigma^2"
+
+
+def test_identity_scores_a_video_against_source_and_dst(trained, sample_clips, tmp_path):
+    data, model_dir = trained
+    if not (data / "astronaut").is_dir():
+        pytest.skip("identity video test uses the bundled sample people")
+    model = PFEModel.load(model_dir, "cpu")
+    source, dst = make_template(model, data / "astronaut"), make_template(model, data / "hopper")
+    clips = {p.stem: p for p in sample_clips}
+    records, summary = score_video(clips["astronaut"], model, source, dst, every=12)
+    assert summary["faces"] == len(records) >= 4 and summary["lost_frames"] == []
+    assert summary["cos_source_p5"] > summary["cos_dst_mean"]
+    # a "swap" that kept the dst person (the hopper clip) is flagged in every frame
+    records, summary = score_video(clips["hopper"], model, source, dst, every=12)
+    assert summary["lost_frames"] == [r.frame for r in records] and len(records) >= 4
+    assert all(r.mls_dst > r.mls_source for r in records)
+    csv_out, js = tmp_path / "id.csv", tmp_path / "id.json"
+    assert main(["identity", "--source", str(data / "astronaut"), "--video", str(clips["astronaut"]), "--every", "25",
+                 "--model", str(model_dir), "--device", "cpu", "-o", str(csv_out), "--summary", str(js)]) == 0
+    assert json.loads(js.read_text())["faces"] == len(csv_out.read_text().splitlines()) - 1 >= 2
+
+
+def test_embed_and_export_cli(trained, tmp_path):
+    data, model = trained
+    person = sorted(p for p in data.iterdir() if p.is_dir())[0]
+    sub = tmp_path / "faces"
+    shutil.copytree(person, sub)
+    (sub / "notes.txt").write_text("not an image")
+    out = tmp_path / "emb.npz"
+    assert main(["pfe", "embed", str(sub), "-o", str(out), "--model", str(model), "--device", "cpu"]) == 0
+    with np.load(out) as z:
+        assert z["mu"].shape == (len(list(person.iterdir())), 128) == z["sigma_sq"].shape
+        assert z["found"].all() and (z["sigma_sq"] > 0).all()
+    assert main(["pfe", "export", "--model", str(model), "-o", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export" / "uncertainty.onnx").is_file() and (tmp_path / "export" / "uncertainty.pt").is_file()
+
+
+def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
+    data, model = trained
+    bad = tmp_path / "pairs.txt"
+    bad.write_text("10 300\nnobody 1 2\n")
+    assert main(["pfe", "eval", "--pairs", str(bad), "--data", str(data), "--model", str(model)]) == 2
+    assert "header promises" in capsys.readouterr().err
+    assert main(["pfe", "embed", str(data), "-o", str(tmp_path / "x.npz"), "--model", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert len(parse_pairs(data / "pairs.txt", data).same) == 80
