@@ -89,3 +89,16 @@ def test_uniform_yaw_balances_rare_profiles():
     share = np.mean(yaws[pick_indices(rng, yaws, 4000, uniform_yaw=True)] == 60.0)
     assert 0.4 < share < 0.6
     assert np.mean(yaws[pick_indices(rng, yaws, 4000, uniform_yaw=False)] == 60.0) < 0.1
+
+
+@pytest.mark.parametrize("mode", ["rct", "lct", "mkl", "idt", "sot"])
+def test_colour_transfer_moves_src_colours_towards_dst(mode):
+    src, dst = _faces(6, seed=1), _faces(6, seed=2)
+    src.images[:] = (src.images * 0.3 + np.array([200, 40, 40]) * 0.7).astype(np.uint8)  # bluish src
+    dst.images[:] = (dst.images * 0.3 + np.array([40, 40, 200]) * 0.7).astype(np.uint8)  # reddish dst
+    plain = SwapBatches(src, dst, 6, Augment(random_warp=False), Augment(), seed=0)[0]["src_target"]
+    moved = SwapBatches(src, dst, 6, Augment(random_warp=False, ct_mode=mode), Augment(), seed=0)
+    first, again = moved[0]["src_target"], moved[0]["src_target"]
+    assert torch.equal(first, again)
+    # channel means (B, G, R): the red channel rises, the blue one falls
+    assert first[:, 2].mean() > plain[:, 2].mean() + 0.2 and first[:, 0].mean() < plain[:, 0].mean() - 0.2
