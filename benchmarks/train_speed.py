@@ -76,7 +76,7 @@ def run_one(name: str, steps: int, device: str, precision: str, threads: int) ->
         trainer.close()
     peak = (torch.cuda.max_memory_allocated() if trainer.device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"run": name, "model": cfg.model, "archi": cfg.archi if cfg.model == "saehd" else cfg.model,
+    return {"run": name, "model": cfg.model, "archi": cfg.archi if cfg.model != "original" else "original",
             "resolution": cfg.resolution, "batch_size": cfg.batch_size, "device": str(trainer.device),
             "precision": precision, "threads": threads, "steps": steps, "it_per_s": round(steps / elapsed, 3),
             "faces_per_s": round(steps * cfg.batch_size / elapsed, 2), "data_batches_per_s": round(data_rate, 2),

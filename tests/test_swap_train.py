@@ -143,3 +143,22 @@ def test_pretrain_then_switching_it_off_resets_the_counter(facesets, tmp_path):
     assert train(SwapConfig(**opts, pretrain=True, target_iter=2), None, None, tmp_path / "m").iteration == 2
     result = train(SwapConfig(**opts, pretrain=False, target_iter=1), *facesets, tmp_path / "m")
     assert result.iteration == 1 and list(_losses(tmp_path / "m")) == [1]
+
+
+def test_ctrl_c_saves_and_resume_continues(facesets, tmp_path, monkeypatch):
+    model_dir = tmp_path / "m"
+    trainer = Trainer(SwapConfig(**TINY, target_iter=10), *facesets, model_dir)
+    real_step = trainer.step
+
+    def step(batch):
+        if trainer.iteration == 3:
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    monkeypatch.setattr(trainer, "step", step)
+    result = trainer.run()
+    trainer.close()
+    assert result.stopped == "interrupted" and result.iteration == 3
+    assert "iteration: 3" in (model_dir / "state.yaml").read_text()
+    assert train(SwapConfig(**TINY, target_iter=5), *facesets, model_dir).iteration == 5
+    assert list(_losses(model_dir)) == [1, 2, 3, 4, 5]

@@ -28,7 +28,7 @@ from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
 from facelab.metrics.ssim import ssim
-from facelab.swap.config import SwapConfig, check_config
+from facelab.swap.config import SwapConfig, apply_preset, check_config
 from facelab.swap.data import Augment, FaceData, SwapBatches, batch_stream, load_faces
 from facelab.swap.discriminators import CodeDiscriminator, UNetPatchDiscriminator, d_loss, g_loss
 from facelab.swap.losses import LossOptions, side_loss, soft_mask, style_losses
@@ -74,6 +74,7 @@ def _apply_optimizer_options(opt: AdaBelief, cfg: SwapConfig) -> None:
 class Trainer:
     def __init__(self, cfg: SwapConfig, src_dir: str | Path | FaceData, dst_dir: str | Path | FaceData,
                  model_dir: str | Path):
+        cfg = apply_preset(cfg, {"batch_size"})  # quick96/original pin their network even from the Python API
         check_config(cfg)
         self.cfg, self.model_dir = cfg, Path(model_dir)
         self.model_dir.mkdir(parents=True, exist_ok=True)
