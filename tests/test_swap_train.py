@@ -162,3 +162,15 @@ def test_ctrl_c_saves_and_resume_continues(facesets, tmp_path, monkeypatch):
     assert "iteration: 3" in (model_dir / "state.yaml").read_text()
     assert train(SwapConfig(**TINY, target_iter=5), *facesets, model_dir).iteration == 5
     assert list(_losses(model_dir)) == [1, 2, 3, 4, 5]
+
+
+def test_config_file_is_layered_under_flags(facesets, tmp_path, capsys):
+    cfg_file = tmp_path / "opts.yaml"
+    cfg_file.write_text("resolution: 64\narchi: liae-u\nae_dims: 16\ne_dims: 4\nd_dims: 4\nd_mask_dims: 2\n"
+                        "batch_size: 2\ntarget_iter: 1\nworkers: 0\ngan_power: 0.1\n")
+    model_dir = tmp_path / "m"
+    assert cli_main(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(model_dir),
+                     "--config", str(cfg_file), "--gan-power", "0.2"]) == 0
+    saved = (model_dir / "config.yaml").read_text()
+    assert "archi: liae-u" in saved and "gan_power: 0.2" in saved and "batch_size: 2" in saved
+    assert "held-out SSIM" in capsys.readouterr().out
