@@ -174,3 +174,25 @@ def test_config_file_is_layered_under_flags(facesets, tmp_path, capsys):
     saved = (model_dir / "config.yaml").read_text()
     assert "archi: liae-u" in saved and "gan_power: 0.2" in saved and "batch_size: 2" in saved
     assert "held-out SSIM" in capsys.readouterr().out
+
+
+def test_out_of_memory_suggests_a_smaller_batch(facesets, tmp_path, monkeypatch):
+    trainer = Trainer(SwapConfig(**{**TINY, "batch_size": 8}, target_iter=3), *facesets, tmp_path / "m")
+
+    def step(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "step", step)
+    with pytest.raises(FacelabError, match="out of memory at batch size 8.*--batch-size 4"):
+        trainer.run()
+    trainer.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_precisions_train(facesets, tmp_path, precision):
+    cfg = SwapConfig(**{**TINY, "device": "cuda", "precision": precision, "channels_last": True, "gan_power": 0.1},
+                     target_iter=5)
+    result = train(cfg, *facesets, tmp_path / "m")
+    assert result.iteration == 5 and np.isfinite(result.losses["total"])

@@ -318,7 +318,10 @@ class Trainer:
             while self.iteration < end:
                 try:
                     losses = self.step(next(stream))
-                except torch.OutOfMemoryError:
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "can't allocate memory"
+                    if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
+                        raise
                     raise FacelabError(f"out of memory at batch size {cfg.batch_size} on {self.device}; "
                                        f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
                 self.iteration += 1
