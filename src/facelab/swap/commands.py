@@ -22,6 +22,8 @@ def resolve_train_config(args: argparse.Namespace) -> SwapConfig:
     if getattr(args, "config", None):
         loaded = yaml.safe_load(Path(args.config).read_text()) if Path(args.config).is_file() else {}
         given |= set(loaded or {})
+    if saved is not None:
+        given.add("batch_size")  # a resumed preset keeps the batch size it was last trained with
     cfg = config_from_args(SwapConfig, args, base=saved)
     return apply_preset(cfg, given)
 

@@ -122,14 +122,13 @@ def hsv_jitter(images: np.ndarray, rng: np.random.Generator, power: float) -> np
     return out
 
 
-def colour_transfer(mode: str, images: np.ndarray, masks: np.ndarray, refs: np.ndarray, ref_masks: np.ndarray) -> np.ndarray:
+def colour_transfer(mode: str, images: np.ndarray, masks: np.ndarray, refs: np.ndarray, ref_masks: np.ndarray,
+                    rng: np.random.Generator) -> np.ndarray:
     """Match each src image's colours to a dst face (DeepFaceLab's ct_mode for src samples)."""
-    try:
-        from facelab.color.transfer import color_transfer
-    except ImportError:
-        raise FacelabError(f"ct_mode {mode} needs facelab.color.transfer, which this install lacks; use --ct-mode none") from None
-    return np.stack([np.clip(color_transfer(mode, img, ref, m, rm), 0, 1).astype(np.float32)
-                     for img, m, ref, rm in zip(images, masks, refs, ref_masks)])
+    from facelab.color.transfer import color_transfer
+
+    seed = int(rng.integers(2**31))  # idt/sot draw random directions: keep batch i a function of (seed, i)
+    return np.clip(color_transfer(mode, images, refs, masks, ref_masks, seed=seed), 0, 1).astype(np.float32)
 
 
 def make_side(data: FaceData, rng: np.random.Generator, count: int, aug: Augment,
@@ -141,7 +140,7 @@ def make_side(data: FaceData, rng: np.random.Generator, count: int, aug: Augment
     if aug.ct_mode != "none" and ct_refs is not None:
         ref = rng.integers(len(ct_refs), size=count)
         images = colour_transfer(aug.ct_mode, images, masks, ct_refs.images[ref].astype(np.float32) / 255.0,
-                                 ct_refs.masks[ref].astype(np.float32))
+                                 ct_refs.masks[ref].astype(np.float32), rng)
     flip = rng.random(count) < 0.5 if aug.random_flip else np.zeros(count, bool)
     hsv_images = hsv_jitter(images, rng, aug.hsv_power) if aug.hsv_power > 0 else images
     res = images.shape[1]
@@ -184,7 +183,10 @@ def _worker_init(_: int) -> None:
 
 def batch_stream(batches: SwapBatches, start: int, workers: int) -> DataLoader:
     """Batches ``start, start+1, ...`` in order, produced ahead by ``workers`` processes (0 = inline)."""
-    kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4) if workers else {}
+    # Workers are spawned, not forked: a fork taken while OpenCV, dlib or torch threads hold a lock can
+    # leave the child waiting forever on that lock.
+    kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4,
+                  multiprocessing_context="spawn") if workers else {}
     # A private generator: DataLoader draws a seed when it starts iterating, which must not shift the
     # global torch RNG that learning-rate dropout uses (else a resumed run would drift).
     return DataLoader(batches, batch_size=None, sampler=itertools.count(start), generator=torch.Generator(), **kwargs)

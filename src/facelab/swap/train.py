@@ -28,7 +28,7 @@ from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
 from facelab.metrics.ssim import ssim
-from facelab.swap.config import SwapConfig, check_config
+from facelab.swap.config import SwapConfig, apply_preset, check_config
 from facelab.swap.data import Augment, FaceData, SwapBatches, batch_stream, load_faces
 from facelab.swap.discriminators import CodeDiscriminator, UNetPatchDiscriminator, d_loss, g_loss
 from facelab.swap.losses import LossOptions, side_loss, soft_mask, style_losses
@@ -72,7 +72,9 @@ def _apply_optimizer_options(opt: AdaBelief, cfg: SwapConfig) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: SwapConfig, src_dir: str | Path, dst_dir: str | Path, model_dir: str | Path):
+    def __init__(self, cfg: SwapConfig, src_dir: str | Path | FaceData, dst_dir: str | Path | FaceData,
+                 model_dir: str | Path):
+        cfg = apply_preset(cfg, {"batch_size"})  # quick96/original pin their network even from the Python API
         check_config(cfg)
         self.cfg, self.model_dir = cfg, Path(model_dir)
         self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +112,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.pretrain:
             src_dir = dst_dir = cfg.pretrain_faceset
-        src = load_faces(str(src_dir), cfg.resolution, cfg.face_type)
-        dst = src if cfg.pretrain else load_faces(str(dst_dir), cfg.resolution, cfg.face_type)
+        def load(source) -> FaceData:  # a folder, or faces already in memory (benchmarks, notebooks)
+            return source if isinstance(source, FaceData) else load_faces(str(source), cfg.resolution, cfg.face_type)
+
+        src = load(src_dir)
+        dst = src if cfg.pretrain else load(dst_dir)
         rng = np.random.default_rng(cfg.seed)
         self.src_train, self.src_hold = self._split(src, rng, src_dir)
         self.dst_train, self.dst_hold = self._split(dst, rng, dst_dir)
@@ -313,7 +318,10 @@ class Trainer:
             while self.iteration < end:
                 try:
                     losses = self.step(next(stream))
-                except torch.OutOfMemoryError:
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "can't allocate memory"
+                    if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
+                        raise
                     raise FacelabError(f"out of memory at batch size {cfg.batch_size} on {self.device}; "
                                        f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
                 self.iteration += 1

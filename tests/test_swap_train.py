@@ -1,0 +1,198 @@
+"""Face-swap training on real faces extracted from the sample clips: learning, resume, options, errors."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facelab.cli import main as cli_main
+from facelab.core.errors import FacelabError
+from facelab.extract.config import ExtractConfig
+from facelab.extract.pipeline import extract
+from facelab.swap.config import SwapConfig
+from facelab.swap.train import Trainer, train
+
+TINY = dict(model="saehd", resolution=64, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4, batch_size=4,
+            workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Other jobs share the CPU; one thread also keeps CPU runs bit-for-bit repeatable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def facesets(sample_clips, tmp_path_factory) -> tuple[Path, Path]:
+    """src and dst facesets: the two sample clips (two real people) extracted as whole faces at 96 px."""
+    root = tmp_path_factory.mktemp("swap_facesets")
+    folders = []
+    for clip, name in zip(sample_clips[:2], ("src", "dst")):
+        extract(clip, root / name, ExtractConfig(face_type="whole", size=96, workers=1))
+        folders.append(root / name)
+    return folders[0], folders[1]
+
+
+def _losses(model_dir: Path) -> dict[int, float]:
+    with open(model_dir / "losses.csv", newline="") as fh:
+        return {int(r["step"]): float(r["total"]) for r in csv.DictReader(fh)}
+
+
+def test_training_lowers_loss_and_raises_held_out_ssim(facesets, tmp_path):
+    cfg = SwapConfig(**{**TINY, "archi": "liae-ud", "lr": 5e-4, "target_iter": 300, "eval_every": 100, "eval_faces": 8})
+    trainer = Trainer(cfg, *facesets, tmp_path / "model")
+    ssim_before, _, _ = trainer.evaluate()
+    result = trainer.run()
+    trainer.close()
+    losses = list(_losses(tmp_path / "model").values())
+    assert result.iteration == 300 and result.stopped == "target"
+    assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20])
+    assert result.ssim_mean > ssim_before + 0.05, (ssim_before, result.ssim_mean)
+    for name in ("config.yaml", "model.safetensors", "state.yaml", "preview.png", "losses.csv", "eval.csv"):
+        assert (tmp_path / "model" / name).is_file()
+    assert any((tmp_path / "model" / "tb").iterdir())
+
+
+def test_resume_gives_the_same_next_loss(facesets, tmp_path):
+    opts = {**TINY, "lr_dropout": "on", "workers": 2, "gan_power": 0.1}
+    train(SwapConfig(**opts, target_iter=3), *facesets, tmp_path / "a")
+    train(SwapConfig(**opts, target_iter=5), *facesets, tmp_path / "a")
+    train(SwapConfig(**opts, target_iter=5), *facesets, tmp_path / "b")
+    resumed, straight = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert list(resumed) == [1, 2, 3, 4, 5]
+    assert resumed == straight
+
+
+def test_changing_a_fixed_option_is_refused(facesets, tmp_path, capsys):
+    args = ["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(tmp_path / "m"),
+            "--resolution", "64", "--archi", "df", "--ae-dims", "16", "--e-dims", "4", "--d-dims", "4",
+            "--d-mask-dims", "2", "--batch-size", "2", "--target-iter", "1", "--workers", "0"]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    assert cli_main([*args[:7], "--archi", "liae", "--target-iter", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "archi" in err and "'df'" in err
+    # a free option may change; unspecified options come from the saved config
+    assert cli_main([*args[:7], "--target-iter", "2", "--no-random-warp", "--batch-size", "3"]) == 0
+    saved = (tmp_path / "m" / "config.yaml").read_text()
+    assert "random_warp: false" in saved and "ae_dims: 16" in saved and "batch_size: 3" in saved
+
+
+def test_corrupt_checkpoint_is_refused_and_previous_kept(facesets, tmp_path):
+    model_dir = tmp_path / "m"
+    train(SwapConfig(**TINY, target_iter=1), *facesets, model_dir)
+    train(SwapConfig(**TINY, target_iter=2), *facesets, model_dir)
+    prev = model_dir / "model.prev.safetensors"
+    before = prev.read_bytes()
+    (model_dir / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(FacelabError, match="corrupt.*model.prev.safetensors"):
+        train(SwapConfig(**TINY, target_iter=3), *facesets, model_dir)
+    assert prev.read_bytes() == before
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_save(facesets, tmp_path):
+    model_dir = tmp_path / "m"
+    train(SwapConfig(**TINY, target_iter=1), *facesets, model_dir)
+    good = (model_dir / "model.safetensors").read_bytes()
+    with pytest.raises(FacelabError, match=r"loss became nan.*last good save \(iteration 1\)"):
+        train(SwapConfig(**{**TINY, "lr": 1e38, "optimizer": "adam"}, target_iter=20), *facesets, model_dir)
+    assert (model_dir / "model.safetensors").read_bytes() == good
+
+
+def test_bad_facesets_are_refused(facesets, tmp_path):
+    with pytest.raises(FacelabError, match="whole face but the model trains on full faces"):
+        train(SwapConfig(**{**TINY, "face_type": "full"}, target_iter=1), *facesets, tmp_path / "m1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FacelabError, match="holds no face images"):
+        train(SwapConfig(**TINY, target_iter=1), empty, facesets[1], tmp_path / "m2")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(next(facesets[0].iterdir()), plain / "x.png")
+    import cv2
+
+    cv2.imwrite(str(plain / "x.png"), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(FacelabError, match="no facelab metadata"):
+        train(SwapConfig(**TINY, target_iter=1), plain, facesets[1], tmp_path / "m3")
+
+
+def test_every_option_runs(facesets, tmp_path):
+    cfg = SwapConfig(**{**TINY, "gan_power": 0.1, "gan_patch_size": 16, "true_face_power": 0.01, "face_style_power": 0.01,
+                        "bg_style_power": 0.01, "eyes_mouth_prio": True, "uniform_yaw": True, "blur_out_mask": True,
+                        "random_hsv_power": 0.1, "random_src_flip": True, "lr_dropout": "cpu", "clipgrad": True,
+                        "optimizer": "adam", "masked_training": False, "write_preview_history": True,
+                        "preview_every": 2, "autobackup_hours": 1e-9, "channels_last": True},
+                     target_iter=17)
+    result = train(cfg, *facesets, tmp_path / "m")
+    assert result.iteration == 17 and np.isfinite(result.losses["total"])
+    assert {"gan_d", "true_face_d"} <= set(result.losses)
+    assert len(list((tmp_path / "m" / "preview_history").iterdir())) == 9
+    assert len(list((tmp_path / "m" / "autobackups").iterdir())) == 15
+
+
+def test_pretrain_then_switching_it_off_resets_the_counter(facesets, tmp_path):
+    opts = {**TINY, "pretrain_faceset": str(facesets[0])}
+    assert train(SwapConfig(**opts, pretrain=True, target_iter=2), None, None, tmp_path / "m").iteration == 2
+    result = train(SwapConfig(**opts, pretrain=False, target_iter=1), *facesets, tmp_path / "m")
+    assert result.iteration == 1 and list(_losses(tmp_path / "m")) == [1]
+
+
+def test_ctrl_c_saves_and_resume_continues(facesets, tmp_path, monkeypatch):
+    model_dir = tmp_path / "m"
+    trainer = Trainer(SwapConfig(**TINY, target_iter=10), *facesets, model_dir)
+    real_step = trainer.step
+
+    def step(batch):
+        if trainer.iteration == 3:
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    monkeypatch.setattr(trainer, "step", step)
+    result = trainer.run()
+    trainer.close()
+    assert result.stopped == "interrupted" and result.iteration == 3
+    assert "iteration: 3" in (model_dir / "state.yaml").read_text()
+    assert train(SwapConfig(**TINY, target_iter=5), *facesets, model_dir).iteration == 5
+    assert list(_losses(model_dir)) == [1, 2, 3, 4, 5]
+
+
+def test_config_file_is_layered_under_flags(facesets, tmp_path, capsys):
+    cfg_file = tmp_path / "opts.yaml"
+    cfg_file.write_text("resolution: 64\narchi: liae-u\nae_dims: 16\ne_dims: 4\nd_dims: 4\nd_mask_dims: 2\n"
+                        "batch_size: 2\ntarget_iter: 1\nworkers: 0\ngan_power: 0.1\n")
+    model_dir = tmp_path / "m"
+    assert cli_main(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(model_dir),
+                     "--config", str(cfg_file), "--gan-power", "0.2"]) == 0
+    saved = (model_dir / "config.yaml").read_text()
+    assert "archi: liae-u" in saved and "gan_power: 0.2" in saved and "batch_size: 2" in saved
+    assert "held-out SSIM" in capsys.readouterr().out
+
+
+def test_out_of_memory_suggests_a_smaller_batch(facesets, tmp_path, monkeypatch):
+    trainer = Trainer(SwapConfig(**{**TINY, "batch_size": 8}, target_iter=3), *facesets, tmp_path / "m")
+
+    def step(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "step", step)
+    with pytest.raises(FacelabError, match="out of memory at batch size 8.*--batch-size 4"):
+        trainer.run()
+    trainer.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_precisions_train(facesets, tmp_path, precision):
+    cfg = SwapConfig(**{**TINY, "device": "cuda", "precision": precision, "channels_last": True, "gan_power": 0.1},
+                     target_iter=5)
+    result = train(cfg, *facesets, tmp_path / "m")
+    assert result.iteration == 5 and np.isfinite(result.losses["total"])
