@@ -58,17 +58,15 @@ class TrainResult:
     stopped: str  # "target", "interrupted" or "limit"
 
 
-def _make_optimizer(params, cfg: SwapConfig) -> AdaBelief:
+def _optimizer_options(cfg: SwapConfig) -> dict:
+    """The optimiser settings a user may change between runs (a resumed optimiser keeps only its moments)."""
     belief = cfg.optimizer == "adabelief"
-    return AdaBelief(params, lr=cfg.lr, eps=1e-16 if belief else 1e-7, belief=belief,
-                     lr_dropout=0.3 if cfg.lr_dropout != "off" else 1.0, dropout_on_cpu=cfg.lr_dropout == "cpu")
+    return dict(lr=cfg.lr, eps=1e-16 if belief else 1e-7, belief=belief,
+                lr_dropout=0.3 if cfg.lr_dropout != "off" else 1.0, dropout_on_cpu=cfg.lr_dropout == "cpu")
 
 
-def _apply_optimizer_options(opt: AdaBelief, cfg: SwapConfig) -> None:
-    """Loaded optimiser state keeps its moments; the options the user may change come from ``cfg``."""
-    fresh = _make_optimizer([torch.zeros(1)], cfg).defaults
-    for group in opt.param_groups:
-        group.update(fresh)
+def _make_optimizer(params, cfg: SwapConfig) -> AdaBelief:
+    return AdaBelief(params, **_optimizer_options(cfg))
 
 
 class Trainer:
@@ -156,8 +154,8 @@ class Trainer:
                 self._unused_state[name] = state[name]
                 self._unused_state[f"{name}_optimizer"] = state[f"{name}_optimizer"]
         for opt in (self.opt, self.gan_opt, self.code_opt):
-            if opt is not None:
-                _apply_optimizer_options(opt, self.cfg)
+            for group in opt.param_groups if opt is not None else ():
+                group.update(_optimizer_options(self.cfg))
         self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
         torch.set_rng_state(state["torch_rng"])
         self.iteration = self.saved_iteration = int(state["iteration"])
