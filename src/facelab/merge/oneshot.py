@@ -7,10 +7,8 @@ after an interruption (or with more iterations) continues instead of starting ov
 
 from __future__ import annotations
 
+import argparse
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from facelab.core.errors import FacelabError
@@ -46,18 +44,17 @@ def _faceset(source: Path, out: Path, face_type: str) -> Path:
 
 def _train(src_faces: Path, dst_faces: Path, model_dir: Path, model: str, iterations: int,
            train_args: list[str]) -> None:
-    """`facelab train` in a fresh process: its batch workers fork, which is only safe from a process that
-    has not yet started threads (extraction and OpenCV here have)."""
-    cmd = [sys.executable, "-m", "facelab", "train", "--src", str(src_faces), "--dst", str(dst_faces),
-           "--model-dir", str(model_dir), "--target-iter", str(iterations), *train_args]
+    """Train (or resume) to ``iterations`` exactly as ``facelab train`` would with these flags."""
+    from facelab.swap.commands import register, resolve_train_config
+    from facelab.swap.train import train
+
+    argv = ["train", "--src", str(src_faces), "--dst", str(dst_faces), "--model-dir", str(model_dir),
+            "--target-iter", str(iterations), *train_args]
     if not (model_dir / "config.yaml").is_file():
-        cmd += ["--model", model]
-    # The child must import this same facelab, installed or not.
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    if subprocess.run(cmd, env=env).returncode != 0:
-        raise FacelabError(f"training in {model_dir} failed (its message is above); fix that and run the same "
-                           "command again to resume")
+        argv += ["--model", model]
+    parser = argparse.ArgumentParser(prog="facelab")
+    register(parser.add_subparsers())
+    train(resolve_train_config(parser.parse_args(argv)), src_faces, dst_faces, model_dir)
 
 
 def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: str | Path | None = None,
