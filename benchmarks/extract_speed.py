@@ -18,19 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from clips import find_720p_clip  # noqa: E402
 from facelab.extract.config import ExtractConfig  # noqa: E402
 from facelab.extract.pipeline import extract  # noqa: E402
 from facelab.io.video import probe  # noqa: E402
-
-
-def find_clip() -> Path:
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
-    for clip in sorted(shared.glob("*.mp4")) if shared.is_dir() else []:
-        if probe(clip).height == 720:
-            return clip
-    from facelab.io.samples import make_sample_clips
-
-    return make_sample_clips(Path(tempfile.gettempdir()) / "facelab-bench-clips", seconds=4.0)["astronaut"]
 
 
 def main() -> None:
@@ -38,7 +29,7 @@ def main() -> None:
     ap.add_argument("--clip", type=Path, default=None)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="0 = one per core (the default)")
     args = ap.parse_args()
-    clip = args.clip or find_clip()
+    clip = args.clip or find_720p_clip("astronaut")
     info = probe(clip)
     results = []
     for workers in args.workers:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from clips import find_720p_clip  # noqa: E402
 from facelab.core.device import resolve_device  # noqa: E402
 from facelab.extract.config import ExtractConfig  # noqa: E402
 from facelab.extract.pipeline import extract  # noqa: E402
@@ -34,16 +35,6 @@ from facelab.merge.merger import run_merge  # noqa: E402
 from facelab.swap.config import SwapConfig, apply_preset  # noqa: E402
 from facelab.swap.models import build_model  # noqa: E402
 from facelab.swap.predictor import SwapPredictor  # noqa: E402
-
-
-def find_clip() -> Path:
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
-    for clip in sorted(shared.glob("*.mp4")) if shared.is_dir() else []:
-        if probe(clip).height == 720:
-            return clip
-    from facelab.io.samples import make_sample_clips
-
-    return make_sample_clips(Path(tempfile.gettempdir()) / "facelab-bench-clips", seconds=4.0)["hopper"]
 
 
 def prepare(clip: Path, n: int, face_type: str) -> Path:
@@ -81,7 +72,7 @@ def main() -> None:
     ap.add_argument("--model", choices=("saehd", "quick96", "identity"), default="saehd",
                     help="saehd: 128 px liae-ud; quick96: 96 px df-ud; identity: no network (compositing only)")
     args = ap.parse_args()
-    clip = args.clip or find_clip()
+    clip = args.clip or find_720p_clip("hopper")
     info = probe(clip)
     net = "quick96" if args.model == "quick96" else "saehd"
     cfg = apply_preset(SwapConfig(model=net, resolution=128, face_type="whole") if net == "saehd" else SwapConfig(model=net))
