@@ -105,6 +105,24 @@ def test_identity_scores_a_video_against_source_and_dst(trained, sample_clips, t
     assert json.loads(js.read_text())["faces"] == len(csv_out.read_text().splitlines()) - 1 >= 2
 
 
+def test_identity_works_without_a_trained_pfe(trained, sample_clips, tmp_path):
+    """The offline backbone alone (unit variance): cosine still tells the people apart, no uncertainty."""
+    data, _ = trained
+    if not (data / "astronaut").is_dir():
+        pytest.skip("identity video test uses the bundled sample people")
+    model = PFEModel.deterministic(device="cpu")
+    source, dst = make_template(model, data / "astronaut"), make_template(model, data / "hopper")
+    clips = {p.stem: p for p in sample_clips}
+    records, summary = score_video(clips["astronaut"], model, source, dst, every=12)
+    assert summary["lost_frames"] == [] and "log_sigma_sq_mean" not in summary
+    records, summary = score_video(clips["hopper"], model, source, dst, every=12)
+    assert summary["lost_frames"] == [r.frame for r in records] and len(records) >= 4
+    js = tmp_path / "id.json"
+    assert main(["identity", "--source", str(data / "astronaut"), "--video", str(clips["hopper"]), "--every", "25",
+                 "--device", "cpu", "--summary", str(js)]) == 0
+    assert json.loads(js.read_text())["lost_frames"]
+
+
 def test_embed_and_export_cli(trained, tmp_path):
     data, model = trained
     person = sorted(p for p in data.iterdir() if p.is_dir())[0]

@@ -120,7 +120,7 @@ def _cmd_identity(args: argparse.Namespace) -> int:
     from facelab.pfe.identity import make_template, records_table, score_video
     from facelab.pfe.model import PFEModel
 
-    model = PFEModel.load(args.model, args.device)
+    model = PFEModel.load(args.model, args.device) if args.model else PFEModel.deterministic(device=args.device)
     source = make_template(model, args.source)
     dst = make_template(model, args.dst, every=args.every) if args.dst else None
     records, summary = score_video(args.video, model, source, dst, args.every, args.threshold)
@@ -198,5 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"cosine to the source below which a frame lost the identity (default: {DEFAULT_THRESHOLD})")
     p.add_argument("-o", "--output", help="per-frame CSV")
     p.add_argument("--summary", help="summary JSON")
-    _model_args(p, aligned=False)
+    p.add_argument("--model", help="PFE model dir from 'facelab pfe train' (default: none, the offline dlib "
+                                    "embedding with unit variance: cosine and distance-based MLS, no uncertainty)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: auto)")
     p.set_defaults(func=_cmd_identity)

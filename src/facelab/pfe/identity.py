@@ -98,7 +98,8 @@ def score_frames(frames: Iterable[tuple[int, np.ndarray]], model: PFEModel, sour
         if mu is None:
             records.append(FrameRecord(index, False))
             continue
-        rec = FrameRecord(index, True, *_compare(mu, sigma_sq, source), log_sigma_sq=float(np.log(sigma_sq).mean()))
+        uncertainty = float(np.log(sigma_sq).mean()) if model.has_uncertainty else float("nan")
+        rec = FrameRecord(index, True, *_compare(mu, sigma_sq, source), log_sigma_sq=uncertainty)
         if dst is not None:
             rec.cos_dst, rec.mls_dst = _compare(mu, sigma_sq, dst)
         rec.lost = rec.cos_source < threshold or (dst is not None and rec.mls_dst > rec.mls_source)

@@ -22,11 +22,25 @@ def build_module(cfg: PFEConfig, backbone: Backbone) -> UncertaintyModule:
 
 
 class PFEModel:
-    """``mu`` from the backbone, ``sigma^2`` from the uncertainty module, for crops or features."""
+    """``mu`` from the backbone, ``sigma^2`` from the uncertainty module, for crops or features.
 
-    def __init__(self, cfg: PFEConfig, backbone: Backbone, module: UncertaintyModule, device: torch.device):
+    Without a module (:meth:`deterministic`) every face gets unit variance: MLS then ranks pairs exactly
+    as the squared distance of their embeddings does, which is what identity scoring can offer before
+    any PFE training.
+    """
+
+    def __init__(self, cfg: PFEConfig, backbone: Backbone, module: UncertaintyModule | None, device: torch.device):
         self.cfg, self.backbone, self.device = cfg, backbone, device
-        self.module = module.to(device).eval().requires_grad_(False)
+        self.module = module.to(device).eval().requires_grad_(False) if module is not None else None
+
+    @classmethod
+    def deterministic(cls, backbone: str = "dlib", device: str = "auto") -> "PFEModel":
+        cfg = PFEConfig(backbone=backbone)
+        return cls(cfg, load_backbone(backbone, device), None, resolve_device(device))
+
+    @property
+    def has_uncertainty(self) -> bool:
+        return self.module is not None
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto") -> "PFEModel":
@@ -39,8 +53,8 @@ class PFEModel:
 
     @torch.no_grad()
     def sigma_sq(self, features: np.ndarray) -> np.ndarray:
-        if len(features) == 0:
-            return np.zeros((0, self.backbone.dim), np.float32)
+        if len(features) == 0 or self.module is None:
+            return np.ones((len(features), self.backbone.dim), np.float32)
         x = torch.from_numpy(np.asarray(features, np.float32)).to(self.device)
         return self.module(x).exp().cpu().numpy()
 
