@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 0], help="0 = one per core (the default)")
     ap.add_argument("--format", nargs="+", default=["png", "jpg"], choices=("png", "jpg"))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"))
     ap.add_argument("--model", choices=("saehd", "quick96", "identity"), default="saehd",
                     help="saehd: 128 px liae-ud; quick96: 96 px df-ud; identity: no network (compositing only)")
     args = ap.parse_args()
@@ -77,18 +78,20 @@ def main() -> None:
     net = "quick96" if args.model == "quick96" else "saehd"
     cfg = apply_preset(SwapConfig(model=net, resolution=128, face_type="whole") if net == "saehd" else SwapConfig(model=net))
     device = resolve_device(args.device)
-    predictor = IdentityPredictor(cfg.resolution, cfg.face_type) if args.model == "identity" else \
-        SwapPredictor(build_model(cfg).to(device), cfg, device)
+    model = build_model(cfg).to(device)
     frames = prepare(clip, args.frames, cfg.face_type)
     results = []
-    for fmt in args.format:
-        for workers in args.workers:
-            merge_cfg = MergeConfig(workers=workers, output_format=fmt, device=args.device)
-            with tempfile.TemporaryDirectory() as out:
-                stats = run_merge(predictor, merge_cfg, frames, Path(out) / "merged", Path(out) / "mask")
-            results.append({"workers": workers or len(os.sched_getaffinity(0)), "format": fmt, "frames": stats.merged,
-                            "faces": stats.faces, "seconds": round(stats.seconds, 3),
-                            "frames_per_s": round(stats.fps, 2)})
+    for precision in args.precision if args.model != "identity" else ["none"]:
+        predictor = IdentityPredictor(cfg.resolution, cfg.face_type) if args.model == "identity" else \
+            SwapPredictor(model, cfg, device, precision=precision)
+        for fmt in args.format:
+            for workers in args.workers:
+                merge_cfg = MergeConfig(workers=workers, output_format=fmt, device=args.device)
+                with tempfile.TemporaryDirectory() as out:
+                    stats = run_merge(predictor, merge_cfg, frames, Path(out) / "merged", Path(out) / "mask")
+                results.append({"precision": precision, "workers": workers or len(os.sched_getaffinity(0)),
+                                "format": fmt, "frames": stats.merged, "faces": stats.faces,
+                                "seconds": round(stats.seconds, 3), "frames_per_s": round(stats.fps, 2)})
     print(json.dumps({"benchmark": "merge_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
                       "model": f"{args.model} {cfg.archi} {cfg.resolution}px {cfg.face_type}" if args.model != "identity"
                       else f"identity (no network) {cfg.resolution}px {cfg.face_type}", "device": str(device),

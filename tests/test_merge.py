@@ -238,7 +238,7 @@ def test_bad_inputs_give_one_clear_line(dst_ws, tmp_path):
 
 
 def test_merge_and_preview_commands(dst_ws, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(merge_commands, "load_model", lambda model_dir, device: ShiftPredictor())
+    monkeypatch.setattr(merge_commands, "load_model", lambda model_dir, device, precision: ShiftPredictor())
     base = ["merge", "--model-dir", str(tmp_path / "model"), "--input-dir", str(dst_ws)]
     assert main(base + ["--output-dir", str(tmp_path / "merged"), "--preview", "2",
                         "--preview-output", str(tmp_path / "p.png")]) == 0

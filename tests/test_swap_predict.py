@@ -42,6 +42,28 @@ def test_predictor_contract(model_dir):
         pred.predict(faces[:, :32])
 
 
+@pytest.mark.parametrize("archi", ["df-ud", "liae-ud"])
+def test_swap_matches_the_training_forward(archi):
+    """Inference computes only the dst mask branch; it must equal what the full forward gives."""
+    torch.manual_seed(0)
+    model = build_model(SwapConfig(resolution=64, archi=archi, ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4)).eval()
+    dst = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        full = model(dst, dst)
+        swapped, src_mask, dst_mask = model.swap(dst)
+    torch.testing.assert_close(swapped, full.pred_swap)
+    torch.testing.assert_close(src_mask, full.pred_swap_mask)
+    torch.testing.assert_close(dst_mask, full.pred_dst_mask)
+
+
+def test_bf16_prediction_stays_close_to_fp32(model_dir):
+    faces = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    ref = load_predictor(model_dir, device="cpu").predict(faces)
+    fast = load_predictor(model_dir, device="cpu", precision="bf16").predict(faces)
+    for a, b in zip(ref, fast):
+        assert np.abs(a - b).max() < 0.03 and np.abs(a - b).mean() < 0.005
+
+
 def test_not_a_model_dir_is_one_line_error(tmp_path):
     with pytest.raises(FacelabError, match="not a facelab model"):
         load_predictor(tmp_path)

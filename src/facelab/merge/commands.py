@@ -13,18 +13,18 @@ from facelab.merge.merger import Predictor, preview, run_merge
 from facelab.merge.video import assemble_video
 
 
-def load_model(model_dir: str | Path, device: str) -> Predictor:
+def load_model(model_dir: str | Path, device: str, precision: str = "fp32") -> Predictor:
     """The trained swap model of ``model_dir`` (imported here so `facelab video` needs no torch)."""
     try:
         from facelab.swap.predictor import load_predictor
     except ImportError as exc:
         raise FacelabError(f"the swap model code is not available ({exc}); reinstall facelab") from None
-    return load_predictor(Path(model_dir), device=device)
+    return load_predictor(Path(model_dir), device=device, precision=precision)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     cfg = config_from_args(MergeConfig, args)
-    predictor = load_model(args.model_dir, cfg.device)
+    predictor = load_model(args.model_dir, cfg.device, cfg.precision)
     aligned = Path(args.aligned_dir) if args.aligned_dir else None
     if args.preview is not None:
         out = Path(args.preview_output) if args.preview_output else \

@@ -195,13 +195,17 @@ def _check_writable(folder: Path) -> None:
         raise FacelabError(f"cannot write to {folder} ({exc.strerror or exc}); choose a writable output folder") from None
 
 
-def _worker_count(cfg: MergeConfig) -> int:
+def _worker_count(cfg: MergeConfig, model_on_cpu: bool) -> int:
+    """Explicit ``workers``, else one per core; when the model runs on the CPU it keeps half the cores,
+    because compositing processes competing with its threads made merging slower (2 cores: 10.6 frames/s
+    compositing in-process against 8.1 with two workers, benchmarks/merge_speed.py)."""
     if cfg.workers:
         return cfg.workers
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    return max(1, cores // 2) if model_on_cpu else cores
 
 
 def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor) -> dict[int, list[FaceInput]]:
@@ -255,7 +259,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
         out, mask = output_paths(plan, k, output_dir, mask_dir, cfg)
         if overwrite or not out.exists() or (mask is not None and not mask.exists()):
             todo.append(k)
-    workers = _worker_count(cfg)
+    workers = _worker_count(cfg, str(getattr(predictor, "device", "cpu")).startswith("cpu"))
     init_args = (cfg, predictor.face_type, predictor.resolution)
     pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args) if workers > 1 else None
     if pool is None:

@@ -85,8 +85,9 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
     log.info("step 3/5: training to iteration %d", iterations)
     _train(src_faces, dst_faces, model_dir, model, iterations, list(train_args))
     log.info("step 4/5: merge")
-    predictor = load_predictor(model_dir, (merge_cfg or MergeConfig()).device)
-    stats = run_merge(predictor, merge_cfg or MergeConfig(), frames_dir, frames_dir / "merged",
+    merge_cfg = merge_cfg or MergeConfig()
+    predictor = load_predictor(model_dir, merge_cfg.device, merge_cfg.precision)
+    stats = run_merge(predictor, merge_cfg, frames_dir, frames_dir / "merged",
                       frames_dir / "merged_mask", dst_faces, overwrite=True)
     log.info("step 5/5: video")
     assemble_video(frames_dir / "merged", output, like=dst_video)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from facelab.core.checkpoint import load_checkpoint
-from facelab.core.device import resolve_device
+from facelab.core.device import autocast, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig
 from facelab.swap.models import SwapModel, build_model
@@ -20,8 +20,13 @@ from facelab.swap.train import CONFIG_NAME, WEIGHTS_NAME, load_saved_config
 
 
 class SwapPredictor:
-    def __init__(self, model: SwapModel, cfg: SwapConfig, device: torch.device, batch_size: int = 16):
-        self.model, self.cfg, self.device, self.batch_size = model.eval(), cfg, device, batch_size
+    """Batched inference in channels-last layout (faster convolutions on CPU and GPU), optionally under
+    bf16/fp16 autocast: on CPUs with AVX512-BF16 and on GPUs, bf16 roughly halves the time per face."""
+
+    def __init__(self, model: SwapModel, cfg: SwapConfig, device: torch.device, batch_size: int = 16,
+                 precision: str = "fp32"):
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.cfg, self.device, self.batch_size, self.precision = cfg, device, batch_size, precision
         self.resolution: int = cfg.resolution
         self.face_type: str = cfg.face_type
 
@@ -35,7 +40,8 @@ class SwapPredictor:
         outs: list[list[np.ndarray]] = [[], [], []]
         for i in range(0, len(faces), self.batch_size):
             x = torch.from_numpy(faces[i : i + self.batch_size]).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-            swapped, src_mask, dst_mask = self.model.swap(x)
+            with autocast(self.device, self.precision):
+                swapped, src_mask, dst_mask = self.model.swap(x.contiguous(memory_format=torch.channels_last))
             outs[0].append(swapped.permute(0, 2, 3, 1).float().cpu().numpy())
             outs[1].append(src_mask[:, 0].float().cpu().numpy())
             outs[2].append(dst_mask[:, 0].float().cpu().numpy())
@@ -61,7 +67,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), cfg
 
 
-def load_predictor(model_dir: str | Path, device: str = "auto") -> SwapPredictor:
+def load_predictor(model_dir: str | Path, device: str = "auto", precision: str = "fp32") -> SwapPredictor:
     dev = resolve_device(device)
     model, cfg = load_model(model_dir, dev)
-    return SwapPredictor(model, cfg, dev)
+    return SwapPredictor(model, cfg, dev, precision=precision)

@@ -96,5 +96,4 @@ class DFSwap(SwapModel):
     def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         code = self.encoder(dst)
         swapped, src_mask = self.decoder_src(code)
-        _, dst_mask = self.decoder_dst(code)
-        return swapped, src_mask, dst_mask
+        return swapped, src_mask, self.decoder_dst.mask_only(code)

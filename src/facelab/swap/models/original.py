@@ -43,6 +43,10 @@ class OriginalDecoder(nn.Module):
         x = self.up(x)
         return torch.sigmoid(self.rgb(x)), torch.sigmoid(self.mask(x))
 
+    def mask_only(self, x: torch.Tensor) -> torch.Tensor:
+        """Face and mask share the upscales here, so the mask costs nearly the whole decoder."""
+        return torch.sigmoid(self.mask(self.up(x)))
+
 
 class OriginalModel(DFSwap):
     def __init__(self, resolution: int = 64, ae_dims: int = 1024, e_dims: int = 128, d_dims: int = 64):

@@ -77,7 +77,11 @@ class Decoder(nn.Module):
         self.mask_out = nn.Conv2d(mchans[-1], 1, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.sigmoid(self.rgb(self.face(x))), torch.sigmoid(self.mask_out(self.mask(x)))
+        return torch.sigmoid(self.rgb(self.face(x))), self.mask_only(x)
+
+    def mask_only(self, x: torch.Tensor) -> torch.Tensor:
+        """The mask branch alone: merge needs the dst mask but not the dst face, which costs far more."""
+        return torch.sigmoid(self.mask_out(self.mask(x)))
 
 
 def _bottleneck(resolution: int, encoder: Encoder, opts: str) -> tuple[int, int]:
@@ -130,7 +134,7 @@ class SAEHDLIAE(SwapModel):
         enc = self.encoder(dst)
         ab, b = self.inter_AB(enc), self.inter_B(enc)
         swapped, src_mask = self.decoder(torch.cat([ab, ab], 1))
-        _, dst_mask = self.decoder(torch.cat([b, ab], 1))
+        dst_mask = self.decoder.mask_only(torch.cat([b, ab], 1))
         return swapped, src_mask, dst_mask
 
 
