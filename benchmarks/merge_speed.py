@@ -89,7 +89,7 @@ def main() -> None:
                 merge_cfg = MergeConfig(workers=workers, output_format=fmt, device=args.device)
                 with tempfile.TemporaryDirectory() as out:
                     stats = run_merge(predictor, merge_cfg, frames, Path(out) / "merged", Path(out) / "mask")
-                results.append({"precision": precision, "workers": workers or len(os.sched_getaffinity(0)),
+                results.append({"precision": precision, "workers": workers or "auto",
                                 "format": fmt, "frames": stats.merged, "faces": stats.faces,
                                 "seconds": round(stats.seconds, 3), "frames_per_s": round(stats.fps, 2)})
     print(json.dumps({"benchmark": "merge_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
