@@ -53,9 +53,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     log.info("demo: swapping %s into %s (%d iterations)", src.name, dst.name, args.iterations)
     start = time.perf_counter()
     stats = swap(src, dst, workspace / "result.mp4", workspace=workspace, iterations=args.iterations, model="saehd",
-                 train_args=DEMO_TRAIN_FLAGS)
+                 train_args=DEMO_TRAIN_FLAGS, identity_every=5)
     print(f"demo finished in {time.perf_counter() - start:.0f} s: {workspace / 'result.mp4'} "
-          f"({stats.frames} frames, {stats.faces} faces swapped); model and preview.png in {workspace / 'model'}")
+          f"({stats.frames} frames, {stats.faces} faces swapped); model and preview.png in {workspace / 'model'}; "
+          f"identity scores in {workspace / 'identity.json'}")
     return 0
 
 

@@ -50,7 +50,8 @@ def _cmd_swap(args: argparse.Namespace) -> int:
     from facelab.merge.oneshot import swap
 
     cfg = config_from_args(MergeConfig, args)
-    stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg)
+    stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg,
+                 identity_every=args.identity_every)
     print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped)")
     return 0
 
@@ -95,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000; more is better)")
     w.add_argument("--model", choices=("quick96", "original", "saehd"), default="quick96",
                    help="model family for a new workspace (default: quick96)")
+    w.add_argument("--identity-every", type=int, default=0, metavar="N",
+                   help="afterwards, score every N-th frame of the result for the source identity into "
+                        "WORKSPACE/identity.json (default: 0, off)")
     w.add_argument("--config", help="YAML file with merge options (flags override it)")
     add_config_arguments(w, MergeConfig)
     w.set_defaults(func=_cmd_swap)

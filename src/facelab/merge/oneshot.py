@@ -8,10 +8,12 @@ after an interruption (or with more iterations) continues instead of starting ov
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
 from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_write_text
 from facelab.io.commands import extract_frames
 from facelab.io.images import list_images
 from facelab.io.video import is_video_file, probe
@@ -57,11 +59,24 @@ def _train(src_faces: Path, dst_faces: Path, model_dir: Path, model: str, iterat
     train(resolve_train_config(parser.parse_args(argv)), src_faces, dst_faces, model_dir)
 
 
+def score_identity(src_faces: Path, dst_faces: Path, video: Path, every: int) -> dict:
+    """Did the swap carry the source identity? Every ``every``-th frame of ``video`` against fused templates
+    of the src and dst facesets, with the offline face embedding (see :mod:`facelab.pfe.identity`)."""
+    from facelab.pfe.identity import make_template, score_video
+    from facelab.pfe.model import PFEModel
+
+    model = PFEModel.deterministic(device="cpu")
+    templates = [make_template(model, faces, every=max(1, len(list_images(faces)) // 30))
+                 for faces in (src_faces, dst_faces)]
+    return score_video(video, model, *templates, every=every)[1]
+
+
 def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: str | Path | None = None,
          iterations: int = 2000, model: str = "quick96", merge_cfg: MergeConfig | None = None,
-         train_args: list[str] = ()) -> MergeStats:
+         train_args: list[str] = (), identity_every: int = 0) -> MergeStats:
     """Run the whole workflow; returns the merge step's statistics. ``train_args`` are extra
-    `facelab train` flags (e.g. ``["--batch-size", "8"]``)."""
+    `facelab train` flags (e.g. ``["--batch-size", "8"]``). With ``identity_every`` the result is also
+    scored for identity (every N-th frame) into ``WORKSPACE/identity.json``."""
     from facelab.swap.config import SwapConfig, apply_preset
     from facelab.swap.predictor import load_predictor
     from facelab.swap.train import load_saved_config
@@ -91,4 +106,11 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
                       frames_dir / "merged_mask", dst_faces, overwrite=True)
     log.info("step 5/5: video")
     assemble_video(frames_dir / "merged", output, like=dst_video)
+    if identity_every:
+        summary = score_identity(src_faces, dst_faces, output, identity_every)
+        atomic_write_text(ws / "identity.json", json.dumps(summary, indent=2))
+        log.info("identity: cosine to src %.3f (5th percentile %.3f), to dst %.3f; identity lost in %d of %d "
+                 "scored frames (%s)", summary.get("cos_source_mean", float("nan")),
+                 summary.get("cos_source_p5", float("nan")), summary.get("cos_dst_mean", float("nan")),
+                 len(summary["lost_frames"]), summary["faces"], ws / "identity.json")
     return stats
