@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from facelab.align.transform import warp_to_image
 from facelab.cli import main
 from facelab.detect.base import make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
-from facelab.extract.pipeline import extract
+from facelab.extract.pipeline import STATE_NAME, extract
 from facelab.extract.tracking import FaceTracker
 from facelab.faceset.metadata import read_face
 from facelab.faceset.store import Faceset
@@ -190,3 +191,11 @@ def test_extraction_resumes_where_it_stopped(sample_photos, tmp_path):
     assert first.frames == 2 and first.resumed == 0
     again = extract(src, tmp_path / "out", ExtractConfig(workers=1))
     assert again.resumed == 2 and again.frames == 2 and again.faces == first.faces
+    # a run killed after the first frame: the state names one frame, only the other is processed
+    state_path = tmp_path / "out" / STATE_NAME
+    state = json.loads(state_path.read_text())
+    state.update(done=["00000"], frames=1, faces=1)
+    state_path.write_text(json.dumps(state))
+    (tmp_path / "out" / "00001_0.jpg").unlink()
+    partial = extract(src, tmp_path / "out", ExtractConfig(workers=1))
+    assert partial.resumed == 1 and partial.frames == 2 and (tmp_path / "out" / "00001_0.jpg").is_file()

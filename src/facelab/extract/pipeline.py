@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,9 +178,15 @@ def draw_debug(image: np.ndarray, faces: list[TrackedFace]) -> np.ndarray:
 
 
 class _State:
-    """Which frames are done, saved atomically every few frames so a killed run resumes."""
+    """Which frames are done, saved atomically every few seconds so a killed run resumes.
+
+    Saving by time, not by frame count, keeps the cost of rewriting the list bounded on long videos.
+    """
+
+    SAVE_EVERY_S = 5.0
 
     def __init__(self, out_dir: Path, source: Path):
+        self.saved_at = time.monotonic()
         self.path = out_dir / STATE_NAME
         self.source = str(source.resolve())
         self.done: set[str] = set()
@@ -194,6 +201,7 @@ class _State:
                 self.stats = ExtractStats(data.get("frames", 0), data.get("faces", 0), 0, data.get("no_face", []))
 
     def save(self) -> None:
+        self.saved_at = time.monotonic()
         s = self.stats
         atomic_write_text(self.path, json.dumps({"source": self.source, "done": sorted(self.done),
                                                  "frames": s.frames, "faces": s.faces, "no_face": s.no_face}))
@@ -233,7 +241,7 @@ def extract(source: str | Path, out_dir: str | Path, cfg: ExtractConfig | None =
                 if not faces:
                     stats.no_face.append(frame.source_filename if frame.source_frame is None else frame.key)
                 state.done.add(frame.key)
-                if stats.frames % 25 == 0:
+                if time.monotonic() - state.saved_at >= state.SAVE_EVERY_S:
                     state.save()
                 bar.update()
                 bar.set_postfix(faces=stats.faces, refresh=False)
