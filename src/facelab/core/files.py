@@ -18,12 +18,15 @@ def previous_path(path: Path) -> Path:
 def atomic_path(path: str | os.PathLike, keep_previous: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it over ``path`` in one rename.
 
+    The temporary name ends in ``path``'s own extension, so writers that pick the format from the
+    name (video muxers, image encoders) write the right one.
+
     With ``keep_previous`` the file being replaced is first renamed to :func:`previous_path`, so the
     last good version survives even if the new one later turns out to be bad.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_path
 from facelab.io.video import write_video
 
 
@@ -68,8 +69,7 @@ def make_sample_clips(out_dir: str | Path, seconds: float = 3.0, fps: int = 25, 
             n = int(seconds * fps)
             t = np.arange(int(seconds * 44100)) / 44100
             tone = 0.2 * np.sin(2 * np.pi * (330 + 110 * k) * t)[None]
-            tmp = path.with_suffix(".tmp.mp4")
-            write_video(tmp, render_clip(photo, n, width, height, seed=k), fps, audio=tone)
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                write_video(tmp, render_clip(photo, n, width, height, seed=k), fps, audio=tone)
         clips[name] = path
     return clips

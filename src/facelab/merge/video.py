@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_path
 from facelab.core.progress import progress
 from facelab.io.images import list_images, read_image
 from facelab.io.video import probe, write_video
@@ -53,14 +53,9 @@ def assemble_video(frames_dir: str | Path, output: str | Path, like: str | Path 
     if not 0 <= crf <= 51:
         raise FacelabError(f"--crf {crf} is out of range; use 0 (lossless) .. 51 (worst), 18 is visually lossless")
     audio_from = like if audio and info is not None and info.has_audio else None
-    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with progress(total=len(paths), desc="video", unit="frame") as bar:
+        with atomic_path(output) as partial, progress(total=len(paths), desc="video", unit="frame") as bar:
             count = write_video(partial, _frames(paths, bar), Fraction(fps), crf, audio_from=audio_from)
-        os.replace(partial, output)
     except OSError as exc:
         raise FacelabError(f"cannot write {output} ({exc.strerror or exc}); choose a writable path") from None
-    finally:
-        partial.unlink(missing_ok=True)
     return count

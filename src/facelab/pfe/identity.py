@@ -15,7 +15,7 @@ import numpy as np
 
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
-from facelab.io.images import is_image_file, read_image
+from facelab.io.images import list_images, read_image
 from facelab.io.video import is_video_file, iter_frames
 from facelab.pfe.features import FaceFinder
 from facelab.pfe.fusion import fuse
@@ -64,8 +64,7 @@ def sample_frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, np.nd
     """Frames of a video (every ``every``-th) or the images of a folder, as ``(index, bgr)``."""
     path = Path(path)
     if path.is_dir():
-        yield from ((i, read_image(p)) for i, p in enumerate(sorted(q for q in path.iterdir() if is_image_file(q)))
-                    if i % every == 0)
+        yield from ((i, read_image(p)) for i, p in enumerate(list_images(path)) if i % every == 0)
     elif is_video_file(path):
         yield from ((i, f) for i, f in iter_frames(path) if i % every == 0)
     else:
