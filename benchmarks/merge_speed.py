@@ -57,9 +57,9 @@ class IdentityPredictor:
     def __init__(self, resolution: int, face_type: str):
         self.resolution, self.face_type = resolution, face_type
 
-    def predict(self, faces):
+    def predict(self, faces, src_mask=True, dst_mask=True):
         ones = np.ones(faces.shape[:3], np.float32)
-        return faces.astype(np.float32) / 255.0, ones, ones
+        return faces.astype(np.float32) / 255.0, ones if src_mask else None, ones if dst_mask else None
 
 
 def main() -> None:

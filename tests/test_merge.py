@@ -39,13 +39,16 @@ class ShiftPredictor:
         self.src_mask = cv2.GaussianBlur(mask, (0, 0), r / 40)
         self.dst_mask = np.roll(self.src_mask, r // 16, axis=0)
         self.calls = 0
+        self.asked: set[tuple[bool, bool]] = set()  # which learned masks merge asked for
 
-    def predict(self, faces: np.ndarray):
+    def predict(self, faces: np.ndarray, src_mask: bool = True, dst_mask: bool = True):
         self.calls += 1
+        self.asked.add((src_mask, dst_mask))
         assert faces.dtype == np.uint8 and faces.shape[1:] == (self.resolution, self.resolution, 3)
         out = np.clip(faces.astype(np.float32) / 255.0 * np.array([0.7, 1.0, 1.3], np.float32) + 0.05, 0, 1)
         n = len(faces)
-        return out, np.repeat(self.src_mask[None], n, 0), np.repeat(self.dst_mask[None], n, 0)
+        return (out, np.repeat(self.src_mask[None], n, 0) if src_mask else None,
+                np.repeat(self.dst_mask[None], n, 0) if dst_mask else None)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def one_frame(dst_ws):
     plan = plan_merge(dst_ws, dst_ws / "aligned")
     k = next(iter(plan.faces_of))
     predictor = ShiftPredictor()
-    faces = _face_inputs(plan, [(k, i) for i in plan.faces_of[k]], predictor)[k]
+    faces = _face_inputs(plan, [(k, i) for i in plan.faces_of[k]], predictor, "learned-src*dst")[k]
     return read_image(plan.frames[k]), faces, predictor
 
 
@@ -121,7 +124,7 @@ def test_segmenter_polygons_come_from_metadata(dst_ws, tmp_path):
         write_face(path, img, meta)
     plan = plan_merge(dst_ws, aligned)
     k = next(iter(plan.faces_of))
-    faces = _face_inputs(plan, [(k, i) for i in plan.faces_of[k]], ShiftPredictor())[k]
+    faces = _face_inputs(plan, [(k, i) for i in plan.faces_of[k]], ShiftPredictor(), "segmenter")[k]
     assert faces[0].seg_polygons is not None and faces[0].seg_polygons[0].shape == (4, 2)
 
 
@@ -203,6 +206,32 @@ def test_run_merge_writes_every_frame_and_resumes(dst_ws, tmp_path):
     assert (again.merged, again.skipped) == (1, len(frames) - 1)
     assert (out_dir / frames[0].name).stat().st_mtime_ns == stamp
     assert run_merge(ShiftPredictor(), MergeConfig(workers=1), dst_ws, out_dir, mask_dir, overwrite=True).merged == len(frames)
+
+
+@pytest.mark.parametrize("mode,asked", [("hull", (False, False)), ("learned-dst", (False, True)),
+                                        ("learned-src", (True, False)), ("learned-src*dst*hull", (True, True))])
+def test_merge_predicts_only_the_masks_its_mode_uses(dst_ws, tmp_path, mode, asked):
+    predictor = ShiftPredictor()
+    run_merge(predictor, MergeConfig(workers=1, mask_mode=mode), dst_ws, tmp_path / "out")
+    assert predictor.asked == {asked}
+
+
+class FailingPredictor(ShiftPredictor):
+    """Fails on its second batch, as a model running out of memory would."""
+
+    def predict(self, faces, src_mask=True, dst_mask=True):
+        if self.calls == 1:
+            raise FacelabError("out of memory on batch 2")
+        return super().predict(faces, src_mask, dst_mask)
+
+
+def test_model_error_in_the_prefetch_thread_reaches_the_caller(dst_ws, tmp_path):
+    threads = cv2.getNumThreads()
+    with pytest.raises(FacelabError, match="out of memory on batch 2"):
+        run_merge(FailingPredictor(), MergeConfig(workers=1, batch_size=1), dst_ws, tmp_path / "out")
+    written = sorted((tmp_path / "out").iterdir())
+    assert 1 <= len(written) <= 2  # the first batch's frame was composited while batch 2 ran (or failed)
+    assert cv2.getNumThreads() == threads  # in-process compositing gives OpenCV its threads back
 
 
 def test_frame_without_face_is_copied_and_pool_matches_in_process(dst_ws, tmp_path):

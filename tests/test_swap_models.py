@@ -40,6 +40,19 @@ def test_saehd_variant_shapes(archi, res):
         assert 0 <= img.min() and img.max() <= 1
     assert swapped.shape == (2, 3, res, res) and src_mask.shape == dst_mask.shape == (2, 1, res, res)
     assert torch.allclose(swapped, out.pred_swap, atol=1e-6)
+    _check_mask_skipping(model, x, swapped, src_mask, dst_mask)
+
+
+def _check_mask_skipping(model, x, swapped, src_mask, dst_mask):
+    """swap() without the masks gives the same face (merge skips mask branches its mask mode ignores)."""
+    with torch.no_grad():
+        face_only, none_src, none_dst = model.swap(x, src_mask=False, dst_mask=False)
+        _, only_src, no_dst = model.swap(x, src_mask=True, dst_mask=False)
+        _, no_src, only_dst = model.swap(x, src_mask=False, dst_mask=True)
+    assert none_src is None and none_dst is None and no_dst is None and no_src is None
+    torch.testing.assert_close(face_only, swapped)
+    torch.testing.assert_close(only_src, src_mask)
+    torch.testing.assert_close(only_dst, dst_mask)
 
 
 @pytest.mark.parametrize("model", ["original", "quick96"])
@@ -48,8 +61,11 @@ def test_presets_build(model):
     model_ = build_model(cfg)
     r = cfg.resolution
     with torch.no_grad():
-        out = model_(torch.rand(1, 3, r, r), torch.rand(1, 3, r, r))
+        x = torch.rand(1, 3, r, r)
+        out = model_(torch.rand(1, 3, r, r), x)
+        swapped, src_mask, dst_mask = model_.swap(x)
     assert out.pred_swap.shape == (1, 3, r, r) and out.pred_dst_mask.shape == (1, 1, r, r)
+    _check_mask_skipping(model_, x, swapped, src_mask, dst_mask)
 
 
 def test_preset_refuses_network_change_and_allows_batch():

@@ -38,6 +38,11 @@ def test_predictor_contract(model_dir):
     assert 0 <= swapped.min() and swapped.max() <= 1
     one, _, _ = pred.predict(faces[2:3])
     np.testing.assert_allclose(one[0], swapped[2], atol=1e-5)  # batching does not change results
+    face_only, no_src, only_dst = pred.predict(faces, src_mask=False, dst_mask=True)
+    assert no_src is None
+    np.testing.assert_allclose(face_only, swapped, atol=1e-6)
+    np.testing.assert_allclose(only_dst, dst_mask, atol=1e-6)
+    assert pred.predict(faces[:0], src_mask=False, dst_mask=False)[1:] == (None, None)
     with pytest.raises(FacelabError, match="expects uint8 faces"):
         pred.predict(faces[:, :32])
 

@@ -31,8 +31,8 @@ class FaceInput:
     crop_mat: np.ndarray  # (2, 3) frame pixels -> model crop pixels
     source_landmarks: np.ndarray  # (68, 2) in frame pixels
     face: np.ndarray  # predicted face, float32 BGR (R, R, 3) in 0..1
-    src_mask: np.ndarray  # (R, R) learned mask of the predicted (src) face
-    dst_mask: np.ndarray  # (R, R) learned mask of the dst face
+    src_mask: np.ndarray | None  # (R, R) learned mask of the predicted (src) face, if the mask mode uses it
+    dst_mask: np.ndarray | None  # (R, R) learned mask of the dst face, if the mask mode uses it
     seg_polygons: list[np.ndarray] | None = None  # segmenter polygons in crop pixels
 
 
@@ -92,7 +92,7 @@ def merge_frame(frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig, fac
     out = postprocess.bicubic_degrade(postprocess.denoise(frame, cfg.denoise_power), cfg.bicubic_degrade_power)
     if out is frame:
         out = frame.copy()
-    pasted = np.zeros((height, width), np.float32)
+    pasted = np.zeros((height, width), np.uint8)
     for item in faces:
         size = item.face.shape[0]
         face, mask = _prepare_face(frame, item, cfg, face_type)
@@ -114,6 +114,6 @@ def merge_frame(frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig, fac
         region = out[y0:y1, x0:x1]
         paste = blend.seamless if cfg.blend.startswith("seamless") else blend.overlay
         out[y0:y1, x0:x1] = paste(region, face_roi, mask_roi)
-        np.maximum(pasted[y0:y1, x0:x1], mask_roi, out=pasted[y0:y1, x0:x1])
-    out = postprocess.color_degrade(out, cfg.color_degrade_power)
-    return out, np.round(pasted * 255).astype(np.uint8)
+        mask8 = np.round(mask_roi * 255).astype(np.uint8)
+        np.maximum(pasted[y0:y1, x0:x1], mask8, out=pasted[y0:y1, x0:x1])
+    return postprocess.color_degrade(out, cfg.color_degrade_power), pasted

@@ -18,8 +18,8 @@ from facelab.masks.hull import hull_mask
 FLOOR = 1.0 / 255.0
 
 
-def face_mask(mode: str, size: int, landmarks: np.ndarray, face_type: str, src_mask: np.ndarray,
-              dst_mask: np.ndarray, seg_polygons: list[np.ndarray] | None, face_name: str = "face") -> np.ndarray:
+def face_mask(mode: str, size: int, landmarks: np.ndarray, face_type: str, src_mask: np.ndarray | None,
+              dst_mask: np.ndarray | None, seg_polygons: list[np.ndarray] | None, face_name: str = "face") -> np.ndarray:
     """The mask for ``mode``; ``landmarks`` and ``seg_polygons`` are in crop pixels."""
     hull = hull_mask(landmarks, size, size, face_type) if "hull" in mode else None
     if mode == "hull":

@@ -24,6 +24,7 @@ import numpy as np
 from facelab.align.transform import align_matrix, invert, transform_points
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path
+from facelab.core.prefetch import prefetch
 from facelab.core.progress import progress
 from facelab.faceset.metadata import FaceMeta
 from facelab.faceset.store import Faceset
@@ -43,7 +44,8 @@ class Predictor(Protocol):
     resolution: int
     face_type: str
 
-    def predict(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def predict(self, faces: np.ndarray, src_mask: bool = True,
+                dst_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]: ...
 
 
 @dataclass
@@ -197,8 +199,8 @@ def _check_writable(folder: Path) -> None:
 
 def _worker_count(cfg: MergeConfig, model_on_cpu: bool) -> int:
     """Explicit ``workers``, else one per core; when the model runs on the CPU it keeps half the cores,
-    because compositing processes competing with its threads made merging slower (2 cores: 10.6 frames/s
-    compositing in-process against 8.1 with two workers, benchmarks/merge_speed.py)."""
+    because compositing processes competing with its threads made merging slower (2 cores, fp32, PNG:
+    13.7 frames/s compositing in-process against 11.3 with two workers, benchmarks/merge_speed.py)."""
     if cfg.workers:
         return cfg.workers
     try:
@@ -208,18 +210,22 @@ def _worker_count(cfg: MergeConfig, model_on_cpu: bool) -> int:
     return max(1, cores // 2) if model_on_cpu else cores
 
 
-def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor) -> dict[int, list[FaceInput]]:
-    """Run the model on the faces ``items`` = [(frame index, face index)] in one batch."""
+def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor,
+                 mask_mode: str) -> dict[int, list[FaceInput]]:
+    """Run the model on the faces ``items`` = [(frame index, face index)] in one batch; only the learned
+    masks that ``mask_mode`` uses are predicted."""
     size, face_type = predictor.resolution, predictor.face_type
     mats = [align_matrix(plan.faceset.metas[i].source_landmarks, size, face_type) for _, i in items]
     crops = np.stack([model_input(plan.faceset, i, plan.frames[k], m, size) for (k, i), m in zip(items, mats)])
-    faces, src_masks, dst_masks = (np.asarray(a, np.float32) for a in predictor.predict(crops))
+    faces, src_masks, dst_masks = predictor.predict(crops, src_mask="src" in mask_mode, dst_mask="dst" in mask_mode)
     out: dict[int, list[FaceInput]] = {}
     for j, ((k, i), mat) in enumerate(zip(items, mats)):
         meta = plan.faceset.metas[i]
         out.setdefault(k, []).append(FaceInput(
             name=plan.faceset.names[i], crop_mat=mat, source_landmarks=np.asarray(meta.source_landmarks, np.float64),
-            face=faces[j], src_mask=src_masks[j], dst_mask=dst_masks[j],
+            face=np.asarray(faces[j], np.float32),
+            src_mask=None if src_masks is None else np.asarray(src_masks[j], np.float32),
+            dst_mask=None if dst_masks is None else np.asarray(dst_masks[j], np.float32),
             seg_polygons=seg_polygons_in_crop(meta.extra, meta.image_to_face, mat)))
     return out
 
@@ -237,6 +243,13 @@ def _chunks(frames: list[int], plan: MergePlan, batch_size: int):
         faces += n
     if group:
         yield group
+
+
+def _predicted_groups(plan: MergePlan, todo: list[int], predictor: Predictor, cfg: MergeConfig):
+    """(frame indices, their faces' model outputs) for each batch of ``todo``."""
+    for group in _chunks(todo, plan, cfg.batch_size):
+        items = [(k, i) for k in group for i in plan.faces_of.get(k, ())]
+        yield group, (_face_inputs(plan, items, predictor, cfg.mask_mode) if items else {})
 
 
 def output_paths(plan: MergePlan, k: int, output_dir: Path, mask_dir: Path | None, cfg: MergeConfig) -> tuple[Path, Path | None]:
@@ -262,6 +275,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
     workers = _worker_count(cfg, str(getattr(predictor, "device", "cpu")).startswith("cpu"))
     init_args = (cfg, predictor.face_type, predictor.resolution)
     pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args) if workers > 1 else None
+    cv2_threads = cv2.getNumThreads()
     if pool is None:
         _init_worker(*init_args)
     pending: deque = deque()
@@ -270,9 +284,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
     start = time.perf_counter()
     try:
         with progress(total=len(plan.frames), initial=len(plan.frames) - len(todo), desc="merge", unit="frame") as bar:
-            for group in _chunks(todo, plan, cfg.batch_size):
-                items = [(k, i) for k in group for i in plan.faces_of.get(k, ())]
-                inputs = _face_inputs(plan, items, predictor) if items else {}
+            for group, inputs in prefetch(_predicted_groups(plan, todo, predictor, cfg)):
                 for k in group:
                     out, mask = output_paths(plan, k, output_dir, mask_dir, cfg)
                     faces = plan.faces_of.get(k, [])
@@ -294,6 +306,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
         if pool is not None:
             pool.terminate()
             pool.join()
+        cv2.setNumThreads(cv2_threads)
     return MergeStats(len(plan.frames), len(todo), len(plan.frames) - len(todo), merged_faces,
                       time.perf_counter() - start)
 
@@ -316,9 +329,8 @@ def preview(predictor: Predictor, cfg: MergeConfig, input_dir: Path, frame: str,
     items = [(k, i) for i in plan.faces_of.get(k, ())]
     if not items:
         log.warning("frame %s has no extracted face; the preview shows it unchanged", plan.frames[k].name)
-    faces = _face_inputs(plan, items, predictor).get(k, []) if items else []
+    faces = _face_inputs(plan, items, predictor, cfg.mask_mode).get(k, []) if items else []
     original = read_image(plan.frames[k])
-    _init_worker(cfg, predictor.face_type, predictor.resolution)
     merged, mask = merge_frame(original, faces, cfg, predictor.face_type, predictor.resolution)
     height = original.shape[0]
     panels = [original, merged, cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR)]

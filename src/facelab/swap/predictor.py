@@ -31,23 +31,29 @@ class SwapPredictor:
         self.face_type: str = cfg.face_type
 
     @torch.inference_mode()
-    def predict(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 BGR ``(N,R,R,3)`` dst faces -> (swapped float32 BGR 0..1 ``(N,R,R,3)``, src mask, dst mask ``(N,R,R)``)."""
+    def predict(self, faces: np.ndarray, src_mask: bool = True,
+                dst_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """uint8 BGR ``(N,R,R,3)`` dst faces -> (swapped float32 BGR 0..1 ``(N,R,R,3)``, src mask, dst mask
+        ``(N,R,R)``); a mask not asked for is not computed and comes back as None."""
         r = self.resolution
         if faces.ndim != 4 or faces.shape[1:] != (r, r, 3) or faces.dtype != np.uint8:
             raise FacelabError(f"predict expects uint8 faces of shape (N, {r}, {r}, 3) aligned as {self.face_type}; "
                                f"got {faces.dtype} {tuple(faces.shape)}")
+        wanted = (True, src_mask, dst_mask)
         outs: list[list[np.ndarray]] = [[], [], []]
         for i in range(0, len(faces), self.batch_size):
             x = torch.from_numpy(faces[i : i + self.batch_size]).to(self.device).permute(0, 3, 1, 2).float().div_(255)
             with autocast(self.device, self.precision):
-                swapped, src_mask, dst_mask = self.model.swap(x.contiguous(memory_format=torch.channels_last))
+                swapped, *masks = self.model.swap(x.contiguous(memory_format=torch.channels_last), src_mask, dst_mask)
             outs[0].append(swapped.permute(0, 2, 3, 1).float().cpu().numpy())
-            outs[1].append(src_mask[:, 0].float().cpu().numpy())
-            outs[2].append(dst_mask[:, 0].float().cpu().numpy())
+            for k, mask in enumerate(masks, 1):
+                if mask is not None:
+                    outs[k].append(mask[:, 0].float().cpu().numpy())
         if not len(faces):
-            return (np.zeros((0, r, r, 3), np.float32), np.zeros((0, r, r), np.float32), np.zeros((0, r, r), np.float32))
-        return tuple(np.ascontiguousarray(np.concatenate(o), dtype=np.float32) for o in outs)  # type: ignore[return-value]
+            empty = (np.zeros((0, r, r, 3), np.float32), np.zeros((0, r, r), np.float32), np.zeros((0, r, r), np.float32))
+            return tuple(e if w else None for e, w in zip(empty, wanted))  # type: ignore[return-value]
+        return tuple(np.ascontiguousarray(np.concatenate(o), dtype=np.float32) if w else None  # type: ignore[return-value]
+                     for o, w in zip(outs, wanted))
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SwapModel, SwapConfig]:

@@ -70,8 +70,10 @@ class SwapModel(nn.Module):
     def forward(self, src: torch.Tensor, dst: torch.Tensor) -> SwapOutputs:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # pragma: no cover
-        """dst faces -> (swapped face, predicted src mask, predicted dst mask)."""
+    def swap(self, dst: torch.Tensor, src_mask: bool = True,
+             dst_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # pragma: no cover
+        """dst faces -> (swapped face, predicted src mask, predicted dst mask); a mask not asked for is
+        not computed (None), so a merge whose mask mode does not use it skips that branch."""
         raise NotImplementedError
 
     def generator_parameters(self):
@@ -93,7 +95,8 @@ class DFSwap(SwapModel):
         pred_swap, pred_swap_mask = self.decoder_src(dst_code)
         return SwapOutputs(pred_src, pred_src_mask, pred_dst, pred_dst_mask, pred_swap, pred_swap_mask, src_code, dst_code)
 
-    def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def swap(self, dst: torch.Tensor, src_mask: bool = True,
+             dst_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         code = self.encoder(dst)
-        swapped, src_mask = self.decoder_src(code)
-        return swapped, src_mask, self.decoder_dst.mask_only(code)
+        swapped, swapped_mask = self.decoder_src(code) if src_mask else (self.decoder_src.face_only(code), None)
+        return swapped, swapped_mask, self.decoder_dst.mask_only(code) if dst_mask else None

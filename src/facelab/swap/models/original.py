@@ -43,6 +43,9 @@ class OriginalDecoder(nn.Module):
         x = self.up(x)
         return torch.sigmoid(self.rgb(x)), torch.sigmoid(self.mask(x))
 
+    def face_only(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.rgb(self.up(x)))
+
     def mask_only(self, x: torch.Tensor) -> torch.Tensor:
         """Face and mask share the upscales here, so the mask costs nearly the whole decoder."""
         return torch.sigmoid(self.mask(self.up(x)))

@@ -77,7 +77,10 @@ class Decoder(nn.Module):
         self.mask_out = nn.Conv2d(mchans[-1], 1, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.sigmoid(self.rgb(self.face(x))), self.mask_only(x)
+        return self.face_only(x), self.mask_only(x)
+
+    def face_only(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.rgb(self.face(x)))
 
     def mask_only(self, x: torch.Tensor) -> torch.Tensor:
         """The mask branch alone: merge needs the dst mask but not the dst face, which costs far more."""
@@ -130,12 +133,15 @@ class SAEHDLIAE(SwapModel):
         pred_swap, pred_swap_mask = self.decoder(swap_code)
         return SwapOutputs(pred_src, pred_src_mask, pred_dst, pred_dst_mask, pred_swap, pred_swap_mask, src_code, dst_code)
 
-    def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def swap(self, dst: torch.Tensor, src_mask: bool = True,
+             dst_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         enc = self.encoder(dst)
-        ab, b = self.inter_AB(enc), self.inter_B(enc)
-        swapped, src_mask = self.decoder(torch.cat([ab, ab], 1))
-        dst_mask = self.decoder.mask_only(torch.cat([b, ab], 1))
-        return swapped, src_mask, dst_mask
+        ab = self.inter_AB(enc)
+        code = torch.cat([ab, ab], 1)
+        swapped, swapped_mask = self.decoder(code) if src_mask else (self.decoder.face_only(code), None)
+        # inter_B only feeds the dst mask here
+        dst_m = self.decoder.mask_only(torch.cat([self.inter_B(enc), ab], 1)) if dst_mask else None
+        return swapped, swapped_mask, dst_m
 
 
 def build_saehd(resolution: int, kind: str, opts: str, ae_dims: int, e_dims: int, d_dims: int, d_mask_dims: int) -> SwapModel:
