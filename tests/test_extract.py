@@ -20,7 +20,8 @@ from facelab.detect.base import make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import STATE_NAME, extract
 from facelab.extract.tracking import FaceTracker
-from facelab.faceset.metadata import read_face
+from facelab.faceset.metadata import read_face, write_face
+from facelab.faceset.ops import find_duplicates
 from facelab.faceset.store import Faceset
 from facelab.masks.hull import hull_mask
 
@@ -129,6 +130,19 @@ def test_metadata_survives_copy_and_resave_is_detected(extracted, sample_clips, 
     assert main(["faceset", "info", str(copy)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and first.name in err and "re-extract" in err
+
+
+def test_dedupe_keeps_the_sharper_of_two_copies(extracted, sample_clips, tmp_path):
+    folder = tmp_path / "two_people"
+    folder.mkdir()
+    for clip in sample_clips[:2]:  # one face of each person: different faces are never duplicates
+        first = sorted(p for p in extracted[clip][0].iterdir() if p.suffix == ".jpg")[0]
+        shutil.copy(first, folder / f"{clip.stem}_{first.name}")
+    img, meta = read_face(folder / f"{clip.stem}_{first.name}")
+    blurred = folder / f"zz_{clip.stem}.jpg"  # same metadata, blurred pixels: a near-copy, less sharp
+    write_face(blurred, cv2.GaussianBlur(img, (0, 0), 1.0), meta)
+    faceset = Faceset.open(folder)
+    assert [faceset.names[i] for i in find_duplicates(faceset)] == [blurred.name]
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -29,15 +29,20 @@ def _open_loose(folder: Path) -> Faceset:
     return Faceset.open(folder)
 
 
+def _gray_faces(faceset: Faceset):
+    """Each face decoded once, in grey."""
+    for i in range(len(faceset)):
+        yield cv2.cvtColor(faceset.image(i), cv2.COLOR_BGR2GRAY)
+
+
+def _face_sharpness(gray: np.ndarray, landmarks) -> float:
+    """Variance of the Laplacian inside the face's landmark hull (higher = sharper)."""
+    mask = hull_mask(landmarks, *gray.shape, "full") > 0
+    return float(cv2.Laplacian(gray, cv2.CV_32F)[mask].var()) if mask.any() else 0.0
+
+
 def sharpness(faceset: Faceset) -> np.ndarray:
-    """Variance of the Laplacian inside each face's landmark hull (higher = sharper)."""
-    out = np.empty(len(faceset))
-    for i, meta in enumerate(faceset.metas):
-        gray = cv2.cvtColor(faceset.image(i), cv2.COLOR_BGR2GRAY)
-        mask = hull_mask(meta.landmarks, *gray.shape, "full") > 0
-        lap = cv2.Laplacian(gray, cv2.CV_32F)
-        out[i] = float(lap[mask].var()) if mask.any() else 0.0
-    return out
+    return np.array([_face_sharpness(g, m.landmarks) for g, m in zip(_gray_faces(faceset), faceset.metas)], float)
 
 
 def _histograms(faceset: Faceset) -> np.ndarray:
@@ -142,9 +147,11 @@ def dhash(gray: np.ndarray) -> np.ndarray:
 
 def find_duplicates(faceset: Faceset, max_distance: int = 4) -> list[int]:
     """Indices of faces that are near-copies of a sharper face (hash distance <= ``max_distance`` bits)."""
-    hashes = np.stack([dhash(cv2.cvtColor(faceset.image(i), cv2.COLOR_BGR2GRAY)) for i in range(len(faceset))])
+    hashes = np.zeros((len(faceset), 64), bool)
+    sharp = np.zeros(len(faceset))
+    for i, (gray, meta) in enumerate(zip(_gray_faces(faceset), faceset.metas)):
+        hashes[i], sharp[i] = dhash(gray), _face_sharpness(gray, meta.landmarks)
     dist = (hashes[:, None, :] != hashes[None, :, :]).sum(-1)
-    sharp = sharpness(faceset)
     dupes: set[int] = set()
     for i in np.argsort(-sharp):
         if i in dupes:
