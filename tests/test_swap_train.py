@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,8 @@ from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.swap.config import SwapConfig
 from facelab.swap.train import Trainer, train
+
+from conftest import REPO
 
 TINY = dict(model="saehd", resolution=64, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4, batch_size=4,
             workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3)
@@ -162,6 +169,31 @@ def test_ctrl_c_saves_and_resume_continues(facesets, tmp_path, monkeypatch):
     assert "iteration: 3" in (model_dir / "state.yaml").read_text()
     assert train(SwapConfig(**TINY, target_iter=5), *facesets, model_dir).iteration == 5
     assert list(_losses(model_dir)) == [1, 2, 3, 4, 5]
+
+
+def test_a_real_ctrl_c_saves_with_batch_workers_running(facesets, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the trainer and its spawned
+    batch workers all get it; the model is saved at the last finished iteration, without tracebacks."""
+    model_dir = tmp_path / "m"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("workers", "preview_every")]
+    proc = subprocess.Popen([sys.executable, "-m", "facelab", "train", "--src", str(facesets[0]), "--dst",
+                             str(facesets[1]), "--model-dir", str(model_dir), "--workers=2", "--target-iter=100000",
+                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((model_dir / "losses.csv").is_file() and len(_losses(model_dir)) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    done = max(_losses(model_dir))
+    assert f"iteration: {done}\n" in (model_dir / "state.yaml").read_text() and done >= 3
+    assert train(SwapConfig(**TINY, target_iter=done + 1), *facesets, model_dir).iteration == done + 1
 
 
 def test_config_file_is_layered_under_flags(facesets, tmp_path, capsys):
