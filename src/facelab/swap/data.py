@@ -1,4 +1,5 @@
-"""Training batches: random warp with a coarse random grid, flips, HSV jitter, colour transfer, masks.
+"""Training batches: random warp with a coarse random grid, flips, HSV jitter, colour transfer, masks
+(landmark hulls, or the applied XSeg masks of a faceset that has them).
 
 Batch ``i`` is a pure function of ``(seed, i)``, so worker processes may produce batches in any order and a
 resumed run sees exactly the batches an uninterrupted one would. Warping is one ``grid_sample`` over the
@@ -9,6 +10,7 @@ The target stays unwarped so the model learns to undo the distortion.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import cv2
@@ -18,10 +20,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from facelab.core.batches import hsv_jitter, warp_grids
-from facelab.core.errors import FacelabError
 from facelab.faceset.store import Faceset
+from facelab.masks.applied import applied_mask, has_applied_mask
 from facelab.masks.hull import hull_mask
 from facelab.swap.losses import gaussian_blur
+
+log = logging.getLogger("facelab")
 
 EYES_MOUTH = (slice(36, 42), slice(42, 48), slice(48, 60))
 
@@ -31,7 +35,7 @@ class FaceData:
     """A faceset decoded once at the training resolution with its masks (uint8 to stay small)."""
 
     images: np.ndarray  # (N,R,R,3) uint8 BGR
-    masks: np.ndarray  # (N,R,R) uint8 0/1 landmark hull
+    masks: np.ndarray  # (N,R,R) uint8 0/1 landmark hull or applied XSeg mask
     em_masks: np.ndarray  # (N,R,R) uint8 0/1 eyes and mouth
     yaws: np.ndarray  # (N,) degrees
 
@@ -50,16 +54,29 @@ def eyes_mouth_mask(landmarks: np.ndarray, resolution: int) -> np.ndarray:
     return cv2.dilate(mask, np.ones((k, k), np.uint8))
 
 
+def training_masks(faceset: Faceset, resolution: int, face_type: str) -> np.ndarray:
+    """Masked training's face masks, uint8 0/1: the applied XSeg masks when every face has one (they
+    follow hair, hands and glasses as the user labelled them), else the landmark hulls.
+
+    A faceset with only some faces masked keeps hulls for all, so every face is cut the same way.
+    """
+    masked = sum(has_applied_mask(m) for m in faceset.metas)
+    if masked == len(faceset):
+        log.info(f"{faceset.root}: masked training uses the applied XSeg masks of all {masked} faces")
+        return np.stack([applied_mask(m, resolution) >= 0.5 for m in faceset.metas]).astype(np.uint8)
+    if masked:
+        log.warning(f"{faceset.root}: only {masked} of {len(faceset)} faces have an applied XSeg mask, so masked "
+                    f"training uses landmark hulls; run `facelab xseg apply {faceset.root} --model-dir XSEG_MODEL`")
+    lms = faceset.landmarks(resolution)
+    return np.stack([hull_mask(lm, resolution, resolution, face_type) for lm in lms]).astype(np.uint8)
+
+
 def load_faces(folder: str, resolution: int, face_type: str) -> FaceData:
     """Open a faceset and check it was extracted for this model's face type."""
     faceset = Faceset.open(folder)
-    wrong = [n for n, m in zip(faceset.names, faceset.metas) if m.face_type != face_type]
-    if wrong:
-        raise FacelabError(f"{faceset.root / wrong[0]} is a {faceset.metas[faceset.names.index(wrong[0])].face_type} face "
-                           f"but the model trains on {face_type} faces; re-extract with --face-type {face_type}")
-    lms = faceset.landmarks(resolution)
-    masks = np.stack([hull_mask(lm, resolution, resolution, face_type) for lm in lms]).astype(np.uint8)
-    em = np.stack([eyes_mouth_mask(lm, resolution) for lm in lms])
+    faceset.require_face_type(face_type, "the model trains on")
+    masks = training_masks(faceset, resolution, face_type)
+    em = np.stack([eyes_mouth_mask(lm, resolution) for lm in faceset.landmarks(resolution)])
     yaws = np.array([m.yaw for m in faceset.metas], np.float32)
     return FaceData(faceset.images(resolution), masks, em, yaws)
 
