@@ -28,6 +28,8 @@ def export_bytes(module: nn.Module, example: torch.Tensor, fmt: str, input_name:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch flags both TorchScript-based paths
+        # Trace warnings are about shapes frozen into the graph: checked_export runs another batch size.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if fmt == "onnx":
             axes = {name: {0: "batch"} for name in (input_name, *output_names)}
             torch.onnx.export(module, (example,), buf, input_names=[input_name], output_names=list(output_names),
