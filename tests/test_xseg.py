@@ -270,6 +270,8 @@ def test_apply_then_remove_restores_every_byte(trained, labelled, tmp_path, kind
         assert np.array_equal(meta.landmarks, old.landmarks) and meta.extra.get(INCLUDE_KEY) == old.extra.get(INCLUDE_KEY)
         ious.append(mask_iou(best_mask(meta) >= 0.5, make_label(meta)))
     assert np.mean(ious) > 0.8  # the stored masks are the learnt labelling, at the face's own size
+    assert main(["faceset", "info", str(faceset)]) == 0
+    assert f'"xseg_masks_applied": {len(original)}' in capsys.readouterr().out
     assert main(["xseg", "remove", str(faceset)]) == 0
     assert f"removed {len(original)} applied XSeg masks" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in faceset.iterdir()} == before
