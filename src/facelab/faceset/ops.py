@@ -172,7 +172,7 @@ def describe(faceset: Faceset) -> dict:
     return {
         "folder": str(faceset.root),
         "faces": len(faceset),
-        "packed": (faceset.root / PACK_NAME).is_file(),
+        "packed": faceset.packed,
         "face_types": dict(Counter(m.face_type for m in metas)),
         "sizes": dict(Counter(m.size for m in metas)),
         "detectors": dict(Counter(m.detector for m in metas)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -51,7 +52,7 @@ class Faceset:
     def image(self, i: int) -> np.ndarray:
         return decode_image(self.blobs[i], str(self.root / self.names[i]))
 
-    def images(self, size: int | None = None, indices=None) -> np.ndarray:
+    def images(self, size: int | None = None, indices: Iterable[int] | None = None) -> np.ndarray:
         """All faces (or those at ``indices``) as one ``(N, size, size, 3)`` uint8 array (resized where a
         face has another size)."""
         out = []

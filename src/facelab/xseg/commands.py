@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from facelab.core.config import add_config_arguments, config_from_args
 from facelab.xseg.config import XSegConfig

@@ -35,6 +35,15 @@ def load_saved_config(model_dir: str | Path) -> XSegConfig | None:
     return load_config(XSegConfig, path)
 
 
+def read_checkpoint(model_dir: str | Path) -> dict:
+    """The saved training state of ``model_dir``; another model's checkpoint is refused."""
+    path = Path(model_dir) / WEIGHTS_NAME
+    state = load_checkpoint(path)
+    if state.get("format") != FORMAT:
+        raise FacelabError(f"{path} is not an XSeg checkpoint; use a folder made by `facelab xseg train`")
+    return state
+
+
 def load_segmenter(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Segmenter, XSegConfig]:
     """The trained segmenter (eval mode) and its config."""
     model_dir = Path(model_dir)
@@ -42,11 +51,9 @@ def load_segmenter(model_dir: str | Path, device: str | torch.device = "cpu") ->
         raise FacelabError(f"{model_dir} is not an XSeg model (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
                            "train one with `facelab xseg train --faceset FACESET --model-dir DIR`")
     cfg = load_saved_config(model_dir)
-    state = load_checkpoint(model_dir / WEIGHTS_NAME)
+    state = read_checkpoint(model_dir)
     model = Segmenter(cfg.resolution, cfg.base_channels)
     try:
-        if state.get("format") != FORMAT:
-            raise KeyError("format")
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
         raise FacelabError(f"{model_dir / WEIGHTS_NAME} does not match {model_dir / CONFIG_NAME} ({type(exc).__name__}); "

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from facelab.core.batches import batch_stream
-from facelab.core.checkpoint import load_checkpoint, save_checkpoint
+from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import check_fixed_unchanged, save_config
 from facelab.core.device import autocast, grad_scaler, resolve_device
 from facelab.core.errors import FacelabError
@@ -32,7 +32,7 @@ from facelab.masks.segmenter import Segmenter
 from facelab.metrics.iou import mask_iou
 from facelab.xseg.config import XSegConfig, check_config
 from facelab.xseg.data import Augment, LabelledFaces, XSegBatches, faces_to_tensor, load_labelled, split_held_out
-from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME, load_saved_config
+from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME, load_saved_config, read_checkpoint
 
 log = logging.getLogger("facelab")
 
@@ -94,16 +94,13 @@ class Trainer:
         self.eval_log.truncate_after(self.iteration)
 
     def _resume(self) -> None:
-        path = self.model_dir / WEIGHTS_NAME
-        state = load_checkpoint(path)
+        state = read_checkpoint(self.model_dir)
         try:
-            if state.get("format") != FORMAT:
-                raise KeyError("format")
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise FacelabError(f"{path} does not match this segmenter's config ({type(exc).__name__}); "
-                               "restore its config.yaml or use a new model dir") from None
+            raise FacelabError(f"{self.model_dir / WEIGHTS_NAME} does not match this segmenter's config "
+                               f"({type(exc).__name__}); restore its config.yaml or use a new model dir") from None
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr  # the learning rate may change between runs
         self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
