@@ -89,7 +89,7 @@ def _check_only_inside(frame, out, mask):
     assert diff[mask > 200].mean() > 3, "the face under the mask did not change"
 
 
-@pytest.mark.parametrize("mode", [m for m in MASK_MODES if m != "segmenter"])
+@pytest.mark.parametrize("mode", [m for m in MASK_MODES if "segmenter" not in m])  # segmenter: tests/test_xseg.py
 def test_mask_modes_paste_only_inside_their_mask(one_frame, mode):
     out, mask = _merge(one_frame, mask_mode=mode, color_transfer="none")
     _check_only_inside(one_frame[0], out, mask)
@@ -101,20 +101,22 @@ def test_mask_modes_differ(one_frame):
     assert abs(areas["hull"] - areas["learned-src"]) > 100
 
 
-def test_segmenter_mask_needs_polygons_and_uses_them(one_frame):
-    with pytest.raises(FacelabError, match="no segmenter polygons"):
+def test_segmenter_mask_needs_an_xseg_mask_and_uses_it(one_frame):
+    with pytest.raises(FacelabError, match="has no XSeg mask.*facelab xseg apply"):
         _merge(one_frame, mask_mode="segmenter")
     frame, faces, predictor = one_frame
     r = predictor.resolution
-    square = [np.array([[0.3 * r, 0.3 * r], [0.7 * r, 0.3 * r], [0.7 * r, 0.7 * r], [0.3 * r, 0.7 * r]])]
-    faces = [type(f)(**{**f.__dict__, "seg_polygons": square}) for f in faces]
+    square = np.zeros((r, r), np.float32)
+    square[int(0.3 * r) : int(0.7 * r), int(0.3 * r) : int(0.7 * r)] = 1
+    faces = [type(f)(**{**f.__dict__, "seg_mask": square}) for f in faces]
     out, mask = merge_frame(frame, faces, MergeConfig(mask_mode="segmenter", blur=0), predictor.face_type, r)
     _check_only_inside(frame, out, mask)
     hull_area = (_merge(one_frame, mask_mode="hull", blur=0)[1] > 127).sum()
     assert 0 < (mask > 127).sum() < hull_area
 
 
-def test_segmenter_polygons_come_from_metadata(dst_ws, tmp_path):
+def test_segmenter_labels_come_from_metadata(dst_ws, tmp_path):
+    """Without an applied XSeg mask, a face's labelled polygons (aligned-face pixels) are the segmenter mask."""
     aligned = tmp_path / "aligned"
     shutil.copytree(dst_ws / "aligned", aligned)
     for path in aligned.glob("*.jpg"):
@@ -124,8 +126,11 @@ def test_segmenter_polygons_come_from_metadata(dst_ws, tmp_path):
         write_face(path, img, meta)
     plan = plan_merge(dst_ws, aligned)
     k = next(iter(plan.faces_of))
-    faces = _face_inputs(plan, [(k, i) for i in plan.faces_of[k]], ShiftPredictor(), "segmenter")[k]
-    assert faces[0].seg_polygons is not None and faces[0].seg_polygons[0].shape == (4, 2)
+    items = [(k, i) for i in plan.faces_of[k]]
+    faces = _face_inputs(plan, items, ShiftPredictor(), "segmenter")[k]
+    r = ShiftPredictor().resolution
+    assert faces[0].seg_mask.shape == (r, r) and 0.05 * r * r < faces[0].seg_mask.sum() < 0.5 * r * r
+    assert _face_inputs(plan, items, ShiftPredictor(), "hull")[k][0].seg_mask is None  # read only when used
 
 
 @pytest.mark.parametrize("blend", [b for b in BLEND_MODES if b != "raw-predict"])

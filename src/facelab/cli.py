@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "facelab.extract.commands",
     "facelab.faceset.commands",
     "facelab.swap.commands",
+    "facelab.xseg.commands",
     "facelab.merge.commands",
     "facelab.stargan.commands",
     "facelab.pfe.commands",

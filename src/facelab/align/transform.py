@@ -46,6 +46,12 @@ def invert(mat: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(mat, np.float64))
 
 
+def compose(second: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The 2x3 matrix that applies ``first``, then ``second``."""
+    second, first = np.asarray(second, np.float64), np.asarray(first, np.float64)
+    return np.hstack([second[:, :2] @ first[:, :2], (second[:, :2] @ first[:, 2] + second[:, 2])[:, None]])
+
+
 def warp_to_face(image: np.ndarray, mat: np.ndarray, size: int) -> np.ndarray:
     """Cut the aligned face out of ``image`` (borders replicate so edges carry no black bars)."""
     return cv2.warpAffine(image, mat, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)

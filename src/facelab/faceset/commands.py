@@ -11,6 +11,8 @@ import numpy as np
 from facelab.faceset import ops
 from facelab.faceset.metadata import FaceMeta, read_meta, require_meta
 from facelab.faceset.store import Faceset, pack, unpack
+from facelab.masks.applied import KEY as APPLIED_KEY, decode_mask, has_applied_mask
+from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY
 
 
 def _meta_dict(meta: FaceMeta) -> dict:
@@ -18,6 +20,11 @@ def _meta_dict(meta: FaceMeta) -> dict:
     d["landmarks"] = f"{len(meta.landmarks)} points"
     d["source_landmarks"] = f"{len(meta.source_landmarks)} points"
     d["image_to_face"] = np.round(np.asarray(meta.image_to_face), 4).tolist()
+    for key in (INCLUDE_KEY, EXCLUDE_KEY):
+        if key in d["extra"]:
+            d["extra"][key] = f"{len(d['extra'][key])} polygons"
+    if has_applied_mask(meta):
+        d["extra"][APPLIED_KEY] = "applied XSeg mask ({0}x{0})".format(len(decode_mask(meta.extra[APPLIED_KEY])))
     return d
 
 

@@ -44,7 +44,7 @@ class FaceMeta:
     yaw: float = 0.0
     pitch: float = 0.0
     roll: float = 0.0
-    extra: dict = field(default_factory=dict)  # room for later stages (e.g. segmenter polygons)
+    extra: dict = field(default_factory=dict)  # later stages: XSeg labels and applied mask (facelab.masks)
 
     def to_json(self) -> bytes:
         d = asdict(self)
@@ -167,7 +167,12 @@ def read_face(path: str | Path) -> tuple[np.ndarray, FaceMeta]:
     return decode_image(data, str(path)), require_meta(meta_from_bytes(data, str(path)), path)
 
 
+def embed_meta(data: bytes, meta: FaceMeta) -> bytes:
+    """The encoded face ``data`` with its metadata replaced by ``meta``; the pixels are not re-encoded."""
+    return _embed(data, meta.to_json())
+
+
 def write_meta(path: str | Path, meta: FaceMeta) -> None:
     """Replace the metadata of an existing face file without re-encoding its pixels."""
     path = Path(path)
-    atomic_write_bytes(path, _embed(path.read_bytes(), meta.to_json()))
+    atomic_write_bytes(path, embed_meta(path.read_bytes(), meta))

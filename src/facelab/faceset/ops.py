@@ -17,7 +17,9 @@ import numpy as np
 
 from facelab.core.errors import FacelabError
 from facelab.faceset.store import PACK_NAME, Faceset
+from facelab.masks.applied import has_applied_mask
 from facelab.masks.hull import hull_mask
+from facelab.masks.labels import has_label
 
 SORT_KEYS = ("blur", "yaw", "pitch", "histogram", "size", "source", "best")
 _PREFIX = re.compile(r"^\d{5}__")
@@ -177,11 +179,13 @@ def describe(faceset: Faceset) -> dict:
     return {
         "folder": str(faceset.root),
         "faces": len(faceset),
-        "packed": (faceset.root / PACK_NAME).is_file(),
+        "packed": faceset.packed,
         "face_types": dict(Counter(m.face_type for m in metas)),
         "sizes": dict(Counter(m.size for m in metas)),
         "detectors": dict(Counter(m.detector for m in metas)),
         "sources": len({m.source_filename for m in metas}),
         "yaw_range": [round(min(yaw), 1), round(max(yaw), 1)],
         "pitch_range": [round(min(pitch), 1), round(max(pitch), 1)],
+        "xseg_labelled": sum(has_label(m) for m in metas),
+        "xseg_masks_applied": sum(has_applied_mask(m) for m in metas),
     }

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
 
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_path
-from facelab.faceset.metadata import FaceMeta, meta_from_bytes, require_meta
+from facelab.core.files import atomic_path, atomic_write_bytes
+from facelab.faceset.metadata import FaceMeta, embed_meta, meta_from_bytes, require_meta
 from facelab.io.images import decode_image, is_image_file
 
 PACK_NAME = "faceset.pak"
@@ -23,8 +24,8 @@ _PACK_MAGIC = b"FLPAK001"
 
 
 class Faceset:
-    def __init__(self, names: list[str], blobs: list[bytes], metas: list[FaceMeta], root: Path):
-        self.names, self.blobs, self.metas, self.root = names, blobs, metas, root
+    def __init__(self, names: list[str], blobs: list[bytes], metas: list[FaceMeta], root: Path, packed: bool = False):
+        self.names, self.blobs, self.metas, self.root, self.packed = names, blobs, metas, root, packed
 
     @classmethod
     def open(cls, folder: str | Path) -> "Faceset":
@@ -34,7 +35,8 @@ class Faceset:
             raise FacelabError(f"faceset folder {folder} not found; run `facelab extract` first")
         if not folder.is_dir():
             raise FacelabError(f"{folder} is not a folder; a faceset is a folder of aligned faces")
-        if (folder / PACK_NAME).is_file():
+        packed = (folder / PACK_NAME).is_file()
+        if packed:
             names, blobs = _read_pack(folder / PACK_NAME)
         else:
             files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
@@ -42,7 +44,7 @@ class Faceset:
         if not names:
             raise FacelabError(f"faceset folder {folder} holds no face images; run `facelab extract` into it")
         metas = [require_meta(meta_from_bytes(b, str(folder / n)), folder / n) for n, b in zip(names, blobs)]
-        return cls(names, blobs, metas, folder)
+        return cls(names, blobs, metas, folder, packed)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -50,15 +52,38 @@ class Faceset:
     def image(self, i: int) -> np.ndarray:
         return decode_image(self.blobs[i], str(self.root / self.names[i]))
 
-    def images(self, size: int | None = None) -> np.ndarray:
-        """All faces as one ``(N, size, size, 3)`` uint8 array (resized where a face has another size)."""
+    def images(self, size: int | None = None, indices: Iterable[int] | None = None) -> np.ndarray:
+        """All faces (or those at ``indices``) as one ``(N, size, size, 3)`` uint8 array (resized where a
+        face has another size)."""
         out = []
-        for i in range(len(self)):
+        for i in range(len(self)) if indices is None else indices:
             img = self.image(i)
             if size is not None and img.shape[0] != size:
                 img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC)
             out.append(img)
         return np.stack(out)
+
+    def require_face_type(self, face_type: str, user: str) -> None:
+        """Refuse a faceset holding faces of another face type, naming the first one (``user`` says who
+        needs ``face_type``, e.g. "the model trains on")."""
+        for name, meta in zip(self.names, self.metas):
+            if meta.face_type != face_type:
+                raise FacelabError(f"{self.root / name} is a {meta.face_type} face but {user} {face_type} faces; "
+                                   f"re-extract with --face-type {face_type}")
+
+    def update_metas(self, changed: dict[int, FaceMeta]) -> None:
+        """Store new metadata for the faces in ``changed`` without re-encoding their pixels: each loose
+        file is replaced atomically, a pack is rewritten once (atomically); the faceset in memory follows."""
+        for i, meta in changed.items():
+            try:
+                self.blobs[i] = embed_meta(self.blobs[i], meta)
+            except FacelabError as exc:
+                raise FacelabError(f"{self.root / self.names[i]}: {exc}") from None
+            self.metas[i] = meta
+            if not self.packed:
+                atomic_write_bytes(self.root / self.names[i], self.blobs[i])
+        if self.packed and changed:
+            _write_pack(self.root / PACK_NAME, self.names, self.blobs)
 
     def landmarks(self, size: int | None = None) -> np.ndarray:
         """Aligned landmarks ``(N, 68, 2)``, scaled to ``size`` if given."""
@@ -87,20 +112,24 @@ def _read_pack(path: Path) -> tuple[list[str], list[bytes]]:
     return names, blobs
 
 
+def _write_pack(path: Path, names: list[str], blobs: list[bytes]) -> None:
+    index, offset = [], 0
+    for name, blob in zip(names, blobs):
+        index.append([name, offset, len(blob)])
+        offset += len(blob)
+    header = json.dumps(index).encode()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(_PACK_MAGIC + struct.pack("<Q", len(header)) + header)
+            for blob in blobs:
+                fh.write(blob)
+
+
 def pack(folder: str | Path) -> Path:
     """Pack a folder's faces into ``faceset.pak`` and remove the loose files (DeepFaceLab's pack)."""
     folder = Path(folder)
     faceset = Faceset.open(folder)
-    index, offset = [], 0
-    for name, blob in zip(faceset.names, faceset.blobs):
-        index.append([name, offset, len(blob)])
-        offset += len(blob)
-    header = json.dumps(index).encode()
-    with atomic_path(folder / PACK_NAME) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(_PACK_MAGIC + struct.pack("<Q", len(header)) + header)
-            for blob in faceset.blobs:
-                fh.write(blob)
+    _write_pack(folder / PACK_NAME, faceset.names, faceset.blobs)
     for name in faceset.names:
         (folder / name).unlink(missing_ok=True)
     return folder / PACK_NAME

@@ -15,7 +15,7 @@ from facelab.core.config import option
 from facelab.core.errors import FacelabError
 
 MASK_MODES = ("hull", "learned-src", "learned-dst", "learned-src*dst", "learned-src+dst",
-              "learned-src*dst*hull", "segmenter")
+              "learned-src*dst*hull", "segmenter", "learned-src*segmenter")
 BLEND_MODES = ("overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
 SHARPEN_MODES = ("box", "gaussian")
 OUTPUT_FORMATS = ("png", "jpg")
@@ -31,8 +31,9 @@ _RANGES = (
 @dataclass
 class MergeConfig:
     mask_mode: str = option("hull", "which mask cuts the face: the dst landmark hull, the model's learned src/dst "
-                            "masks (or their product / sum / product with the hull), or the segmenter's polygons "
-                            "stored with each face", MASK_MODES)
+                            "masks (or their product / sum / product with the hull), the dst face's XSeg mask "
+                            "(applied by `facelab xseg apply`, else its labels), or the learned src mask times it",
+                            MASK_MODES)
     erode: int = option(0, "shrink (>0) or grow (<0) the mask by this many crop pixels")
     blur: int = option(8, "feather the mask edge over this many crop pixels")
     face_scale: int = option(0, "make the pasted face this many percent larger (>0) or smaller (<0)")

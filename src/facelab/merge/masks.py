@@ -9,8 +9,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facelab.align.transform import align_matrix, invert, transform_points
+from facelab.align.transform import align_matrix, compose, invert, transform_points
 from facelab.core.errors import FacelabError
+from facelab.faceset.metadata import FaceMeta
+from facelab.masks.applied import best_mask
 from facelab.masks.hull import hull_mask
 
 # Mask values below one 8-bit step are treated as zero so faint noise from a learned mask never leaks a
@@ -19,9 +21,13 @@ FLOOR = 1.0 / 255.0
 
 
 def face_mask(mode: str, size: int, landmarks: np.ndarray, face_type: str, src_mask: np.ndarray | None,
-              dst_mask: np.ndarray | None, seg_polygons: list[np.ndarray] | None, face_name: str = "face") -> np.ndarray:
-    """The mask for ``mode``; ``landmarks`` and ``seg_polygons`` are in crop pixels."""
+              dst_mask: np.ndarray | None, seg_mask: np.ndarray | None, face_name: str = "face") -> np.ndarray:
+    """The mask for ``mode``; ``landmarks`` are in crop pixels, ``seg_mask`` is the dst face's XSeg mask
+    in the crop (see :func:`segmenter_mask_in_crop`)."""
     hull = hull_mask(landmarks, size, size, face_type) if "hull" in mode else None
+    if "segmenter" in mode and seg_mask is None:
+        raise FacelabError(f"{face_name} has no XSeg mask; run `facelab xseg apply DST_FACESET --model-dir XSEG_MODEL` "
+                           "(or label it with `facelab xseg import-masks`), or use --mask-mode hull or a learned mask")
     if mode == "hull":
         mask = hull
     elif mode == "learned-src":
@@ -35,11 +41,9 @@ def face_mask(mode: str, size: int, landmarks: np.ndarray, face_type: str, src_m
     elif mode == "learned-src*dst*hull":
         mask = src_mask * dst_mask * hull
     elif mode == "segmenter":
-        if not seg_polygons:
-            raise FacelabError(f"{face_name} has no segmenter polygons (extra['seg_polygons']); no segmenter has "
-                               "labelled this faceset, so use --mask-mode hull or a learned mask")
-        mask = np.zeros((size, size), np.float32)
-        cv2.fillPoly(mask, [np.round(p).astype(np.int32) for p in seg_polygons], 1.0)
+        mask = seg_mask
+    elif mode == "learned-src*segmenter":
+        mask = src_mask * seg_mask
     else:
         raise FacelabError(f"unknown mask mode {mode!r}")
     mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
@@ -47,13 +51,14 @@ def face_mask(mode: str, size: int, landmarks: np.ndarray, face_type: str, src_m
     return mask
 
 
-def seg_polygons_in_crop(extra: dict, image_to_face: np.ndarray, crop_mat: np.ndarray) -> list[np.ndarray] | None:
-    """Segmenter polygons are stored in aligned-face pixels; map them to the model crop."""
-    polys = extra.get("seg_polygons") if extra else None
-    if not polys:
+def segmenter_mask_in_crop(meta: FaceMeta, crop_mat: np.ndarray, size: int) -> np.ndarray | None:
+    """The face's XSeg mask (applied, else its label) warped from the aligned face to the model crop;
+    None when it has neither. Outside the aligned face the mask is 0: nothing was segmented there."""
+    mask = best_mask(meta)
+    if mask is None:
         return None
-    to_source = invert(image_to_face)
-    return [transform_points(transform_points(np.asarray(p, np.float64), to_source), crop_mat) for p in polys]
+    return cv2.warpAffine(mask, compose(crop_mat, invert(meta.image_to_face)), (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def face_type_region(landmarks_src: np.ndarray, crop_mat: np.ndarray, size: int, face_type: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from facelab.align.transform import align_matrix, invert, transform_points
+from facelab.align.transform import align_matrix, compose, invert, transform_points
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path
 from facelab.core.prefetch import prefetch
@@ -33,7 +33,7 @@ from facelab.io.images import list_images, read_image, write_image
 from facelab.io.video import is_video_file
 from facelab.merge.composite import FaceInput, merge_frame
 from facelab.merge.config import MergeConfig
-from facelab.merge.masks import seg_polygons_in_crop
+from facelab.merge.masks import segmenter_mask_in_crop
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +108,11 @@ def plan_merge(input_dir: Path, aligned_dir: Path) -> MergePlan:
     return plan
 
 
-def _affine3(mat: np.ndarray) -> np.ndarray:
-    return np.vstack([mat, [0.0, 0.0, 1.0]])
-
-
 def model_input(faceset: Faceset, i: int, frame: Path, crop_mat: np.ndarray, size: int) -> np.ndarray:
     """The model's (size, size) crop of face ``i``: cut from its aligned image when that image covers
     the crop (no frame decode in the main process), else from the frame."""
     meta = faceset.metas[i]
-    aligned_to_crop = (_affine3(crop_mat) @ _affine3(invert(meta.image_to_face)))[:2]
+    aligned_to_crop = compose(crop_mat, invert(meta.image_to_face))
     corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
     covered = transform_points(corners, invert(aligned_to_crop))
     if covered.min() < -1 or covered.max() > meta.size + 1:
@@ -213,7 +209,7 @@ def _worker_count(cfg: MergeConfig, model_on_cpu: bool) -> int:
 def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor,
                  mask_mode: str) -> dict[int, list[FaceInput]]:
     """Run the model on the faces ``items`` = [(frame index, face index)] in one batch; only the learned
-    masks that ``mask_mode`` uses are predicted."""
+    masks that ``mask_mode`` uses are predicted, and the XSeg masks only read when it uses them."""
     size, face_type = predictor.resolution, predictor.face_type
     mats = [align_matrix(plan.faceset.metas[i].source_landmarks, size, face_type) for _, i in items]
     crops = np.stack([model_input(plan.faceset, i, plan.frames[k], m, size) for (k, i), m in zip(items, mats)])
@@ -226,7 +222,7 @@ def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predi
             face=np.asarray(faces[j], np.float32),
             src_mask=None if src_masks is None else np.asarray(src_masks[j], np.float32),
             dst_mask=None if dst_masks is None else np.asarray(dst_masks[j], np.float32),
-            seg_polygons=seg_polygons_in_crop(meta.extra, meta.image_to_face, mat)))
+            seg_mask=segmenter_mask_in_crop(meta, mat, size) if "segmenter" in mask_mode else None))
     return out
 
 

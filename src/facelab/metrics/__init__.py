@@ -1,1 +1,2 @@
-"""Metrics shared by training and evaluation: SSIM (reconstruction), FID (generation) and their feature extractors."""
+"""Metrics shared by training and evaluation: SSIM (reconstruction), FID (generation), mask IoU (segmentation)
+and their feature extractors."""

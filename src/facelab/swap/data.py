@@ -1,4 +1,5 @@
-"""Training batches: random warp with a coarse random grid, flips, HSV jitter, colour transfer, masks.
+"""Training batches: random warp with a coarse random grid, flips, HSV jitter, colour transfer, masks
+(landmark hulls, or the applied XSeg masks of a faceset that has them).
 
 Batch ``i`` is a pure function of ``(seed, i)``, so worker processes may produce batches in any order and a
 resumed run sees exactly the batches an uninterrupted one would. Warping is one ``grid_sample`` over the
@@ -9,19 +10,22 @@ The target stays unwarped so the model learns to undo the distortion.
 
 from __future__ import annotations
 
-import itertools
+import logging
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from facelab.core.errors import FacelabError
+from facelab.core.batches import hsv_jitter, warp_grids
 from facelab.faceset.store import Faceset
+from facelab.masks.applied import applied_mask, has_applied_mask
 from facelab.masks.hull import hull_mask
 from facelab.swap.losses import gaussian_blur
+
+log = logging.getLogger("facelab")
 
 EYES_MOUTH = (slice(36, 42), slice(42, 48), slice(48, 60))
 
@@ -31,7 +35,7 @@ class FaceData:
     """A faceset decoded once at the training resolution with its masks (uint8 to stay small)."""
 
     images: np.ndarray  # (N,R,R,3) uint8 BGR
-    masks: np.ndarray  # (N,R,R) uint8 0/1 landmark hull
+    masks: np.ndarray  # (N,R,R) uint8 0/1 landmark hull or applied XSeg mask
     em_masks: np.ndarray  # (N,R,R) uint8 0/1 eyes and mouth
     yaws: np.ndarray  # (N,) degrees
 
@@ -50,16 +54,29 @@ def eyes_mouth_mask(landmarks: np.ndarray, resolution: int) -> np.ndarray:
     return cv2.dilate(mask, np.ones((k, k), np.uint8))
 
 
+def training_masks(faceset: Faceset, resolution: int, face_type: str) -> np.ndarray:
+    """Masked training's face masks, uint8 0/1: the applied XSeg masks when every face has one (they
+    follow hair, hands and glasses as the user labelled them), else the landmark hulls.
+
+    A faceset with only some faces masked keeps hulls for all, so every face is cut the same way.
+    """
+    masked = sum(has_applied_mask(m) for m in faceset.metas)
+    if masked == len(faceset):
+        log.info(f"{faceset.root}: masked training uses the applied XSeg masks of all {masked} faces")
+        return np.stack([applied_mask(m, resolution) >= 0.5 for m in faceset.metas]).astype(np.uint8)
+    if masked:
+        log.warning(f"{faceset.root}: only {masked} of {len(faceset)} faces have an applied XSeg mask, so masked "
+                    f"training uses landmark hulls; run `facelab xseg apply {faceset.root} --model-dir XSEG_MODEL`")
+    lms = faceset.landmarks(resolution)
+    return np.stack([hull_mask(lm, resolution, resolution, face_type) for lm in lms]).astype(np.uint8)
+
+
 def load_faces(folder: str, resolution: int, face_type: str) -> FaceData:
     """Open a faceset and check it was extracted for this model's face type."""
     faceset = Faceset.open(folder)
-    wrong = [n for n, m in zip(faceset.names, faceset.metas) if m.face_type != face_type]
-    if wrong:
-        raise FacelabError(f"{faceset.root / wrong[0]} is a {faceset.metas[faceset.names.index(wrong[0])].face_type} face "
-                           f"but the model trains on {face_type} faces; re-extract with --face-type {face_type}")
-    lms = faceset.landmarks(resolution)
-    masks = np.stack([hull_mask(lm, resolution, resolution, face_type) for lm in lms]).astype(np.uint8)
-    em = np.stack([eyes_mouth_mask(lm, resolution) for lm in lms])
+    faceset.require_face_type(face_type, "the model trains on")
+    masks = training_masks(faceset, resolution, face_type)
+    em = np.stack([eyes_mouth_mask(lm, resolution) for lm in faceset.landmarks(resolution)])
     yaws = np.array([m.yaw for m in faceset.metas], np.float32)
     return FaceData(faceset.images(resolution), masks, em, yaws)
 
@@ -84,42 +101,6 @@ def pick_indices(rng: np.random.Generator, yaws: np.ndarray, count: int, uniform
     chosen = rng.integers(len(starts), size=count)
     within = (rng.random(count) * counts[chosen]).astype(np.int64)
     return order[starts[chosen] + within]
-
-
-def warp_grids(rng: np.random.Generator, n: int, res: int, random_warp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling grids (N,R,R,2) for the target (affine only) and the input (affine + random grid)."""
-    angle = np.deg2rad(rng.uniform(-10, 10, n))
-    scale = 1.0 + rng.uniform(-0.05, 0.05, n)
-    shift = rng.uniform(-0.05, 0.05, (n, 2)) * 2  # fraction of the face -> normalised [-1, 1] units
-    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    theta = np.stack([np.stack([cos, -sin, shift[:, 0]], 1), np.stack([sin, cos, shift[:, 1]], 1)], 1)
-    target = F.affine_grid(torch.from_numpy(theta).float(), [n, 1, res, res], align_corners=False)
-    if not random_warp:
-        return target, target
-    cells = rng.choice([2, 4, 8], n)
-    offsets = torch.zeros(n, 2, res, res)
-    for c in (2, 4, 8):
-        idx = np.flatnonzero(cells == c)
-        if not len(idx):
-            continue
-        coarse = np.zeros((len(idx), 2, c + 1, c + 1), np.float32)
-        # interior control points move by ~0.24 of a cell (in normalised units a cell is 2 / c)
-        coarse[:, :, 1:-1, 1:-1] = rng.normal(0, 0.24 * 2.0 / c, (len(idx), 2, c - 1, c - 1))
-        offsets[idx] = F.interpolate(torch.from_numpy(coarse), size=(res, res), mode="bicubic", align_corners=True)
-    return target, target + offsets.permute(0, 2, 3, 1)
-
-
-def hsv_jitter(images: np.ndarray, rng: np.random.Generator, power: float) -> np.ndarray:
-    """Shift hue and scale saturation/value of each float BGR image by up to ``power``."""
-    out = np.empty_like(images)
-    for k, img in enumerate(images):
-        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-        dh, ds, dv = rng.uniform(-power, power, 3)
-        hsv[..., 0] = (hsv[..., 0] + dh * 360.0) % 360.0
-        hsv[..., 1] = np.clip(hsv[..., 1] * (1 + ds), 0, 1)
-        hsv[..., 2] = np.clip(hsv[..., 2] * (1 + dv), 0, 1)
-        out[k] = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
-    return out
 
 
 def colour_transfer(mode: str, images: np.ndarray, masks: np.ndarray, refs: np.ndarray, ref_masks: np.ndarray,
@@ -174,19 +155,3 @@ class SwapBatches(Dataset):
         src = make_side(self.src, rng, self.batch_size, self.src_aug, ct_refs=self.dst)
         dst = make_side(self.dst, rng, self.batch_size, self.dst_aug)
         return {**{f"src_{k}": v for k, v in src.items()}, **{f"dst_{k}": v for k, v in dst.items()}}
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
-def batch_stream(batches: SwapBatches, start: int, workers: int) -> DataLoader:
-    """Batches ``start, start+1, ...`` in order, produced ahead by ``workers`` processes (0 = inline)."""
-    # Workers are spawned, not forked: a fork taken while OpenCV, dlib or torch threads hold a lock can
-    # leave the child waiting forever on that lock.
-    kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4,
-                  multiprocessing_context="spawn") if workers else {}
-    # A private generator: DataLoader draws a seed when it starts iterating, which must not shift the
-    # global torch RNG that learning-rate dropout uses (else a resumed run would drift).
-    return DataLoader(batches, batch_size=None, sampler=itertools.count(start), generator=torch.Generator(), **kwargs)

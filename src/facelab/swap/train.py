@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 
+from facelab.core.batches import batch_stream
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
 from facelab.core.config import check_fixed_unchanged, load_config, save_config
 from facelab.core.device import autocast, grad_scaler, resolve_device
@@ -27,9 +28,10 @@ from facelab.core.files import atomic_write_bytes, atomic_write_text
 from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
+from facelab.core.training import check_finite_loss, out_of_memory_as_error
 from facelab.metrics.ssim import ssim
 from facelab.swap.config import SwapConfig, apply_preset, check_config
-from facelab.swap.data import Augment, FaceData, SwapBatches, batch_stream, load_faces
+from facelab.swap.data import Augment, FaceData, SwapBatches, load_faces
 from facelab.swap.discriminators import CodeDiscriminator, UNetPatchDiscriminator, d_loss, g_loss
 from facelab.swap.losses import LossOptions, side_loss, soft_mask, style_losses
 from facelab.swap.models import SwapModel, build_model
@@ -208,10 +210,8 @@ class Trainer:
             if self.code_d is not None:
                 total = total + cfg.true_face_power * g_loss(self.code_d(out.dst_code))
         losses = {"src_loss": src_loss.item(), "dst_loss": dst_loss.item(), "total": total.item()}
-        if not math.isfinite(losses["total"]):
-            last = f"iteration {self.saved_iteration}" if self.saved_iteration is not None else "none yet"
-            raise FacelabError(f"loss became {losses['total']} at iteration {self.iteration + 1}; stopped without saving, "
-                               f"the last good save ({last}) in {self.model_dir} is kept; lower --lr or use --clipgrad")
+        check_finite_loss(losses["total"], self.iteration + 1, self.saved_iteration, self.model_dir,
+                          "lower --lr or use --clipgrad")
         self._update(total, self.opt, self.model.parameters())
         if self.gan is not None:
             with autocast(self.device, cfg.precision):
@@ -314,14 +314,8 @@ class Trainer:
         stream = iter(batch_stream(self.batches, self.iteration, cfg.workers))
         try:
             while self.iteration < end:
-                try:
+                with out_of_memory_as_error(cfg.batch_size, self.device):
                     losses = self.step(next(stream))
-                except (torch.OutOfMemoryError, RuntimeError) as exc:
-                    # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "can't allocate memory"
-                    if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
-                        raise
-                    raise FacelabError(f"out of memory at batch size {cfg.batch_size} on {self.device}; "
-                                       f"try --batch-size {max(1, cfg.batch_size // 2)}") from None
                 self.iteration += 1
                 bar.update()
                 bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)

@@ -1,0 +1,1 @@
+"""XSeg: label faces with masks, train the face segmenter, apply its masks to facesets (DeepFaceLab's XSeg)."""

@@ -1,0 +1,224 @@
+"""XSeg training: the segmenter learns the labelled masks; held-out IoU, previews, saving and resuming.
+
+``segmenter.safetensors`` holds everything a run needs to continue (weights, optimiser state, the
+iteration) and batches are a pure function of ``(seed, iteration)``, so a resumed run continues the
+counter, the loss curve and the batch sequence where the last save left them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facelab.core.batches import batch_stream
+from facelab.core.checkpoint import save_checkpoint
+from facelab.core.config import check_fixed_unchanged, save_config
+from facelab.core.device import autocast, grad_scaler, resolve_device
+from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_write_bytes
+from facelab.core.logs import MetricsLog
+from facelab.core.progress import progress
+from facelab.core.rng import seed_everything
+from facelab.core.training import check_finite_loss, out_of_memory_as_error
+from facelab.masks.segmenter import Segmenter
+from facelab.metrics.iou import mask_iou
+from facelab.xseg.config import XSegConfig, check_config
+from facelab.xseg.data import Augment, LabelledFaces, XSegBatches, faces_to_tensor, load_labelled, split_held_out
+from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME, load_saved_config, read_checkpoint
+
+log = logging.getLogger("facelab")
+
+PREVIEW_FACES = 4
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per pixel + soft Dice per face: BCE gives every pixel a gradient, Dice keeps
+    a small face region (a profile, a half-covered face) from being outvoted by the background."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum((1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    return bce + dice.mean()
+
+
+def _grey(mask: np.ndarray) -> np.ndarray:
+    """A 0..1 mask as a uint8 BGR image (white = face), for previews."""
+    return np.repeat((np.clip(mask, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, -1)
+
+
+@dataclass
+class XSegResult:
+    iteration: int
+    loss: float
+    iou: float  # held-out IoU at the end (nan without held-out faces)
+    stopped: str  # "target", "interrupted" or "limit"
+
+
+class Trainer:
+    def __init__(self, cfg: XSegConfig, facesets: list[str | Path], model_dir: str | Path):
+        check_config(cfg)
+        self.cfg, self.model_dir = cfg, Path(model_dir)
+        saved = load_saved_config(self.model_dir)
+        if saved is not None:
+            check_fixed_unchanged(saved, cfg, str(self.model_dir))
+        self.device = resolve_device(cfg.device)
+        autocast(self.device, cfg.precision)  # refuses fp16 on the CPU before any work
+        seed_everything(cfg.seed)
+        data = load_labelled(facesets, cfg.resolution, cfg.face_type)
+        self.train_data, self.held_out = split_held_out(data, cfg.eval_faces, cfg.seed)
+        if not len(self.held_out):
+            log.info(f"{len(data)} labelled faces: too few to hold any out, so no held-out IoU is reported "
+                     "(label at least 5)")
+        self.batches = XSegBatches(self.train_data, cfg.batch_size,
+                                   Augment(cfg.random_warp, cfg.random_flip, cfg.random_hsv_power), cfg.seed)
+        self.model = Segmenter(cfg.resolution, cfg.base_channels).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.scaler = grad_scaler(self.device, cfg.precision)
+        self.iteration, self.saved_iteration = 0, None
+        self._last_eval: tuple[int, float] | None = None
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        if (self.model_dir / WEIGHTS_NAME).is_file():
+            self._resume()
+        save_config(cfg, self.model_dir / CONFIG_NAME)
+        self.metrics = MetricsLog(self.model_dir, "losses")
+        self.metrics.truncate_after(self.iteration)
+        self.eval_log = MetricsLog(self.model_dir, "eval")
+        self.eval_log.truncate_after(self.iteration)
+
+    def _resume(self) -> None:
+        state = read_checkpoint(self.model_dir)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise FacelabError(f"{self.model_dir / WEIGHTS_NAME} does not match this segmenter's config "
+                               f"({type(exc).__name__}); restore its config.yaml or use a new model dir") from None
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr  # the learning rate may change between runs
+        self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
+        self.iteration = self.saved_iteration = int(state["iteration"])
+        log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
+
+    def save(self) -> None:
+        save_checkpoint(self.model_dir / WEIGHTS_NAME, {
+            "format": FORMAT, "iteration": self.iteration, "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict()})
+        save_config(self.cfg, self.model_dir / CONFIG_NAME)
+        self.saved_iteration = self.iteration
+        log.info(f"saved {self.model_dir / WEIGHTS_NAME} at iteration {self.iteration}")
+
+    def step(self, batch: dict[str, torch.Tensor]) -> float:
+        face, label = batch["face"].to(self.device), batch["label"].to(self.device)
+        with autocast(self.device, self.cfg.precision):
+            logits = self.model(face)
+        loss = segmentation_loss(logits.float(), label)
+        value = loss.item()
+        check_finite_loss(value, self.iteration + 1, self.saved_iteration, self.model_dir)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return value
+
+    @torch.inference_mode()
+    def predict(self, data: LabelledFaces) -> np.ndarray:
+        """Face probabilities ``(N,R,R)`` for ``data``'s faces, unaugmented."""
+        self.model.eval()
+        out = []
+        for i in range(0, len(data), self.cfg.batch_size):
+            with autocast(self.device, self.cfg.precision):
+                logits = self.model(faces_to_tensor(data.images[i : i + self.cfg.batch_size]).to(self.device))
+            out.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+        self.model.train()
+        return np.concatenate(out) if out else np.zeros((0, self.cfg.resolution, self.cfg.resolution), np.float32)
+
+    def evaluate(self) -> float:
+        """Mean IoU between the held-out faces' labels and the segmenter's masks (nan without held-out faces)."""
+        if not len(self.held_out):
+            return math.nan
+        return float(mask_iou(self.predict(self.held_out) >= 0.5, self.held_out.labels).mean())
+
+    def report_eval(self) -> float:
+        """Evaluate, log and return the held-out IoU (once per iteration)."""
+        if self._last_eval is not None and self._last_eval[0] == self.iteration:
+            return self._last_eval[1]
+        iou = self.evaluate()
+        self._last_eval = (self.iteration, iou)
+        if math.isfinite(iou):
+            self.eval_log.write(self.iteration, {"iou": iou})
+            log.info(f"iteration {self.iteration}: held-out IoU {iou:.4f} ({len(self.held_out)} faces)")
+        return iou
+
+    def preview(self) -> np.ndarray:
+        """One row per face (held-out faces first): face | label | predicted probability, uint8 BGR."""
+        shown = self.held_out if len(self.held_out) else self.train_data
+        shown = shown.subset(np.arange(min(PREVIEW_FACES, len(shown))))
+        rows = [np.concatenate([face, _grey(label), _grey(prob)], 1)
+                for face, label, prob in zip(shown.images, shown.labels, self.predict(shown))]
+        return np.concatenate(rows, 0)
+
+    def write_preview(self) -> None:
+        ok, png = cv2.imencode(".png", self.preview())
+        atomic_write_bytes(self.model_dir / "preview.png", png.tobytes())
+
+    def run(self, max_steps: int | None = None) -> XSegResult:
+        """Train until the target iteration, ``max_steps`` more steps, or Ctrl-C; always save at the end."""
+        cfg, loss, stopped = self.cfg, math.nan, "limit"
+        if cfg.target_iter and self.iteration >= cfg.target_iter:
+            log.info(f"segmenter is already at iteration {self.iteration} >= target {cfg.target_iter}; "
+                     "raise --target-iter to go on")
+            return XSegResult(self.iteration, loss, self.report_eval(), "target")
+        self.model.train()
+        end = cfg.target_iter if cfg.target_iter else math.inf
+        if max_steps is not None:
+            end = min(end, self.iteration + max_steps)
+        last_save = time.monotonic()
+        bar = progress(total=None if math.isinf(end) else int(end), initial=self.iteration, desc="xseg train")
+        stream = iter(batch_stream(self.batches, self.iteration, cfg.workers))
+        try:
+            while self.iteration < end:
+                with out_of_memory_as_error(cfg.batch_size, self.device):
+                    loss = self.step(next(stream))
+                self.iteration += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if self.iteration % cfg.log_every == 0:
+                    self.metrics.write(self.iteration, {"loss": loss})
+                if self.iteration % cfg.preview_every == 0:
+                    self.write_preview()
+                if cfg.eval_every and self.iteration % cfg.eval_every == 0:
+                    self.report_eval()
+                if time.monotonic() - last_save >= cfg.save_every_minutes * 60:
+                    self.save()
+                    last_save = time.monotonic()
+            stopped = "target" if self.iteration == cfg.target_iter else "limit"
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            log.info("interrupted: saving")
+        finally:
+            bar.close()
+            del stream
+        self.save()
+        self.write_preview()
+        return XSegResult(self.iteration, loss, self.report_eval(), stopped)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.eval_log.close()
+
+
+def train(cfg: XSegConfig, facesets: list[str | Path], model_dir: str | Path, max_steps: int | None = None) -> XSegResult:
+    """Train (or resume) the segmenter in ``model_dir``: the Python API behind ``facelab xseg train``."""
+    trainer = Trainer(cfg, facesets, model_dir)
+    try:
+        return trainer.run(max_steps)
+    finally:
+        trainer.close()
