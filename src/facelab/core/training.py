@@ -1,15 +1,22 @@
-"""Guards every training loop shares, so a failed step always ends in the same one-line advice."""
+"""What every training loop shares: the guards (so a failed step always ends in the same one-line
+advice) and the step loop itself (intervals for logs, previews, evaluations and saves; Ctrl-C)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
+from facelab.core.batches import batch_stream
 from facelab.core.errors import FacelabError
+from facelab.core.progress import progress
+
+log = logging.getLogger("facelab")
 
 
 def check_finite_loss(loss: float, iteration: int, saved_iteration: int | None, model_dir: Path,
@@ -33,3 +40,64 @@ def out_of_memory_as_error(batch_size: int, device: torch.device) -> Iterator[No
             raise
         raise FacelabError(f"out of memory at batch size {batch_size} on {device}; "
                            f"try --batch-size {max(1, batch_size // 2)}") from None
+
+
+class SteppedTrainer(Protocol):
+    """What :func:`run_steps` drives (the swap and XSeg trainers). ``cfg`` carries ``target_iter``,
+    ``batch_size``, ``workers``, ``log_every``, ``preview_every``, ``eval_every`` and ``save_every_minutes``."""
+
+    cfg: Any
+    iteration: int
+    device: torch.device
+    batches: Any  # a Dataset of batches indexed by iteration
+    metrics: Any  # MetricsLog
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]: ...
+    def save(self) -> None: ...
+    def write_preview(self) -> None: ...
+    def report_eval(self) -> Any: ...
+
+
+def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
+              every_step: Callable[[float], None] | None = None) -> tuple[dict[str, float], str]:
+    """Step until the target iteration, ``max_steps`` more steps, or Ctrl-C; log, preview, evaluate and
+    save at the config's intervals, calling ``every_step(now)`` after each step (e.g. for backups).
+
+    Returns the last step's losses and how the loop stopped ("target", "limit" or "interrupted"); the
+    caller does the final save, so Ctrl-C always ends in one.
+    """
+    cfg = trainer.cfg
+    end = cfg.target_iter if cfg.target_iter else math.inf
+    if max_steps is not None:
+        end = min(end, trainer.iteration + max_steps)
+    losses: dict[str, float] = {}
+    last_save = time.monotonic()
+    bar = progress(total=None if math.isinf(end) else int(end), initial=trainer.iteration, desc=desc)
+    stream = iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))
+    try:
+        while trainer.iteration < end:
+            with out_of_memory_as_error(cfg.batch_size, trainer.device):
+                losses = trainer.step(next(stream))
+            trainer.iteration += 1
+            bar.update()
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+            if trainer.iteration % cfg.log_every == 0:
+                trainer.metrics.write(trainer.iteration, losses)
+            if trainer.iteration % cfg.preview_every == 0:
+                trainer.write_preview()
+            if cfg.eval_every and trainer.iteration % cfg.eval_every == 0:
+                trainer.report_eval()
+            now = time.monotonic()
+            if now - last_save >= cfg.save_every_minutes * 60:
+                trainer.save()
+                last_save = now
+            if every_step is not None:
+                every_step(now)
+        stopped = "target" if trainer.iteration == cfg.target_iter else "limit"
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        log.info("interrupted: saving")
+    finally:
+        bar.close()
+        del stream  # stops the batch workers
+    return losses, stopped

@@ -19,16 +19,14 @@ import numpy as np
 import torch
 import yaml
 
-from facelab.core.batches import batch_stream
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
 from facelab.core.config import check_fixed_unchanged, load_config, save_config
 from facelab.core.device import autocast, grad_scaler, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text
 from facelab.core.logs import MetricsLog
-from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
-from facelab.core.training import check_finite_loss, out_of_memory_as_error
+from facelab.core.training import check_finite_loss, run_steps
 from facelab.metrics.ssim import ssim
 from facelab.swap.config import SwapConfig, apply_preset, check_config
 from facelab.swap.data import Augment, FaceData, SwapBatches, load_faces
@@ -300,46 +298,22 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- loop
     def run(self, max_steps: int | None = None) -> TrainResult:
         """Train until the target iteration, ``max_steps`` more steps, or Ctrl-C; always save at the end."""
-        cfg, losses, stopped = self.cfg, {}, "limit"
+        cfg = self.cfg
         if cfg.target_iter and self.iteration >= cfg.target_iter:
             log.info(f"model is already at iteration {self.iteration} >= target {cfg.target_iter}; raise --target-iter to go on")
             mean, std = self.report_eval()
             return TrainResult(self.iteration, {}, mean, std, "target")
         self.model.train()
-        last_save = last_backup = time.monotonic()
-        end = cfg.target_iter if cfg.target_iter else math.inf
-        if max_steps is not None:
-            end = min(end, self.iteration + max_steps)
-        bar = progress(total=None if math.isinf(end) else int(end), initial=self.iteration, desc="train")
-        stream = iter(batch_stream(self.batches, self.iteration, cfg.workers))
-        try:
-            while self.iteration < end:
-                with out_of_memory_as_error(cfg.batch_size, self.device):
-                    losses = self.step(next(stream))
-                self.iteration += 1
-                bar.update()
-                bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-                if self.iteration % cfg.log_every == 0:
-                    self.metrics.write(self.iteration, losses)
-                if self.iteration % cfg.preview_every == 0:
-                    self.write_preview()
-                if cfg.eval_every and self.iteration % cfg.eval_every == 0:
-                    self.report_eval()
-                now = time.monotonic()
-                if now - last_save >= cfg.save_every_minutes * 60:
-                    self.save()
-                    last_save = now
-                if cfg.autobackup_hours and now - last_backup >= cfg.autobackup_hours * 3600:
-                    self.save()
-                    self.autobackup()
-                    last_backup = now
-            stopped = "target" if self.iteration == cfg.target_iter else "limit"
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            log.info("interrupted: saving")
-        finally:
-            bar.close()
-            del stream
+        last_backup = time.monotonic()
+
+        def backup(now: float) -> None:
+            nonlocal last_backup
+            if cfg.autobackup_hours and now - last_backup >= cfg.autobackup_hours * 3600:
+                self.save()
+                self.autobackup()
+                last_backup = now
+
+        losses, stopped = run_steps(self, max_steps, "train", backup)
         self.save()
         self.write_preview()
         mean, std = self.report_eval()

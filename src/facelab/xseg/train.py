@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,16 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.batches import batch_stream
 from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import check_fixed_unchanged, save_config
 from facelab.core.device import autocast, grad_scaler, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes
 from facelab.core.logs import MetricsLog
-from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
-from facelab.core.training import check_finite_loss, out_of_memory_as_error
+from facelab.core.training import check_finite_loss, run_steps
 from facelab.masks.segmenter import Segmenter
 from facelab.metrics.iou import mask_iou
 from facelab.xseg.config import XSegConfig, check_config
@@ -115,7 +112,7 @@ class Trainer:
         self.saved_iteration = self.iteration
         log.info(f"saved {self.model_dir / WEIGHTS_NAME} at iteration {self.iteration}")
 
-    def step(self, batch: dict[str, torch.Tensor]) -> float:
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         face, label = batch["face"].to(self.device), batch["label"].to(self.device)
         with autocast(self.device, self.cfg.precision):
             logits = self.model(face)
@@ -126,7 +123,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        return value
+        return {"loss": value}
 
     @torch.inference_mode()
     def predict(self, data: LabelledFaces) -> np.ndarray:
@@ -171,44 +168,16 @@ class Trainer:
 
     def run(self, max_steps: int | None = None) -> XSegResult:
         """Train until the target iteration, ``max_steps`` more steps, or Ctrl-C; always save at the end."""
-        cfg, loss, stopped = self.cfg, math.nan, "limit"
+        cfg = self.cfg
         if cfg.target_iter and self.iteration >= cfg.target_iter:
             log.info(f"segmenter is already at iteration {self.iteration} >= target {cfg.target_iter}; "
                      "raise --target-iter to go on")
-            return XSegResult(self.iteration, loss, self.report_eval(), "target")
+            return XSegResult(self.iteration, math.nan, self.report_eval(), "target")
         self.model.train()
-        end = cfg.target_iter if cfg.target_iter else math.inf
-        if max_steps is not None:
-            end = min(end, self.iteration + max_steps)
-        last_save = time.monotonic()
-        bar = progress(total=None if math.isinf(end) else int(end), initial=self.iteration, desc="xseg train")
-        stream = iter(batch_stream(self.batches, self.iteration, cfg.workers))
-        try:
-            while self.iteration < end:
-                with out_of_memory_as_error(cfg.batch_size, self.device):
-                    loss = self.step(next(stream))
-                self.iteration += 1
-                bar.update()
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if self.iteration % cfg.log_every == 0:
-                    self.metrics.write(self.iteration, {"loss": loss})
-                if self.iteration % cfg.preview_every == 0:
-                    self.write_preview()
-                if cfg.eval_every and self.iteration % cfg.eval_every == 0:
-                    self.report_eval()
-                if time.monotonic() - last_save >= cfg.save_every_minutes * 60:
-                    self.save()
-                    last_save = time.monotonic()
-            stopped = "target" if self.iteration == cfg.target_iter else "limit"
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            log.info("interrupted: saving")
-        finally:
-            bar.close()
-            del stream
+        losses, stopped = run_steps(self, max_steps, "xseg train")
         self.save()
         self.write_preview()
-        return XSegResult(self.iteration, loss, self.report_eval(), stopped)
+        return XSegResult(self.iteration, losses.get("loss", math.nan), self.report_eval(), stopped)
 
     def close(self) -> None:
         self.metrics.close()
