@@ -1,5 +1,8 @@
 """Milliseconds per face of the swap network at inference (what merge calls), fp32 vs bf16, as JSON.
 
+Two cases per precision: ``all_masks`` (swapped face and both learned masks, e.g. mask mode
+learned-src*dst) and ``face_only`` (the default hull mask mode, where merge asks for no learned mask).
+
 Usage: python benchmarks/swap_inference.py [--archi liae-ud] [--resolution 128] [--batch 8] [--device cpu]
 Untrained weights with DeepFaceLab's default SAEHD dims; timing does not depend on the weights.
 """
@@ -39,13 +42,15 @@ def main() -> None:
     results = {}
     for precision in args.precision:
         predictor = SwapPredictor(model, cfg, device, batch_size=args.batch, precision=precision)
-        predictor.predict(faces)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.repeats):
-            predictor.predict(faces)
-        results[precision] = round((time.perf_counter() - start) / args.repeats / args.batch * 1000, 2)
+        for case, masks in (("all_masks", True), ("face_only", False)):
+            predictor.predict(faces, masks, masks)  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(args.repeats):
+                predictor.predict(faces, masks, masks)
+            ms = (time.perf_counter() - start) / args.repeats / args.batch * 1000
+            results.setdefault(precision, {})[case] = round(ms, 2)
     print(json.dumps({"benchmark": "swap_inference", "model": f"saehd {cfg.archi} {cfg.resolution}px",
                       "batch": args.batch, "device": str(device), "torch_threads": torch.get_num_threads(),
                       "ms_per_face": results}, indent=2))
