@@ -2,7 +2,8 @@
 
 Every export is run once (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) on inputs with another
 batch size than the traced example, so a frozen batch dimension or a wrong operator fails here, not in
-deployment. The legacy (TorchScript-based) ONNX exporter is used: it needs no onnxscript.
+deployment, and nothing is written. The legacy (TorchScript-based) ONNX exporter is used: it needs no
+onnxscript. Every facelab export (swap, XSeg, StarGAN, PFE) goes through :func:`checked_export`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from torch import nn
 from facelab.core.errors import FacelabError
 
 FORMATS = ("onnx", "torchscript")
-TOLERANCE = 1e-3
+TOLERANCE = 1e-3  # largest allowed difference, relative to the output's scale when that exceeds 1
 
 
-def export_bytes(module: nn.Module, example: torch.Tensor, fmt: str, input_name: str,
+def export_bytes(module: nn.Module, examples: tuple[torch.Tensor, ...], fmt: str, input_names: tuple[str, ...],
                  output_names: tuple[str, ...]) -> bytes:
-    """The serialised export of ``module`` (one input with a free batch size)."""
+    """The serialised export of ``module`` (inputs with a free batch size)."""
     if fmt not in FORMATS:
         raise FacelabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     buf = io.BytesIO()
@@ -31,41 +32,55 @@ def export_bytes(module: nn.Module, example: torch.Tensor, fmt: str, input_name:
         # Trace warnings are about shapes frozen into the graph: checked_export runs another batch size.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if fmt == "onnx":
-            axes = {name: {0: "batch"} for name in (input_name, *output_names)}
-            torch.onnx.export(module, (example,), buf, input_names=[input_name], output_names=list(output_names),
+            axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
+            torch.onnx.export(module, examples, buf, input_names=list(input_names), output_names=list(output_names),
                               dynamic_axes=axes, opset_version=17, dynamo=False)
         else:
             with torch.inference_mode(False), torch.no_grad():
-                torch.jit.save(torch.jit.trace(module, example), buf)
+                torch.jit.save(torch.jit.trace(module, examples), buf)
     return buf.getvalue()
 
 
-def run_export(fmt: str, data: bytes, input_name: str, x: np.ndarray) -> list[np.ndarray]:
-    """Run a serialised export on ``x``; its outputs as arrays."""
+def _arrays(out) -> list[np.ndarray]:
+    return [t.numpy() for t in ((out,) if isinstance(out, torch.Tensor) else out)]
+
+
+def run_export(fmt: str, data: bytes, input_names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """Run a serialised export on ``inputs``; its outputs as arrays."""
     if fmt == "onnx":
         try:
             import onnxruntime
         except ImportError:
             raise FacelabError("checking an ONNX export needs onnxruntime; run: pip install 'facelab[export]'") from None
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-        return session.run(None, {input_name: x})
+        return session.run(None, dict(zip(input_names, inputs)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(io.BytesIO(data))
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     with torch.inference_mode():
-        out = module(torch.from_numpy(x))
-    return [t.numpy() for t in ((out,) if isinstance(out, torch.Tensor) else out)]
+        return _arrays(module(*(torch.from_numpy(x) for x in inputs)))
 
 
-def checked_export(module: nn.Module, example: torch.Tensor, fmt: str, input_name: str,
-                   output_names: tuple[str, ...], check_input: np.ndarray) -> tuple[bytes, float]:
-    """Export ``module`` and run the export on ``check_input``; (file bytes, max abs difference to PyTorch)."""
-    data = export_bytes(module, example, fmt, input_name, output_names)
+def deviation(got: np.ndarray, want: np.ndarray) -> float:
+    """Largest absolute difference, divided by the output's scale where that exceeds 1 (feature maps
+    reach 1e3 and more; images and masks stay within 1, where this is the plain absolute difference)."""
+    return float(np.abs(np.asarray(got) - want).max() / max(1.0, float(np.abs(want).max())))
+
+
+def checked_export(module: nn.Module, examples: tuple[torch.Tensor, ...], fmt: str, input_names: tuple[str, ...],
+                   output_names: tuple[str, ...], check_inputs: tuple[np.ndarray, ...],
+                   tolerance: float = TOLERANCE) -> tuple[bytes, float]:
+    """Export ``module`` and run the export on ``check_inputs``; (file bytes, :func:`deviation` from PyTorch).
+    An export off by more than ``tolerance`` is refused."""
+    module = module.float().cpu().eval()
+    data = export_bytes(module, examples, fmt, input_names, output_names)
     with torch.inference_mode():
-        ref = module(torch.from_numpy(check_input))
-    ref = [t.numpy() for t in ((ref,) if isinstance(ref, torch.Tensor) else ref)]
-    got = run_export(fmt, data, input_name, check_input)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
-    if not diff <= TOLERANCE:
-        raise FacelabError(f"the {fmt} export differs from PyTorch by {diff:.3g}; please report this model's config")
+        ref = _arrays(module(*(torch.from_numpy(x) for x in check_inputs)))
+    got = run_export(fmt, data, input_names, check_inputs)
+    if [g.shape for g in got] != [r.shape for r in ref]:
+        raise FacelabError(f"the {fmt} export returns shapes {[g.shape for g in got]}, PyTorch {[r.shape for r in ref]}")
+    diff = max(deviation(g, r) for g, r in zip(got, ref))
+    if not diff <= tolerance:
+        raise FacelabError(f"the {fmt} export differs from PyTorch by {diff:.3g} (> {tolerance:.0e}); nothing was "
+                           "written, please report this model's config")
     return data, diff

@@ -42,7 +42,7 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path | None = None,
     r = cfg.resolution
     example = torch.rand(1, 3, r, r, generator=torch.Generator().manual_seed(seed))
     x = np.random.default_rng(seed).random((3, 3, r, r), dtype=np.float32)  # another batch size than the example
-    data, diff = checked_export(gen, example, fmt, "dst", OUTPUT_NAMES, x)
+    data, diff = checked_export(gen, (example,), fmt, ("dst",), OUTPUT_NAMES, (x,))
     path = Path(out) if out else Path(model_dir) / ("swap.onnx" if fmt == "onnx" else "swap.ts")
     atomic_write_bytes(path, data)
     return path, diff

@@ -28,7 +28,7 @@ def export_segmenter(model_dir: str | Path, fmt: str, out: str | Path | None = N
     r = cfg.resolution
     example = torch.rand(1, 3, r, r, generator=torch.Generator().manual_seed(seed))
     x = np.random.default_rng(seed).random((3, 3, r, r), dtype=np.float32)  # another batch size than the example
-    data, diff = checked_export(net, example, fmt, "face", ("mask",), x)
+    data, diff = checked_export(net, (example,), fmt, ("face",), ("mask",), (x,))
     path = Path(out) if out else Path(model_dir) / ("segmenter.onnx" if fmt == "onnx" else "segmenter.ts")
     atomic_write_bytes(path, data)
     return path, diff
