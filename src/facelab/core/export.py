@@ -31,6 +31,9 @@ def export_bytes(module: nn.Module, examples: tuple[torch.Tensor, ...], fmt: str
         warnings.simplefilter("ignore", DeprecationWarning)  # torch flags both TorchScript-based paths
         # Trace warnings are about shapes frozen into the graph: checked_export runs another batch size.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # Instance norm without running statistics (StarGAN) normalises by the input's own statistics in
+        # eval mode too, which is what the exporter's "train=True" instance_norm computes: nothing to warn.
+        warnings.filterwarnings("ignore", message=".*operator 'instance_norm' is set to train=True")
         if fmt == "onnx":
             axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
             torch.onnx.export(module, examples, buf, input_names=list(input_names), output_names=list(output_names),
