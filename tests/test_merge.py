@@ -12,8 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
+from facelab.align.transform import align_matrix, invert, transform_points
 from facelab.cli import main
+from facelab.core.checkpoint import save_checkpoint
+from facelab.core.config import save_config
 from facelab.core.errors import FacelabError
 from facelab.faceset.metadata import read_face, write_face
 from facelab.io.commands import frame_name
@@ -21,9 +25,14 @@ from facelab.io.images import read_image, write_image
 from facelab.io.video import iter_frames, probe, write_video
 from facelab.merge import commands as merge_commands
 from facelab.merge.composite import merge_frame
+from facelab.masks.segmenter import Segmenter
 from facelab.merge.config import BLEND_MODES, MASK_MODES, MergeConfig
-from facelab.merge.merger import _face_inputs, plan_merge, run_merge
+from facelab.merge.masks import mask_inputs
+from facelab.merge.merger import _face_inputs, plan_merge, prd_segmenter_for, run_merge
 from facelab.merge.video import assemble_video
+from facelab.metrics.iou import mask_iou
+from facelab.xseg.config import XSegConfig
+from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME
 
 N_FRAMES = 6
 
@@ -320,3 +329,109 @@ def test_video_refuses_mixed_sizes(tmp_path, capsys):
     assert main(["video", "--frames", str(frames), "--fps", "25", "-o", str(tmp_path / "v.mp4")]) == 2
     assert "00002.png is 64x32" in capsys.readouterr().err
     assert not (tmp_path / "v.mp4").exists()
+
+
+# ------------------------------------------------------------------- XSeg on the predicted face (XSeg-prd)
+def save_segmenter(folder: Path, face_type: str = "whole", resolution: int = 64, bias: float | None = None) -> Path:
+    """An untrained tiny segmenter saved as `facelab xseg train` saves one; ``bias`` makes it predict a
+    constant logit everywhere (+ = all face, - = no face)."""
+    net = Segmenter(resolution, base_channels=4)
+    if bias is not None:
+        with torch.no_grad():
+            net.head.weight.zero_()
+            net.head.bias.fill_(bias)
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / WEIGHTS_NAME, {"format": FORMAT, "iteration": 0, "model": net.state_dict()})
+    save_config(XSegConfig(resolution=resolution, face_type=face_type, base_channels=4), folder / CONFIG_NAME)
+    return folder
+
+
+def test_mask_mode_table_names_what_each_mode_needs(dst_ws, tmp_path):
+    assert set(MASK_MODES) >= {"segmenter-prd", "segmenter-prd*segmenter"}
+    assert mask_inputs("hull") == ("hull",) and mask_inputs("segmenter-prd") == ("segmenter-prd",)
+    with pytest.raises(FacelabError, match="unknown mask mode 'nope'"):
+        mask_inputs("nope")
+    plan = plan_merge(dst_ws, dst_ws / "aligned")  # these faces have no applied XSeg mask
+    k = next(iter(plan.faces_of))
+    items = [(k, i) for i in plan.faces_of[k]]
+    predictor = ShiftPredictor()
+    hull = _face_inputs(plan, items, predictor, "hull")[k][0]
+    assert predictor.asked == {(False, False)} and hull.seg_mask is None and hull.prd_seg_mask is None
+    cfg = MergeConfig(mask_mode="segmenter-prd", segmenter_dir=str(save_segmenter(tmp_path / "xseg", bias=20.0)))
+    faces = _face_inputs(plan, items, predictor, cfg.mask_mode, prd_segmenter_for(cfg, predictor))[k]
+    assert predictor.asked == {(False, False)} and faces[0].seg_mask is None and faces[0].prd_seg_mask is not None
+    merge_frame(read_image(plan.frames[k]), faces, cfg, predictor.face_type, predictor.resolution)  # no dst mask needed
+    with pytest.raises(FacelabError, match="has no XSeg mask"):  # the product with the dst mask does need one
+        merge_frame(read_image(plan.frames[k]), faces, MergeConfig(mask_mode="segmenter-prd*segmenter"),
+                    predictor.face_type, predictor.resolution)
+
+
+@pytest.mark.parametrize("bias", [20.0, -20.0])
+def test_segmenter_prd_pastes_where_the_segmenter_sees_face(dst_ws, tmp_path, bias):
+    """A whole-face segmenter covers the full-face model crop: all face pastes the whole crop, no face nothing."""
+    seg = save_segmenter(tmp_path / "xseg", bias=bias)
+    out_dir, mask_dir = tmp_path / "out", tmp_path / "mask"
+    run_merge(ShiftPredictor(), MergeConfig(workers=1, mask_mode="segmenter-prd", segmenter_dir=str(seg), blur=0,
+                                            color_transfer="none"), dst_ws, out_dir, mask_dir)
+    raw = tmp_path / "raw"  # the whole square crop, for comparison
+    run_merge(ShiftPredictor(), MergeConfig(workers=1, blend="raw-rgb", color_transfer="none"), dst_ws, raw / "o", raw / "m")
+    for src in sorted(dst_ws.glob("*.png")):
+        frame, out, mask = read_image(src), read_image(out_dir / src.name), cv2.imread(str(mask_dir / src.name), 0)
+        assert not ((np.abs(frame.astype(int) - out).max(2) > 0) & (mask == 0)).any()  # outside: untouched
+        if bias < 0:
+            assert not mask.any() and np.array_equal(out, frame)
+        else:
+            square = cv2.imread(str(raw / "m" / src.name), 0) > 127
+            assert mask_iou(mask > 127, square) > 0.98
+
+
+def test_segmenter_prd_warps_between_face_types_and_resolutions(dst_ws, tmp_path, monkeypatch):
+    """A 64 px half-face segmenter that always finds face in one off-centre box of its own frame: the mask
+    lands on that box's place in the 128 px full-face model crop, mapped point by point through the frame."""
+    seg = save_segmenter(tmp_path / "xseg", face_type="half", resolution=64)
+    box = (slice(8, 40), slice(20, 60))  # rows, columns of the segmenter's frame
+
+    def forward(self, x):
+        assert x.shape[1:] == (3, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
+        logits = torch.full((len(x), 1, 64, 64), -20.0)
+        logits[:, :, box[0], box[1]] = 20.0
+        return logits
+
+    monkeypatch.setattr(Segmenter, "forward", forward)
+    plan = plan_merge(dst_ws, dst_ws / "aligned")
+    items = [(k, i) for k in plan.faces_of for i in plan.faces_of[k]][:3]
+    predictor = ShiftPredictor(128, "full")
+    cfg = MergeConfig(mask_mode="segmenter-prd", segmenter_dir=str(seg))
+    faces = [f for fs in _face_inputs(plan, items, predictor, cfg.mask_mode, prd_segmenter_for(cfg, predictor)).values()
+             for f in fs]
+    ys, xs = np.mgrid[0:128, 0:128]
+    crop_px = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    for face in faces:
+        frame_px = transform_points(crop_px, invert(face.crop_mat))
+        seg_px = np.round(transform_points(frame_px, align_matrix(face.source_landmarks, 64, "half"))).astype(int)
+        inside = (seg_px[:, 1] >= 8) & (seg_px[:, 1] < 40) & (seg_px[:, 0] >= 20) & (seg_px[:, 0] < 60)
+        expected = inside.reshape(128, 128)
+        assert 200 < expected.sum() < 0.9 * 128 * 128
+        assert mask_iou(face.prd_seg_mask > 0.5, expected) > 0.9
+
+
+def test_segmenter_prd_errors_are_one_line(dst_ws, tmp_path, monkeypatch, capsys):
+    with pytest.raises(FacelabError, match="--segmenter-dir.*facelab xseg train"):
+        run_merge(ShiftPredictor(), MergeConfig(workers=1, mask_mode="segmenter-prd"), dst_ws, tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FacelabError, match="--segmenter-dir: .*empty is not an XSeg model.*facelab xseg train"):
+        run_merge(ShiftPredictor(), MergeConfig(workers=1, mask_mode="segmenter-prd*segmenter",
+                                                segmenter_dir=str(tmp_path / "empty")), dst_ws, tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # refused before any frame
+    monkeypatch.setattr(merge_commands, "load_model", lambda model_dir, device, precision: ShiftPredictor())
+    base = ["merge", "--model-dir", str(tmp_path / "model"), "--input-dir", str(dst_ws), "--output-dir",
+            str(tmp_path / "merged"), "--mask-mode", "segmenter-prd", "--preview", "2"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--segmenter-dir" in err and "facelab xseg train" in err
+    seg = save_segmenter(tmp_path / "xseg", bias=20.0)
+    assert main(base + ["--segmenter-dir", str(seg), "--preview-output", str(tmp_path / "p.png")]) == 0
+    assert read_image(tmp_path / "p.png").shape == (720, 3 * 1280, 3)
+    with pytest.raises(SystemExit):
+        main(["merge", "--help"])
+    assert "--segmenter-dir" in capsys.readouterr().out

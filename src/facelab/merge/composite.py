@@ -34,6 +34,7 @@ class FaceInput:
     src_mask: np.ndarray | None  # (R, R) learned mask of the predicted (src) face, if the mask mode uses it
     dst_mask: np.ndarray | None  # (R, R) learned mask of the dst face, if the mask mode uses it
     seg_mask: np.ndarray | None = None  # (R, R) the dst face's XSeg mask in the crop, if the mask mode uses it
+    prd_seg_mask: np.ndarray | None = None  # (R, R) XSeg run on the predicted face, if the mask mode uses it
 
 
 def scaled_matrix(mat: np.ndarray, size: int, face_scale: int) -> np.ndarray:
@@ -58,7 +59,7 @@ def _prepare_face(frame: np.ndarray, item: FaceInput, cfg: MergeConfig, face_typ
     size = item.face.shape[0]
     landmarks = transform_points(item.source_landmarks, item.crop_mat)
     mask = face_mask(cfg.mask_mode, size, landmarks, face_type, item.src_mask, item.dst_mask, item.seg_mask,
-                     item.name)
+                     item.prd_seg_mask, item.name)
     if cfg.output_face_type != "model":
         mask = mask * face_type_region(item.source_landmarks, item.crop_mat, size, cfg.output_face_type)
     dst = warp_to_face(frame, item.crop_mat, size).astype(np.float32) / 255.0

@@ -13,9 +13,9 @@ from facelab.align.face_types import FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
 from facelab.core.config import option
 from facelab.core.errors import FacelabError
+from facelab.merge.masks import MODE_MASKS
 
-MASK_MODES = ("hull", "learned-src", "learned-dst", "learned-src*dst", "learned-src+dst",
-              "learned-src*dst*hull", "segmenter", "learned-src*segmenter")
+MASK_MODES = tuple(MODE_MASKS)
 BLEND_MODES = ("overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
 SHARPEN_MODES = ("box", "gaussian")
 OUTPUT_FORMATS = ("png", "jpg")
@@ -32,8 +32,11 @@ _RANGES = (
 class MergeConfig:
     mask_mode: str = option("hull", "which mask cuts the face: the dst landmark hull, the model's learned src/dst "
                             "masks (or their product / sum / product with the hull), the dst face's XSeg mask "
-                            "(applied by `facelab xseg apply`, else its labels), or the learned src mask times it",
-                            MASK_MODES)
+                            "(applied by `facelab xseg apply`, else its labels), the learned src mask times it, "
+                            "an XSeg model run on the swapped face (segmenter-prd, needs --segmenter-dir; "
+                            "DeepFaceLab's XSeg-prd), or that times the dst face's XSeg mask", MASK_MODES)
+    segmenter_dir: str = option("", "XSeg model folder (made by `facelab xseg train`) that the segmenter-prd mask "
+                                "modes run on the swapped face; empty = none")
     erode: int = option(0, "shrink (>0) or grow (<0) the mask by this many crop pixels")
     blur: int = option(8, "feather the mask edge over this many crop pixels")
     face_scale: int = option(0, "make the pasted face this many percent larger (>0) or smaller (<0)")

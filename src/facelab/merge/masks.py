@@ -6,6 +6,8 @@ mean the same whatever the face's size in the frame.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -20,32 +22,45 @@ from facelab.masks.hull import hull_mask
 FLOOR = 1.0 / 255.0
 
 
+# Every mask mode: how its masks combine and which masks it is made of. The merger computes only the masks
+# a mode names (a model branch, a metadata read or an XSeg run each cost time), so this table is the one
+# place that says what each mode needs. The mask names: "learned-src" / "learned-dst" the model's learned
+# masks of the swapped / dst face, "hull" the dst landmark hull, "segmenter" the dst face's applied XSeg mask
+# (DeepFaceLab's XSeg-dst), "segmenter-prd" an XSeg model run on the swapped face (XSeg-prd).
+MODE_MASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hull": ("*", ("hull",)),
+    "learned-src": ("*", ("learned-src",)),
+    "learned-dst": ("*", ("learned-dst",)),
+    "learned-src*dst": ("*", ("learned-src", "learned-dst")),
+    "learned-src+dst": ("+", ("learned-src", "learned-dst")),
+    "learned-src*dst*hull": ("*", ("learned-src", "learned-dst", "hull")),
+    "segmenter": ("*", ("segmenter",)),
+    "learned-src*segmenter": ("*", ("learned-src", "segmenter")),
+    "segmenter-prd": ("*", ("segmenter-prd",)),
+    "segmenter-prd*segmenter": ("*", ("segmenter-prd", "segmenter")),
+}
+
+
+def mask_inputs(mode: str) -> tuple[str, ...]:
+    """The masks ``mode`` is made of (names as in :data:`MODE_MASKS`)."""
+    if mode not in MODE_MASKS:
+        raise FacelabError(f"unknown mask mode {mode!r}; use one of {', '.join(MODE_MASKS)}")
+    return MODE_MASKS[mode][1]
+
+
 def face_mask(mode: str, size: int, landmarks: np.ndarray, face_type: str, src_mask: np.ndarray | None,
-              dst_mask: np.ndarray | None, seg_mask: np.ndarray | None, face_name: str = "face") -> np.ndarray:
+              dst_mask: np.ndarray | None, seg_mask: np.ndarray | None, prd_seg_mask: np.ndarray | None = None,
+              face_name: str = "face") -> np.ndarray:
     """The mask for ``mode``; ``landmarks`` are in crop pixels, ``seg_mask`` is the dst face's XSeg mask
-    in the crop (see :func:`segmenter_mask_in_crop`)."""
-    hull = hull_mask(landmarks, size, size, face_type) if "hull" in mode else None
-    if "segmenter" in mode and seg_mask is None:
+    in the crop (see :func:`segmenter_mask_in_crop`), ``prd_seg_mask`` the XSeg mask of the swapped face
+    (see :mod:`facelab.merge.segmenter_prd`). Only the masks the mode uses need to be given."""
+    names = mask_inputs(mode)
+    if "segmenter" in names and seg_mask is None:
         raise FacelabError(f"{face_name} has no XSeg mask; run `facelab xseg apply DST_FACESET --model-dir XSEG_MODEL` "
                            "(or label it with `facelab xseg import-masks`), or use --mask-mode hull or a learned mask")
-    if mode == "hull":
-        mask = hull
-    elif mode == "learned-src":
-        mask = src_mask
-    elif mode == "learned-dst":
-        mask = dst_mask
-    elif mode == "learned-src*dst":
-        mask = src_mask * dst_mask
-    elif mode == "learned-src+dst":
-        mask = src_mask + dst_mask
-    elif mode == "learned-src*dst*hull":
-        mask = src_mask * dst_mask * hull
-    elif mode == "segmenter":
-        mask = seg_mask
-    elif mode == "learned-src*segmenter":
-        mask = src_mask * seg_mask
-    else:
-        raise FacelabError(f"unknown mask mode {mode!r}")
+    given = {"learned-src": src_mask, "learned-dst": dst_mask, "segmenter": seg_mask, "segmenter-prd": prd_seg_mask}
+    parts = [hull_mask(landmarks, size, size, face_type) if name == "hull" else given[name] for name in names]
+    mask = functools.reduce(np.add if MODE_MASKS[mode][0] == "+" else np.multiply, parts)
     mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
     mask[mask < FLOOR] = 0.0
     return mask

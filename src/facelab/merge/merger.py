@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
@@ -33,7 +33,10 @@ from facelab.io.images import list_images, read_image, write_image
 from facelab.io.video import is_video_file
 from facelab.merge.composite import FaceInput, merge_frame
 from facelab.merge.config import MergeConfig
-from facelab.merge.masks import segmenter_mask_in_crop
+from facelab.merge.masks import mask_inputs, segmenter_mask_in_crop
+
+if TYPE_CHECKING:  # torch is imported only when a mask mode runs the segmenter
+    from facelab.merge.segmenter_prd import PredictedFaceSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -206,23 +209,39 @@ def _worker_count(cfg: MergeConfig, model_on_cpu: bool) -> int:
     return max(1, cores // 2) if model_on_cpu else cores
 
 
-def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor,
-                 mask_mode: str) -> dict[int, list[FaceInput]]:
-    """Run the model on the faces ``items`` = [(frame index, face index)] in one batch; only the learned
-    masks that ``mask_mode`` uses are predicted, and the XSeg masks only read when it uses them."""
+def prd_segmenter_for(cfg: MergeConfig, predictor: Predictor) -> PredictedFaceSegmenter | None:
+    """The XSeg model that ``cfg.mask_mode`` runs on the swapped faces, loaded once per merge on the
+    predictor's device; None for the modes that run none (they need no torch import for it)."""
+    if "segmenter-prd" not in mask_inputs(cfg.mask_mode):
+        return None
+    from facelab.merge.segmenter_prd import load_prd_segmenter
+
+    return load_prd_segmenter(cfg.segmenter_dir, getattr(predictor, "device", "cpu"))
+
+
+def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor, mask_mode: str,
+                 segmenter: PredictedFaceSegmenter | None = None) -> dict[int, list[FaceInput]]:
+    """Run the model on the faces ``items`` = [(frame index, face index)] in one batch; only the masks that
+    ``mask_mode`` uses are made: the learned ones predicted, the dst XSeg masks read, and ``segmenter``
+    (from :func:`prd_segmenter_for`) run on the predicted faces."""
     size, face_type = predictor.resolution, predictor.face_type
-    mats = [align_matrix(plan.faceset.metas[i].source_landmarks, size, face_type) for _, i in items]
+    uses = mask_inputs(mask_mode)
+    metas = [plan.faceset.metas[i] for _, i in items]
+    landmarks = [np.asarray(meta.source_landmarks, np.float64) for meta in metas]
+    mats = [align_matrix(lm, size, face_type) for lm in landmarks]
     crops = np.stack([model_input(plan.faceset, i, plan.frames[k], m, size) for (k, i), m in zip(items, mats)])
-    faces, src_masks, dst_masks = predictor.predict(crops, src_mask="src" in mask_mode, dst_mask="dst" in mask_mode)
+    faces, src_masks, dst_masks = predictor.predict(crops, src_mask="learned-src" in uses,
+                                                    dst_mask="learned-dst" in uses)
+    prd_masks = segmenter.masks(np.asarray(faces, np.float32), landmarks, mats) if "segmenter-prd" in uses else None
     out: dict[int, list[FaceInput]] = {}
-    for j, ((k, i), mat) in enumerate(zip(items, mats)):
-        meta = plan.faceset.metas[i]
+    for j, ((k, i), meta, mat) in enumerate(zip(items, metas, mats)):
         out.setdefault(k, []).append(FaceInput(
-            name=plan.faceset.names[i], crop_mat=mat, source_landmarks=np.asarray(meta.source_landmarks, np.float64),
+            name=plan.faceset.names[i], crop_mat=mat, source_landmarks=landmarks[j],
             face=np.asarray(faces[j], np.float32),
             src_mask=None if src_masks is None else np.asarray(src_masks[j], np.float32),
             dst_mask=None if dst_masks is None else np.asarray(dst_masks[j], np.float32),
-            seg_mask=segmenter_mask_in_crop(meta, mat, size) if "segmenter" in mask_mode else None))
+            seg_mask=segmenter_mask_in_crop(meta, mat, size) if "segmenter" in uses else None,
+            prd_seg_mask=None if prd_masks is None else prd_masks[j]))
     return out
 
 
@@ -241,11 +260,12 @@ def _chunks(frames: list[int], plan: MergePlan, batch_size: int):
         yield group
 
 
-def _predicted_groups(plan: MergePlan, todo: list[int], predictor: Predictor, cfg: MergeConfig):
+def _predicted_groups(plan: MergePlan, todo: list[int], predictor: Predictor, cfg: MergeConfig,
+                      segmenter: PredictedFaceSegmenter | None):
     """(frame indices, their faces' model outputs) for each batch of ``todo``."""
     for group in _chunks(todo, plan, cfg.batch_size):
         items = [(k, i) for k in group for i in plan.faces_of.get(k, ())]
-        yield group, (_face_inputs(plan, items, predictor, cfg.mask_mode) if items else {})
+        yield group, (_face_inputs(plan, items, predictor, cfg.mask_mode, segmenter) if items else {})
 
 
 def output_paths(plan: MergePlan, k: int, output_dir: Path, mask_dir: Path | None, cfg: MergeConfig) -> tuple[Path, Path | None]:
@@ -258,6 +278,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
     """Merge every frame of ``input_dir`` into ``output_dir`` (frames without a face are copied through)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     plan = plan_merge(input_dir, Path(aligned_dir) if aligned_dir else input_dir / "aligned")
+    segmenter = prd_segmenter_for(cfg, predictor)
     for folder in (output_dir, mask_dir):
         if folder is not None:
             _check_writable(Path(folder))
@@ -280,7 +301,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
     start = time.perf_counter()
     try:
         with progress(total=len(plan.frames), initial=len(plan.frames) - len(todo), desc="merge", unit="frame") as bar:
-            for group, inputs in prefetch(_predicted_groups(plan, todo, predictor, cfg)):
+            for group, inputs in prefetch(_predicted_groups(plan, todo, predictor, cfg, segmenter)):
                 for k in group:
                     out, mask = output_paths(plan, k, output_dir, mask_dir, cfg)
                     faces = plan.faces_of.get(k, [])
@@ -325,7 +346,8 @@ def preview(predictor: Predictor, cfg: MergeConfig, input_dir: Path, frame: str,
     items = [(k, i) for i in plan.faces_of.get(k, ())]
     if not items:
         log.warning("frame %s has no extracted face; the preview shows it unchanged", plan.frames[k].name)
-    faces = _face_inputs(plan, items, predictor, cfg.mask_mode).get(k, []) if items else []
+    segmenter = prd_segmenter_for(cfg, predictor)
+    faces = _face_inputs(plan, items, predictor, cfg.mask_mode, segmenter).get(k, []) if items else []
     original = read_image(plan.frames[k])
     merged, mask = merge_frame(original, faces, cfg, predictor.face_type, predictor.resolution)
     height = original.shape[0]
