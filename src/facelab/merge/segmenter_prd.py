@@ -48,8 +48,9 @@ class PredictedFaceSegmenter:
                                              borderMode=cv2.BORDER_REPLICATE) for face, mat in zip(faces, mats)])
         logits = self.model(faces_to_tensor(seg_faces).to(self.device))
         probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-        return np.stack([cv2.warpAffine(prob, mat, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0) for prob, mat in zip(probs, mats)])
+        back = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        return np.stack([cv2.warpAffine(prob, mat, (size, size), flags=back, borderMode=cv2.BORDER_CONSTANT,
+                                        borderValue=0) for prob, mat in zip(probs, mats)])
 
 
 def load_prd_segmenter(segmenter_dir: str, device: torch.device | str) -> PredictedFaceSegmenter:
