@@ -20,10 +20,11 @@ class MetricsLog:
     """Appends ``step, name=value...`` rows to ``<dir>/<name>.csv`` and to TensorBoard events in ``<dir>/tb``.
 
     Resuming a run appends to the same CSV; a new column set starts a new header line only when the file
-    is new, so keep the metric names of one log stable.
+    is new, so keep the metric names of one log stable. A run resumed at ``resume_step`` first drops the
+    CSV rows past it (logged after the save it resumes from), so the curve continues cleanly.
     """
 
-    def __init__(self, log_dir: str | Path, name: str = "losses"):
+    def __init__(self, log_dir: str | Path, name: str = "losses", resume_step: int | None = None):
         self.dir = Path(log_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / f"{name}.csv"
@@ -32,6 +33,8 @@ class MetricsLog:
         if self.csv_path.exists() and self.csv_path.stat().st_size:
             with open(self.csv_path, newline="") as fh:
                 self._columns = next(csv.reader(fh))[1:]
+        if resume_step is not None:
+            self.truncate_after(resume_step)
 
     def write(self, step: int, values: dict[str, float]) -> None:
         values = {k: float(v) for k, v in values.items()}

@@ -61,7 +61,6 @@ def open_model_dir(cfg: Any, checkpoint_name: str) -> tuple[Path, dict | None]:
 def run_steps(start: int, steps: int, step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int], None],
               metrics: MetricsLog, log_every: int, save_every: int, desc: str) -> None:
     """Call ``step_fn(step)`` until ``steps``; log, save every ``save_every`` and at the end; Ctrl-C saves first."""
-    metrics.truncate_after(start)
     step = start
     try:
         with progress(total=steps, initial=start, desc=desc, unit="step") as bar:
@@ -152,7 +151,8 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
         save_checkpoint(model_dir / PFE_FILE, {"model": module.state_dict(), "optimizer": opt.state_dict(),
                                                "step": step, "config": config_to_dict(cfg)})
 
-    run_steps(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "pfe"), cfg.log_every, cfg.save_every, "pfe")
+    run_steps(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "pfe", resume_step=start), cfg.log_every,
+              cfg.save_every, "pfe")
     after = pool_loss(module, pool, device, cfg.seed)
     log.info("MLS loss on a fixed pool sample: %.2f -> %.2f (%d faces, %d identities)",
              before, after, len(pool.labels), len(np.unique(pool.labels)))
@@ -239,6 +239,6 @@ def train_backbone(cfg: BackboneConfig) -> dict[str, float]:
                                                     "optimizer": opt.state_dict(), "step": step,
                                                     "config": config_to_dict(cfg), "identities": ident.names})
 
-    run_steps(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "backbone"), cfg.log_every, cfg.save_every,
-              f"sphere{cfg.depth}")
+    run_steps(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "backbone", resume_step=start), cfg.log_every,
+              cfg.save_every, f"sphere{cfg.depth}")
     return last

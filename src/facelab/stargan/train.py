@@ -201,8 +201,7 @@ def train(cfg: StarGANConfig) -> Trainer:
     fixed_images = torch.stack([f[0] for f in fixed]).to(device)
     fixed_labels = torch.stack([f[1] for f in fixed])
 
-    metrics = MetricsLog(out / "logs", "losses")
-    metrics.truncate_after(trainer.step)
+    metrics = MetricsLog(out / "logs", "losses", resume_step=trainer.step)
     batches = training_batches(train_set, cfg, trainer.step)
     try:
         with progress(total=cfg.num_iters, initial=trainer.step, desc="stargan", unit="it") as bar:

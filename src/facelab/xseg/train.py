@@ -85,10 +85,8 @@ class Trainer:
         if (self.model_dir / WEIGHTS_NAME).is_file():
             self._resume()
         save_config(cfg, self.model_dir / CONFIG_NAME)
-        self.metrics = MetricsLog(self.model_dir, "losses")
-        self.metrics.truncate_after(self.iteration)
-        self.eval_log = MetricsLog(self.model_dir, "eval")
-        self.eval_log.truncate_after(self.iteration)
+        self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration)
+        self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration)
 
     def _resume(self) -> None:
         state = read_checkpoint(self.model_dir)
