@@ -1,13 +1,15 @@
 """Frames per second of `facelab merge` on 720p frames with a 128 px SAEHD model, as JSON.
 
 Usage: python benchmarks/merge_speed.py [--frames N] [--workers 1 2 ...] [--format png jpg] [--device cpu] [--repeat R]
+                                      [--threads 1 2]
 The dst frames and their faces come from the first 720p clip in ../shared/data/videos, else from the
 rendered 720p sample clip (facelab.io.samples); they are prepared once in a cache folder. The model has
 the default SAEHD network at 128 px with untrained weights: speed does not depend on the weights.
 Each measurement merges every frame into a fresh folder (model, compositing and file writes included;
 process start-up of the worker pool included too, so short runs understate steady-state speed).
 Each setting is measured ``--repeat`` times and reported by its median, with the slowest and fastest run:
-on a shared 2-core VM one run can be 15 % off the next.
+on a shared 2-core VM one run can be 15 % off the next. ``--threads 1 2`` compares in-process compositing
+with one thread against one per core (the default), interleaved run by run so drift hits both alike.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from facelab.io.commands import frame_name  # noqa: E402
 from facelab.io.images import write_image  # noqa: E402
 from facelab.io.video import iter_frames, probe  # noqa: E402
 from facelab.merge.config import MergeConfig  # noqa: E402
+from facelab.merge import merger  # noqa: E402
 from facelab.merge.merger import run_merge  # noqa: E402
 from facelab.swap.config import SwapConfig, apply_preset  # noqa: E402
 from facelab.swap.models import build_model  # noqa: E402
@@ -72,6 +75,8 @@ def main() -> None:
     ap.add_argument("--format", nargs="+", default=["png", "jpg"], choices=("png", "jpg"))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeat", type=int, default=3, help="runs per setting; the median is reported")
+    ap.add_argument("--threads", type=int, nargs="+", default=[0],
+                    help="compositing threads when compositing in-process (0 = one per core, the default)")
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"))
     ap.add_argument("--model", choices=("saehd", "quick96", "identity"), default="saehd",
                     help="saehd: 128 px liae-ud; quick96: 96 px df-ud; identity: no network (compositing only)")
@@ -84,22 +89,29 @@ def main() -> None:
     model = build_model(cfg).to(device)
     frames = prepare(clip, args.frames, cfg.face_type)
     results = []
+    cores = merger._cores
     for precision in args.precision if args.model != "identity" else ["none"]:
         predictor = IdentityPredictor(cfg.resolution, cfg.face_type) if args.model == "identity" else \
             SwapPredictor(model, cfg, device, precision=precision)
         for fmt in args.format:
             for workers in args.workers:
                 merge_cfg = MergeConfig(workers=workers, output_format=fmt, device=args.device)
-                runs = []
+                runs: dict[int, list] = {t: [] for t in args.threads}
                 for _ in range(args.repeat):
-                    with tempfile.TemporaryDirectory() as out:
-                        runs.append(run_merge(predictor, merge_cfg, frames, Path(out) / "merged", Path(out) / "mask"))
-                runs.sort(key=lambda r: r.fps)
-                stats = runs[len(runs) // 2]
-                results.append({"precision": precision, "workers": workers or "auto",
-                                "format": fmt, "frames": stats.merged, "faces": stats.faces,
-                                "seconds": round(stats.seconds, 3), "frames_per_s": round(stats.fps, 2),
-                                "frames_per_s_min_max": [round(runs[0].fps, 2), round(runs[-1].fps, 2)]})
+                    for threads in args.threads:
+                        merger._cores = (lambda n=threads: n) if threads else cores  # sizes the thread pool
+                        with tempfile.TemporaryDirectory() as out:
+                            runs[threads].append(run_merge(predictor, merge_cfg, frames, Path(out) / "merged",
+                                                           Path(out) / "mask"))
+                merger._cores = cores
+                for threads, done in runs.items():
+                    done.sort(key=lambda r: r.fps)
+                    stats = done[len(done) // 2]
+                    results.append({"precision": precision, "workers": workers or "auto",
+                                    "threads": threads or "auto", "format": fmt, "frames": stats.merged,
+                                    "faces": stats.faces, "seconds": round(stats.seconds, 3),
+                                    "frames_per_s": round(stats.fps, 2),
+                                    "frames_per_s_min_max": [round(done[0].fps, 2), round(done[-1].fps, 2)]})
     print(json.dumps({"benchmark": "merge_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
                       "model": f"{args.model} {cfg.archi} {cfg.resolution}px {cfg.face_type}" if args.model != "identity"
                       else f"identity (no network) {cfg.resolution}px {cfg.face_type}", "device": str(device),

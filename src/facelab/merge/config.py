@@ -60,7 +60,7 @@ class MergeConfig:
     jpeg_quality: int = option(95, "JPEG quality 1..100 when --output-format jpg")
     batch_size: int = option(8, "faces per model call")
     workers: int = option(0, "compositing processes: 0 = one per CPU core (half of them when the model runs on the CPU), "
-                         "1 = composite in the main process")
+                         "1 = composite in threads of the main process")
     device: str = option("auto", "where the model runs: auto, cpu, cuda or cuda:N")
     precision: str = option("fp32", "model arithmetic: fp32, or bf16 (about twice as fast on GPUs and on CPUs with "
                             "AVX512-BF16, output differs by about one 8-bit step) or fp16 (GPU only)",

@@ -15,6 +15,7 @@ import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -148,7 +149,7 @@ class FrameTask:
     expected_size: tuple[int, int]  # (width, height) every frame must have
 
 
-# Set once per compositing process by _init_worker (or directly when compositing in the main process).
+# Set by _init_worker in each compositing process (or thread, when compositing in the main process).
 _WORKER: dict = {}
 
 
@@ -196,17 +197,29 @@ def _check_writable(folder: Path) -> None:
         raise FacelabError(f"cannot write to {folder} ({exc.strerror or exc}); choose a writable output folder") from None
 
 
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
 def _worker_count(cfg: MergeConfig, model_on_cpu: bool) -> int:
     """Explicit ``workers``, else one per core; when the model runs on the CPU it keeps half the cores,
     because compositing processes competing with its threads made merging slower (2 cores, fp32, PNG:
-    13.7 frames/s compositing in-process against 11.3 with two workers, benchmarks/merge_speed.py)."""
+    13.3 frames/s compositing in-process against 10.3 with two worker processes, benchmarks/merge_speed.py)."""
     if cfg.workers:
         return cfg.workers
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        cores = max(1, os.cpu_count() or 1)
-    return max(1, cores // 2) if model_on_cpu else cores
+    return max(1, _cores() // 2) if model_on_cpu else _cores()
+
+
+def _compositing_pool(workers: int, init_args: tuple) -> tuple[multiprocessing.pool.Pool, int]:
+    """Several workers: processes. One: threads in this process, one per core; OpenCV and numpy release
+    the GIL, so they fill the time the model thread leaves idle (2 cores, bf16, PNG: 16.3 frames/s with one
+    compositing thread, 18.6 with two; benchmarks/merge_speed.py --threads 1 0). Returns (pool, its size)."""
+    if workers > 1:
+        return multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args), workers
+    return ThreadPool(_cores(), _init_worker, init_args), _cores()
 
 
 def prd_segmenter_for(cfg: MergeConfig, predictor: Predictor) -> PredictedFaceSegmenter | None:
@@ -291,12 +304,10 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
             todo.append(k)
     workers = _worker_count(cfg, str(getattr(predictor, "device", "cpu")).startswith("cpu"))
     init_args = (cfg, predictor.face_type, predictor.resolution)
-    pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args) if workers > 1 else None
     cv2_threads = cv2.getNumThreads()
-    if pool is None:
-        _init_worker(*init_args)
+    pool, size = _compositing_pool(workers, init_args)
     pending: deque = deque()
-    max_pending = 4 * workers
+    max_pending = 4 * size
     merged_faces = 0
     start = time.perf_counter()
     try:
@@ -308,10 +319,6 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
                     task = FrameTask(plan.frames[k], out, mask, inputs.get(k, []),
                                      [(plan.faceset.names[i], tuple(plan.faceset.metas[i].source_size)) for i in faces],
                                      expected)
-                    if pool is None:
-                        merged_faces += _run_task(task)
-                        bar.update()
-                        continue
                     pending.append(pool.apply_async(_run_task, (task,)))
                     while len(pending) > max_pending:
                         merged_faces += pending.popleft().get()
@@ -319,10 +326,13 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
             while pending:
                 merged_faces += pending.popleft().get()
                 bar.update()
+    except Exception:
+        pool.close()  # finish the frames already handed over (their faces are predicted) before reporting
+        pool.join()
+        raise
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        pool.terminate()
+        pool.join()
         cv2.setNumThreads(cv2_threads)
     return MergeStats(len(plan.frames), len(todo), len(plan.frames) - len(todo), merged_faces,
                       time.perf_counter() - start)
