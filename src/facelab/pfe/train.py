@@ -1,7 +1,7 @@
 """The two training loops: the sphere backbone (AM-softmax) and the uncertainty module (MLS loss).
 
 Both share :func:`open_model_dir` (config saved next to the checkpoint, options that fix the network
-checked on resume) and :func:`run_steps` (progress bar, CSV/TensorBoard log, periodic atomic saves,
+checked on resume) and :func:`step_loop` (progress bar, CSV/TensorBoard log, periodic atomic saves,
 a save on Ctrl-C). A run resumes from the checkpoint in its model dir.
 """
 
@@ -58,7 +58,7 @@ def open_model_dir(cfg: Any, checkpoint_name: str) -> tuple[Path, dict | None]:
     return model_dir, load_checkpoint(ckpt) if ckpt.is_file() else None
 
 
-def run_steps(start: int, steps: int, step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int], None],
+def step_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int], None],
               metrics: MetricsLog, log_every: int, save_every: int, desc: str) -> None:
     """Call ``step_fn(step)`` until ``steps``; log, save every ``save_every`` and at the end; Ctrl-C saves first."""
     step = start
@@ -151,7 +151,7 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
         save_checkpoint(model_dir / PFE_FILE, {"model": module.state_dict(), "optimizer": opt.state_dict(),
                                                "step": step, "config": config_to_dict(cfg)})
 
-    run_steps(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "pfe", resume_step=start), cfg.log_every,
+    step_loop(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "pfe", resume_step=start), cfg.log_every,
               cfg.save_every, "pfe")
     after = pool_loss(module, pool, device, cfg.seed)
     log.info("MLS loss on a fixed pool sample: %.2f -> %.2f (%d faces, %d identities)",
@@ -239,6 +239,6 @@ def train_backbone(cfg: BackboneConfig) -> dict[str, float]:
                                                     "optimizer": opt.state_dict(), "step": step,
                                                     "config": config_to_dict(cfg), "identities": ident.names})
 
-    run_steps(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "backbone", resume_step=start), cfg.log_every,
+    step_loop(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "backbone", resume_step=start), cfg.log_every,
               cfg.save_every, f"sphere{cfg.depth}")
     return last
