@@ -13,10 +13,24 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 
 from facelab.core.batches import batch_stream
+from facelab.core.config import check_fixed_unchanged
+from facelab.core.device import autocast, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
+from facelab.core.rng import seed_everything
 
 log = logging.getLogger("facelab")
+
+
+def start_run(cfg: Any, saved: Any | None, model_dir: Path) -> torch.device:
+    """What a trainer settles before any work: options that fix the network match the saved run's
+    (``saved``, None for a new model dir), the device, a precision it supports, and the seed."""
+    if saved is not None:
+        check_fixed_unchanged(saved, cfg, str(model_dir))
+    device = resolve_device(cfg.device)
+    autocast(device, cfg.precision)  # refuses fp16 on the CPU before any work
+    seed_everything(cfg.seed)
+    return device
 
 
 def check_finite_loss(loss: float, iteration: int, saved_iteration: int | None, model_dir: Path,

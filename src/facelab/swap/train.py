@@ -20,13 +20,12 @@ import torch
 import yaml
 
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
-from facelab.core.config import check_fixed_unchanged, load_config, save_config
-from facelab.core.device import autocast, grad_scaler, resolve_device
+from facelab.core.config import load_config, save_config
+from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text
 from facelab.core.logs import MetricsLog
-from facelab.core.rng import seed_everything
-from facelab.core.training import check_finite_loss, run_steps
+from facelab.core.training import check_finite_loss, run_steps, start_run
 from facelab.metrics.ssim import ssim
 from facelab.swap.config import SwapConfig, apply_preset, check_config
 from facelab.swap.data import Augment, FaceData, SwapBatches, load_faces
@@ -76,12 +75,7 @@ class Trainer:
         check_config(cfg)
         self.cfg, self.model_dir = cfg, Path(model_dir)
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        saved = load_saved_config(self.model_dir)
-        if saved is not None:
-            check_fixed_unchanged(saved, cfg, str(self.model_dir))
-        self.device = resolve_device(cfg.device)
-        autocast(self.device, cfg.precision)  # refuses fp16 on the CPU before any work
-        seed_everything(cfg.seed)
+        self.device = start_run(cfg, load_saved_config(self.model_dir), self.model_dir)
         self._load_data(src_dir, dst_dir)
         self.model: SwapModel = build_model(cfg).to(self.device)
         self.gan = UNetPatchDiscriminator(cfg.resolution, cfg.gan_patch_size, cfg.gan_dims).to(self.device) if cfg.gan_power > 0 else None

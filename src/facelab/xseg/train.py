@@ -18,13 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from facelab.core.checkpoint import save_checkpoint
-from facelab.core.config import check_fixed_unchanged, save_config
-from facelab.core.device import autocast, grad_scaler, resolve_device
+from facelab.core.config import save_config
+from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes
 from facelab.core.logs import MetricsLog
-from facelab.core.rng import seed_everything
-from facelab.core.training import check_finite_loss, run_steps
+from facelab.core.training import check_finite_loss, run_steps, start_run
 from facelab.masks.segmenter import Segmenter
 from facelab.metrics.iou import mask_iou
 from facelab.xseg.config import XSegConfig, check_config
@@ -63,12 +62,7 @@ class Trainer:
     def __init__(self, cfg: XSegConfig, facesets: list[str | Path], model_dir: str | Path):
         check_config(cfg)
         self.cfg, self.model_dir = cfg, Path(model_dir)
-        saved = load_saved_config(self.model_dir)
-        if saved is not None:
-            check_fixed_unchanged(saved, cfg, str(self.model_dir))
-        self.device = resolve_device(cfg.device)
-        autocast(self.device, cfg.precision)  # refuses fp16 on the CPU before any work
-        seed_everything(cfg.seed)
+        self.device = start_run(cfg, load_saved_config(self.model_dir), self.model_dir)
         data = load_labelled(facesets, cfg.resolution, cfg.face_type)
         self.train_data, self.held_out = split_held_out(data, cfg.eval_faces, cfg.seed)
         if not len(self.held_out):
