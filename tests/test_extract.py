@@ -23,6 +23,7 @@ from facelab.extract.tracking import FaceTracker
 from facelab.faceset.metadata import read_face, write_face
 from facelab.faceset.ops import find_duplicates
 from facelab.faceset.store import Faceset
+from facelab.io.images import list_images
 from facelab.masks.hull import hull_mask
 
 from conftest import REPO
@@ -71,17 +72,38 @@ def test_inverse_transform_reproduces_the_source_face(extracted, sample_clips):
     assert psnr >= 30.0, f"PSNR {psnr:.1f} dB"
 
 
-def test_group_photo_gives_every_face(sample_photos, tmp_path):
-    """A collage of four real faces (two people, each also mirrored): a person counts 4."""
-    tiles = []
-    for img in sample_photos.values():
-        img = cv2.resize(img, (400, int(400 * img.shape[0] / img.shape[1])))[:400]
-        img = np.pad(img, ((0, 400 - img.shape[0]), (0, 0), (0, 0)))
-        tiles += [img, img[:, ::-1]]
-    group = np.concatenate(tiles, axis=1)
-    cv2.imwrite(str(tmp_path / "group.jpg"), group)
-    stats = extract(tmp_path / "group.jpg", tmp_path / "out", ExtractConfig(workers=1))
-    assert stats.faces >= 4
+def test_group_photos_give_every_face_and_keep_who_is_who(fetched_photos, tmp_path):
+    """Three real group photos (6, 5 and 2 people; Thomas Middleditch is in two of them) and an RGBA
+    portrait: every person is extracted once, and the aligned faces still say who is who."""
+    from facelab.detect.dlib_models import DlibEmbedder
+    from facelab.io.photos import GROUP_FACES, SAME_PERSON
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in [*GROUP_FACES, "obama_2_rgba.png"]:
+        shutil.copy(fetched_photos / name, photos / name)
+    stats = extract(photos, tmp_path / "out", ExtractConfig(workers=1))
+    faces = [read_face(p) for p in list_images(tmp_path / "out")]
+    per_photo = {}
+    for img, meta in faces:
+        per_photo.setdefault(meta.source_filename, []).append((meta.source_rect[0], img, meta))
+    assert {k: len(v) for k, v in per_photo.items()} == {**GROUP_FACES, "obama_2_rgba.png": 1} and stats.faces == 14
+    embedder, names, vectors = DlibEmbedder(), [], []
+    for photo, found in per_photo.items():
+        for k, (_, img, meta) in enumerate(sorted(found, key=lambda f: f[0])):  # left to right
+            names.append(SAME_PERSON.get((photo, k), f"{photo}_{k}"))
+            vectors.append(embedder.embed(img, meta.landmarks))
+    v = np.array(vectors) / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cos = v @ v.T
+    same = np.array(names)[:, None] == np.array(names)[None]
+    off_diag = ~np.eye(len(names), dtype=bool)
+    assert same[off_diag].sum() == 2  # the one person in two photos
+    assert cos[same & off_diag].min() > cos[~same].max() + 0.02, (cos[same & off_diag], cos[~same].max())
+    # --max-faces keeps the largest faces of the frame
+    extract(photos / "group6_table.jpg", tmp_path / "two", ExtractConfig(workers=1, max_faces=2))
+    kept = sorted(read_face(p)[1].source_rect[2] - read_face(p)[1].source_rect[0] for p in list_images(tmp_path / "two"))
+    widths = sorted(m.source_rect[2] - m.source_rect[0] for _, m in (f[1:] for f in per_photo["group6_table.jpg"]))
+    assert kept == pytest.approx(widths[-2:], abs=1.0)
 
 
 def test_tracking_refinds_a_face_the_detector_missed(sample_clips):
