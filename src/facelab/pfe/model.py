@@ -10,6 +10,7 @@ import torch
 from facelab.core.checkpoint import load_checkpoint
 from facelab.core.config import config_from_dict
 from facelab.core.device import resolve_device
+from facelab.core.errors import FacelabError
 from facelab.pfe.backbones import Backbone, load_backbone
 from facelab.pfe.config import PFEConfig
 from facelab.pfe.uncertainty import UncertaintyModule
@@ -19,6 +20,16 @@ PFE_FILE = "pfe.safetensors"
 
 def build_module(cfg: PFEConfig, backbone: Backbone) -> UncertaintyModule:
     return UncertaintyModule(backbone.feature_dim, backbone.dim, cfg.hidden)
+
+
+def load_module_state(module: UncertaintyModule, state: dict, source: Path) -> None:
+    """Load saved weights, refusing in one line a module made for a different feature width."""
+    saved = state["model"]["fc1.weight"].shape[1]
+    if saved != module.fc1.in_features:
+        raise FacelabError(f"{source}: this uncertainty module reads {saved} features, the backbone gives "
+                           f"{module.fc1.in_features} (made by another facelab version); train it again in a "
+                           "new --model-dir")
+    module.load_state_dict(state["model"])
 
 
 class PFEModel:
@@ -48,7 +59,7 @@ class PFEModel:
         cfg = config_from_dict(PFEConfig, state["config"], source=str(Path(model_dir) / PFE_FILE))
         backbone = load_backbone(cfg.backbone, device)
         module = build_module(cfg, backbone)
-        module.load_state_dict(state["model"])
+        load_module_state(module, state, Path(model_dir) / PFE_FILE)
         return cls(cfg, backbone, module, resolve_device(device))
 
     @torch.no_grad()

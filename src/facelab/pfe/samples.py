@@ -1,8 +1,12 @@
-"""Identity folders and an LFW-format ``pairs.txt`` built from the real portraits that ship in installed packages.
+"""Identity folders and an LFW-format ``pairs.txt`` built from real photos, for when no face data set is at hand.
 
-Only two people are available offline (astronaut Eileen Collins, Grace Hopper), so every "identity" is
-many mild variations (crop, small rotation, scale, brightness, slight blur) of one photo. That checks the
-code paths on real faces; it says little about verification on unseen people (see docs/pfe.md).
+By default the people are the two portraits that ship in installed packages (astronaut Eileen Collins,
+Grace Hopper); ``people`` may add the 17 people of the photos fetched from PyPI archives
+(:func:`facelab.io.photos.people_photos`). Each person's folder holds mild variations (crop, small
+rotation, scale, brightness, slight blur) of that person's photos, cycling through them, so a person
+with several real photos (Obama, Middleditch) also gives genuine pairs across different photos. With one
+photo a person, the genuine pairs are variations of one picture: easier than real verification (see
+docs/pfe.md for what each set shows).
 """
 
 from __future__ import annotations
@@ -30,16 +34,17 @@ def vary(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_identity_samples(out_dir: str | Path, per_identity: int = 12, folds: int = 10, per_fold: int = 4,
-                          seed: int = 0) -> Path:
+                          seed: int = 0, people: dict[str, list[np.ndarray]] | None = None) -> Path:
     """Write ``out_dir/<name>/<name>_0001.jpg ...`` and ``out_dir/pairs.txt`` (``folds`` x ``per_fold``
-    matched + mismatched pairs); returns the pairs file."""
+    matched + mismatched pairs); returns the pairs file. ``people`` defaults to the two bundled portraits."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
-    photos = sample_photos()
-    for name, photo in photos.items():
+    if people is None:
+        people = {name: [photo] for name, photo in sample_photos().items()}
+    for name, photos in people.items():
         for k in range(per_identity):
-            write_image(out_dir / name / f"{name}_{k + 1:04d}.jpg", vary(photo, rng))
-    names = list(photos)
+            write_image(out_dir / name / f"{name}_{k + 1:04d}.jpg", vary(photos[k % len(photos)], rng))
+    names = list(people)
     lines = [f"{folds}\t{per_fold}"]
     for _ in range(folds):
         for _ in range(per_fold):

@@ -31,7 +31,7 @@ from facelab.pfe.config import BackboneConfig, PFEConfig
 from facelab.pfe.data import BalancedBatchSampler, scan_identities
 from facelab.pfe.features import FaceFinder, FeaturePool, build_pool
 from facelab.pfe.losses import AMSoftmax, mls_loss
-from facelab.pfe.model import PFE_FILE, build_module
+from facelab.pfe.model import PFE_FILE, build_module, load_module_state
 
 log = logging.getLogger("facelab")
 CONFIG_FILE = "config.yaml"
@@ -56,6 +56,14 @@ def open_model_dir(cfg: Any, checkpoint_name: str) -> tuple[Path, dict | None]:
     save_config(cfg, model_dir / CONFIG_FILE)
     ckpt = model_dir / checkpoint_name
     return model_dir, load_checkpoint(ckpt) if ckpt.is_file() else None
+
+
+def set_stepped_lr(opt: torch.optim.Optimizer, base: float, lr_steps: list[int], step: int) -> float:
+    """Set and return ``base`` divided by ten for each of ``lr_steps`` already reached (both PFE recipes)."""
+    lr = base * 0.1 ** sum(step >= s for s in lr_steps)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def step_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int], None],
@@ -97,7 +105,7 @@ def load_or_build_pool(cfg: PFEConfig, model_dir: Path, backbone, rng: np.random
     path, key = model_dir / POOL_FILE, _pool_key(cfg)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) == key:
+            if str(z["key"]) == key and z["features"].shape[1] == backbone.feature_dim:
                 return FeaturePool(z["features"], z["mu"], z["labels"], z["degraded"])
     ident = scan_identities(cfg.data, cfg.max_per_class)
     pool = build_pool(ident, backbone, FaceFinder(cfg.aligned), cfg.copies, cfg.degrade_prob, rng)
@@ -127,7 +135,7 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if state is not None:
-        module.load_state_dict(state["model"])
+        load_module_state(module, state, model_dir / PFE_FILE)
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
     sampler = BalancedBatchSampler(pool.labels, cfg.classes_per_batch, cfg.samples_per_class)
@@ -136,6 +144,7 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
 
     def step_fn(step: int) -> dict[str, float]:
         idx = torch.from_numpy(sampler.sample(np.random.default_rng([cfg.seed, step])))
+        set_stepped_lr(opt, cfg.lr, cfg.lr_steps, step)
         module.train()
         with autocast(device, cfg.precision):
             log_sig = module(feats[idx].to(device))
@@ -220,9 +229,7 @@ def train_backbone(cfg: BackboneConfig) -> dict[str, float]:
         crops, y = next(batches)
         flip = torch.rand(len(crops)) < 0.5
         crops[flip] = crops[flip].flip(2)  # NHWC: mirror along the width
-        lr = cfg.lr * 0.1 ** sum(step >= s for s in cfg.lr_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        lr = set_stepped_lr(opt, cfg.lr, cfg.lr_steps, step)
         net.train()
         with autocast(device, cfg.precision):
             emb, _ = net(normalise_pixels(crops.numpy()).to(device))
