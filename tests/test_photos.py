@@ -24,7 +24,8 @@ def test_an_archive_that_does_not_match_its_hash_is_refused(tmp_path, monkeypatc
     monkeypatch.setenv("FACELAB_CACHE", str(tmp_path))
     forged = dataclasses.replace(photos.ARCHIVES[2], sha256="0" * 64)  # the 1.2 MB wheel
     monkeypatch.setattr(photos, "ARCHIVES", (forged,))
-    with pytest.raises(FacelabError, match=r"could not download insightface==2\.1 from PyPI \(its sha256 is not the pinned one\)") as err:
+    refused = r"could not download insightface==2\.1 from PyPI \(its sha256 is not the pinned one\)"
+    with pytest.raises(FacelabError, match=refused) as err:
         photos.fetch_photos()
     assert "\n" not in str(err.value)
     assert not (tmp_path / "photos").exists() or not any((tmp_path / "photos").iterdir())
