@@ -76,7 +76,7 @@ def test_group_photos_give_every_face_and_keep_who_is_who(fetched_photos, tmp_pa
     """Three real group photos (6, 5 and 2 people; Thomas Middleditch is in two of them) and an RGBA
     portrait: every person is extracted once, and the aligned faces still say who is who."""
     from facelab.detect.dlib_models import DlibEmbedder
-    from facelab.io.photos import GROUP_FACES, SAME_PERSON
+    from facelab.io.photos import GROUP_FACES, KNOWN_PEOPLE
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -91,7 +91,7 @@ def test_group_photos_give_every_face_and_keep_who_is_who(fetched_photos, tmp_pa
     embedder, names, vectors = DlibEmbedder(), [], []
     for photo, found in per_photo.items():
         for k, (_, img, meta) in enumerate(sorted(found, key=lambda f: f[0])):  # left to right
-            names.append(SAME_PERSON.get((photo, k), f"{photo}_{k}"))
+            names.append(KNOWN_PEOPLE.get((photo, k), f"{photo}_{k}"))
             vectors.append(embedder.embed(img, meta.landmarks))
     v = np.array(vectors) / np.linalg.norm(vectors, axis=1, keepdims=True)
     cos = v @ v.T

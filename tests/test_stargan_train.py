@@ -25,11 +25,12 @@ from conftest import SHARED_DATA
 
 @pytest.fixture(scope="session")
 def celeba(tmp_path_factory) -> tuple[Path, Path]:
-    """A CelebA-layout folder: ../shared/data/celeba when present, else 48 images of real portraits."""
+    """A CelebA-layout folder: ../shared/data/celeba when present, else 48 images of the 16 fetched people
+    with their hand-made labels (facelab.stargan.samples.FETCHED_ATTRS)."""
     shared = SHARED_DATA / "celeba"
     if (shared / "list_attr_celeba.txt").is_file() and (shared / "images").is_dir():
         return shared / "images", shared / "list_attr_celeba.txt"
-    return make_sample_celeba(tmp_path_factory.mktemp("celeba"), count=48)
+    return make_sample_celeba(tmp_path_factory.mktemp("celeba"), count=48, fetched=True)
 
 
 @pytest.fixture(autouse=True)
@@ -54,15 +55,17 @@ def read_log(out: Path) -> list[dict[str, float]]:
 
 def test_short_run_lowers_classification_and_reconstruction_losses(celeba, tmp_path):
     out = tmp_path / "run"
-    train(small_config(celeba, out))
+    train(small_config(celeba, out, num_iters=120, save_steps=60, checkpoint_steps=60))
     rows = read_log(out)
-    assert [r["step"] for r in rows] == list(range(2, 61, 2))
+    assert [r["step"] for r in rows] == list(range(2, 121, 2))
     first, last = rows[:5], rows[-5:]
-    for name in ("D/loss_cls", "G/loss_rec"):
+    # 16 real people with their own labels: the domain classifier learns them (3.2 -> 0.3 here); the
+    # cycle reconstruction falls more slowly while the adversarial game goes on (0.44 -> 0.35 here)
+    for name, factor in (("D/loss_cls", 0.3), ("G/loss_rec", 0.9)):
         before, after = np.mean([r[name] for r in first]), np.mean([r[name] for r in last])
-        assert after < 0.8 * before, f"{name}: {before:.3f} -> {after:.3f}"
-    assert (out / "samples" / "000030.jpg").is_file() and (out / "samples" / "000060.jpg").is_file()
-    grid = read_image(out / "samples" / "000060.jpg")
+        assert after < factor * before, f"{name}: {before:.3f} -> {after:.3f}"
+    assert (out / "samples" / "000060.jpg").is_file() and (out / "samples" / "000120.jpg").is_file()
+    grid = read_image(out / "samples" / "000120.jpg")
     assert grid.shape == (8 * 64, 6 * 64, 3)  # 8 rows: input + 5 domains
     assert checkpoint_path(out).is_file() and checkpoint_path(out).with_name("stargan.prev.safetensors").is_file()
     assert (out / "logs" / "tb").is_dir() and (out / "config.yaml").is_file()

