@@ -1,7 +1,7 @@
 """Frames per second of `facelab merge` on 720p frames with a 128 px SAEHD model, as JSON.
 
 Usage: python benchmarks/merge_speed.py [--frames N] [--workers 1 2 ...] [--format png jpg] [--device cpu] [--repeat R]
-                                      [--threads 1 2]
+                                      [--threads 1 2] [--mask-mode hull segmenter-prd ...]
 The dst frames and their faces come from the first 720p clip in ../shared/data/videos, else from the
 rendered 720p sample clip (facelab.io.samples); they are prepared once in a cache folder. The model has
 the default SAEHD network at 128 px with untrained weights: speed does not depend on the weights.
@@ -10,11 +10,14 @@ process start-up of the worker pool included too, so short runs understate stead
 Each setting is measured ``--repeat`` times and reported by its median, with the slowest and fastest run:
 on a shared 2-core VM one run can be 15 % off the next. ``--threads 1 2`` compares in-process compositing
 with one thread against one per core (the default), interleaved run by run so drift hits both alike.
+``--mask-mode`` measures other masks; the ``segmenter-prd`` modes get an untrained XSeg net at the default
+``facelab xseg train`` settings (256 px, 32 base channels): its speed, too, does not depend on the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -34,12 +37,18 @@ from facelab.extract.pipeline import extract  # noqa: E402
 from facelab.io.commands import frame_name  # noqa: E402
 from facelab.io.images import write_image  # noqa: E402
 from facelab.io.video import iter_frames, probe  # noqa: E402
+from facelab.core.checkpoint import save_checkpoint  # noqa: E402
+from facelab.core.config import save_config  # noqa: E402
+from facelab.masks.segmenter import Segmenter  # noqa: E402
 from facelab.merge.config import MergeConfig  # noqa: E402
+from facelab.merge.masks import MODE_MASKS, mask_inputs  # noqa: E402
 from facelab.merge import merger  # noqa: E402
 from facelab.merge.merger import run_merge  # noqa: E402
 from facelab.swap.config import SwapConfig, apply_preset  # noqa: E402
 from facelab.swap.models import build_model  # noqa: E402
 from facelab.swap.predictor import SwapPredictor  # noqa: E402
+from facelab.xseg.config import XSegConfig  # noqa: E402
+from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME  # noqa: E402
 
 
 def prepare(clip: Path, n: int, face_type: str) -> Path:
@@ -53,6 +62,15 @@ def prepare(clip: Path, n: int, face_type: str) -> Path:
             write_image(folder / frame_name(index, "png"), frame)
         extract(folder, folder / "aligned", ExtractConfig(face_type=face_type))
         (folder / "aligned" / ".done").touch()
+    return folder
+
+
+def untrained_segmenter(folder: Path) -> Path:
+    """A default-sized XSeg model dir with random weights, saved as `facelab xseg train` saves one."""
+    cfg = XSegConfig()
+    net = Segmenter(cfg.resolution, base_channels=cfg.base_channels)
+    save_checkpoint(folder / WEIGHTS_NAME, {"format": FORMAT, "iteration": 0, "model": net.state_dict()})
+    save_config(cfg, folder / CONFIG_NAME)
     return folder
 
 
@@ -78,6 +96,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[0],
                     help="compositing threads when compositing in-process (0 = one per core, the default)")
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--mask-mode", nargs="+", default=["hull"], choices=[m for m in MODE_MASKS
+                                                                        if "segmenter" not in mask_inputs(m)],
+                    help="merge mask modes to time (modes reading dst XSeg masks are left out: the frames have none)")
     ap.add_argument("--model", choices=("saehd", "quick96", "identity"), default="saehd",
                     help="saehd: 128 px liae-ud; quick96: 96 px df-ud; identity: no network (compositing only)")
     args = ap.parse_args()
@@ -90,28 +111,30 @@ def main() -> None:
     frames = prepare(clip, args.frames, cfg.face_type)
     results = []
     cores = merger._cores
+    seg_tmp = tempfile.TemporaryDirectory()
+    segmenter_dir = untrained_segmenter(Path(seg_tmp.name))
     for precision in args.precision if args.model != "identity" else ["none"]:
         predictor = IdentityPredictor(cfg.resolution, cfg.face_type) if args.model == "identity" else \
             SwapPredictor(model, cfg, device, precision=precision)
-        for fmt in args.format:
-            for workers in args.workers:
-                merge_cfg = MergeConfig(workers=workers, output_format=fmt, device=args.device)
-                runs: dict[int, list] = {t: [] for t in args.threads}
-                for _ in range(args.repeat):
-                    for threads in args.threads:
-                        merger._cores = (lambda n=threads: n) if threads else cores  # sizes the thread pool
-                        with tempfile.TemporaryDirectory() as out:
-                            runs[threads].append(run_merge(predictor, merge_cfg, frames, Path(out) / "merged",
-                                                           Path(out) / "mask"))
-                merger._cores = cores
-                for threads, done in runs.items():
-                    done.sort(key=lambda r: r.fps)
-                    stats = done[len(done) // 2]
-                    results.append({"precision": precision, "workers": workers or "auto",
-                                    "threads": threads or "auto", "format": fmt, "frames": stats.merged,
-                                    "faces": stats.faces, "seconds": round(stats.seconds, 3),
-                                    "frames_per_s": round(stats.fps, 2),
-                                    "frames_per_s_min_max": [round(done[0].fps, 2), round(done[-1].fps, 2)]})
+        for mask_mode, fmt, workers in itertools.product(args.mask_mode, args.format, args.workers):
+            merge_cfg = MergeConfig(workers=workers, output_format=fmt, device=args.device, mask_mode=mask_mode,
+                                    segmenter_dir=str(segmenter_dir))
+            runs: dict[int, list] = {t: [] for t in args.threads}
+            for _ in range(args.repeat):
+                for threads in args.threads:
+                    merger._cores = (lambda n=threads: n) if threads else cores  # sizes the thread pool
+                    with tempfile.TemporaryDirectory() as out:
+                        runs[threads].append(run_merge(predictor, merge_cfg, frames, Path(out) / "merged",
+                                                       Path(out) / "mask"))
+            merger._cores = cores
+            for threads, done in runs.items():
+                done.sort(key=lambda r: r.fps)
+                stats = done[len(done) // 2]
+                results.append({"precision": precision, "mask_mode": mask_mode, "workers": workers or "auto",
+                                "threads": threads or "auto", "format": fmt, "frames": stats.merged,
+                                "faces": stats.faces, "seconds": round(stats.seconds, 3),
+                                "frames_per_s": round(stats.fps, 2),
+                                "frames_per_s_min_max": [round(done[0].fps, 2), round(done[-1].fps, 2)]})
     print(json.dumps({"benchmark": "merge_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
                       "model": f"{args.model} {cfg.archi} {cfg.resolution}px {cfg.face_type}" if args.model != "identity"
                       else f"identity (no network) {cfg.resolution}px {cfg.face_type}", "device": str(device),

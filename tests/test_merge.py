@@ -385,6 +385,25 @@ def test_segmenter_prd_pastes_where_the_segmenter_sees_face(dst_ws, tmp_path, bi
             assert mask_iou(mask > 127, square) > 0.98
 
 
+def test_segmenter_prd_follows_the_merge_precision(dst_ws, tmp_path):
+    """In a bf16 merge the segmenter runs under bf16 autocast too (1.7x faster at 256 px, docs/merge.md);
+    its face probabilities stay within a few hundredths of fp32 on real faces."""
+    seg = save_segmenter(tmp_path / "xseg")  # random weights: a real net's range of activations
+    plan = plan_merge(dst_ws, dst_ws / "aligned")
+    items = [(k, i) for k in plan.faces_of for i in plan.faces_of[k]][:4]
+    cfg = MergeConfig(mask_mode="segmenter-prd", segmenter_dir=str(seg))
+    masks = {}
+    for precision in ("fp32", "bf16"):
+        predictor = ShiftPredictor()
+        predictor.precision = precision
+        segmenter = prd_segmenter_for(cfg, predictor)
+        assert segmenter.precision == precision
+        faces = _face_inputs(plan, items, predictor, cfg.mask_mode, segmenter)
+        masks[precision] = np.stack([f.prd_seg_mask for fs in faces.values() for f in fs])
+    diff = np.abs(masks["fp32"] - masks["bf16"])
+    assert masks["fp32"].std() > 0.01 and diff.mean() < 0.01 and diff.max() < 0.05, (diff.mean(), diff.max())
+
+
 def test_segmenter_prd_warps_between_face_types_and_resolutions(dst_ws, tmp_path, monkeypatch):
     """A 64 px half-face segmenter that always finds face in one off-centre box of its own frame: the mask
     lands on that box's place in the 128 px full-face model crop, mapped point by point through the frame."""

@@ -229,7 +229,7 @@ def prd_segmenter_for(cfg: MergeConfig, predictor: Predictor) -> PredictedFaceSe
         return None
     from facelab.merge.segmenter_prd import load_prd_segmenter
 
-    return load_prd_segmenter(cfg.segmenter_dir, getattr(predictor, "device", "cpu"))
+    return load_prd_segmenter(cfg.segmenter_dir, getattr(predictor, "device", "cpu"), getattr(predictor, "precision", "fp32"))
 
 
 def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor, mask_mode: str,
