@@ -92,6 +92,26 @@ def set_label(meta: FaceMeta, mask: np.ndarray, name: str = "mask") -> None:
     meta.extra[EXCLUDE_KEY] = exclude
 
 
+def set_polygons(meta: FaceMeta, include: list, exclude: list, name: str = "label") -> None:
+    """Store polygons drawn by hand (the XSeg editor) as the face's label, replacing any earlier one.
+
+    Each polygon needs at least 3 points inside the face (0..size-1 on both axes); the points are
+    rounded to whole pixels, as :func:`polygons_from_mask` stores them.
+    """
+    clean = []
+    for kind, polys in (("include", include), ("exclude", exclude)):
+        out = []
+        for k, poly in enumerate(polys):
+            pts = np.asarray(poly, np.float64)
+            if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
+                raise FacelabError(f"{name}: {kind} polygon {k} needs at least 3 [x, y] points")
+            if pts.min() < 0 or pts.max() > meta.size - 1:
+                raise FacelabError(f"{name}: {kind} polygon {k} leaves the {meta.size}x{meta.size} face")
+            out.append(np.round(pts).astype(int).tolist())
+        clean.append(out)
+    meta.extra[INCLUDE_KEY], meta.extra[EXCLUDE_KEY] = clean
+
+
 def clear_label(meta: FaceMeta) -> bool:
     """Delete the face's label; whether it had one."""
     had = has_label(meta)

@@ -1,4 +1,4 @@
-"""``facelab xseg import-masks|export-masks|train|apply|remove|export``: DeepFaceLab's XSeg steps."""
+"""``facelab xseg edit|import-masks|export-masks|train|apply|remove|export``: DeepFaceLab's XSeg steps."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import json
 
 from facelab.core.config import add_config_arguments, config_from_args
 from facelab.xseg.config import XSegConfig
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from facelab.xseg.editor import serve
+
+    serve(args.faceset, args.host, args.port, open_browser=not args.no_browser)
+    return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -62,8 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("xseg", help="label, train and apply the XSeg face segmenter (masks for hair, hands, glasses)")
     xs = p.add_subparsers(dest="xseg_command", required=True, metavar="ACTION")
 
-    imp = xs.add_parser("import-masks", help="Label faces with mask images painted in any editor (white = face), "
-                                             "in place of the XSeg editor.",
+    ed = xs.add_parser("edit", help="Label faces in the XSeg editor, a page in your browser (XSeg mask - edit).",
+                        description="Serve the XSeg editor for one faceset: draw include/exclude polygons on each "
+                                    "face; labels are saved into the faces' metadata as you go. Ctrl-C stops it.")
+    ed.add_argument("faceset", help="faceset folder to label, e.g. WS/data_dst/aligned")
+    ed.add_argument("--port", type=int, default=8765, help="port to serve on (default: 8765; 0 = any free port)")
+    ed.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only; use an SSH tunnel from afar)")
+    ed.add_argument("--no-browser", action="store_true", help="only print the address, do not open a browser")
+    ed.set_defaults(func=_cmd_edit)
+
+    imp = xs.add_parser("import-masks", help="Label faces with mask images painted in any editor (white = face).",
                         description="Read one binary mask image per face (same file stem, same size; white = face, "
                                     "black = not face) and store it in the face as include/exclude polygons.")
     imp.add_argument("faceset", help="faceset folder to label, e.g. WS/data_dst/aligned")

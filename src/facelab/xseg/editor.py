@@ -1,0 +1,162 @@
+"""`facelab xseg edit`: DeepFaceLab's XSeg editor as a page in the browser, served from this machine.
+
+There is no screen toolkit in facelab's dependencies (OpenCV is the headless build), and a browser is on
+every desktop, also on the other end of an SSH tunnel to a GPU box. The server is the standard library's;
+it binds to 127.0.0.1 by default and serves one faceset: the page (``editor.html``) lists the faces, shows
+each with its label polygons (and the applied XSeg mask, if any) and sends the edited polygons back, which
+are stored in the face's metadata exactly as ``xseg import-masks`` stores labels (pixels untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import webbrowser
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+
+from facelab.core.errors import FacelabError
+from facelab.faceset.store import Faceset
+from facelab.masks.applied import KEY as APPLIED_KEY
+from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, clear_label, has_label, set_polygons
+
+log = logging.getLogger("facelab")
+_FACE_URL = re.compile(r"^/api/faces/(\d+)/(image|label)$")
+_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+MAX_BODY = 4 << 20  # a label is a few KB of points; refuse anything absurd
+
+
+class LabelStore:
+    """The faceset behind the editor: what the page reads, and label writes serialised by one lock."""
+
+    def __init__(self, folder: str | Path):
+        self.faceset = Faceset.open(folder)
+        self.lock = threading.Lock()
+
+    def face(self, i: int) -> dict:
+        meta = self.faceset.metas[i]
+        return {"index": i, "name": self.faceset.names[i], "size": meta.size, "labelled": has_label(meta),
+                "include": meta.extra.get(INCLUDE_KEY, []), "exclude": meta.extra.get(EXCLUDE_KEY, []),
+                "applied": meta.extra.get(APPLIED_KEY)}
+
+    def listing(self) -> dict:
+        return {"faceset": str(self.faceset.root), "faces": [self.face(i) for i in range(len(self.faceset))]}
+
+    def check_index(self, i: int) -> None:
+        if not 0 <= i < len(self.faceset):
+            raise KeyError(i)
+
+    def save(self, i: int, payload: dict) -> dict:
+        if not isinstance(payload, dict) or set(payload) - {"include", "exclude"}:
+            raise FacelabError("a label is {\"include\": [polygons], \"exclude\": [polygons]}")
+        with self.lock:
+            meta = self.faceset.metas[i]
+            set_polygons(meta, payload.get("include", []), payload.get("exclude", []), self.faceset.names[i])
+            self.faceset.update_metas({i: meta})
+        return self.face(i)
+
+    def delete(self, i: int) -> dict:
+        with self.lock:
+            meta = self.faceset.metas[i]
+            if clear_label(meta):
+                self.faceset.update_metas({i: meta})
+        return self.face(i)
+
+
+def _handler(store: LabelStore, page: bytes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):  # requests go to the debug log, not over the terminal
+            log.debug("xseg edit: " + fmt, *args)
+
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, obj) -> None:
+            self._send(status, json.dumps(obj).encode(), "application/json")
+
+        def _face(self) -> tuple[int, str] | None:
+            match = _FACE_URL.match(self.path)
+            if not match:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such address {self.path}"})
+                return None
+            i = int(match.group(1))
+            try:
+                store.check_index(i)
+            except KeyError:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no face {i}: the faceset has {len(store.faceset)}"})
+                return None
+            return i, match.group(2)
+
+        def do_GET(self):
+            if self.path in ("/", "/index.html"):
+                return self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+            if self.path == "/api/faces":
+                return self._json(HTTPStatus.OK, store.listing())
+            face = self._face()
+            if face is None:
+                return None
+            i, what = face
+            if what != "image":
+                return self._json(HTTPStatus.OK, store.face(i))
+            ctype = _TYPES.get(Path(store.faceset.names[i]).suffix.lower(), "application/octet-stream")
+            return self._send(HTTPStatus.OK, store.faceset.blobs[i], ctype)
+
+        def do_PUT(self):
+            face = self._face()
+            if face is None:
+                return None
+            i, what = face
+            length = int(self.headers.get("Content-Length") or 0)
+            if what != "label" or not 0 < length <= MAX_BODY:
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": "PUT a JSON label to /api/faces/N/label"})
+            try:
+                payload = json.loads(self.rfile.read(length))
+                return self._json(HTTPStatus.OK, store.save(i, payload))
+            except (ValueError, FacelabError) as exc:
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+
+        def do_DELETE(self):
+            face = self._face()
+            if face is None:
+                return None
+            i, what = face
+            if what != "label":
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": "only a label can be deleted"})
+            return self._json(HTTPStatus.OK, store.delete(i))
+
+    return Handler
+
+
+def make_server(folder: str | Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """The editor's HTTP server for the faceset ``folder`` (port 0: any free port); call serve_forever()."""
+    store = LabelStore(folder)
+    page = resources.files("facelab.xseg").joinpath("editor.html").read_bytes()
+    try:
+        return ThreadingHTTPServer((host, port), _handler(store, page))
+    except OSError as exc:
+        raise FacelabError(f"cannot serve the XSeg editor on {host}:{port} ({exc.strerror}); "
+                           "choose another --port") from None
+
+
+def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True) -> None:
+    """Serve the editor until Ctrl-C; every saved label is already on disk when it returns."""
+    server = make_server(folder, host, port)
+    url = f"http://{host}:{server.server_address[1]}/"
+    print(f"XSeg editor for {folder} at {url} (Ctrl-C to stop; labels are saved as you go)")
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
