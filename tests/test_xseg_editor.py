@@ -1,4 +1,5 @@
-"""The XSeg editor's server on a real faceset: the page, the faces, and labels written into the metadata."""
+"""The XSeg editor on a real faceset: its server (the page, the faces, labels written into the metadata) and,
+behind the ``browser`` marker, the page driven in headless Chromium."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.faceset.store import Faceset, pack
 from facelab.io.images import decode_image
-from facelab.masks.labels import has_label, label_mask, paint_polygons
+from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, has_label, label_mask, paint_polygons
 from facelab.xseg.editor import make_server
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INCLUDE = [[10, 10], [85, 12], [80, 88], [14, 84]]
 EXCLUDE = [[30, 30], [60, 30], [45, 55]]
 
@@ -130,3 +132,81 @@ def test_a_busy_port_is_one_line(faceset):
         busy.listen()
         with pytest.raises(FacelabError, match="choose another --port"):
             make_server(faceset, port=busy.getsockname()[1])
+
+
+# ---------------------------------------------------------------- the page itself, in headless Chromium
+# Behind the ``browser`` marker (not in the default run or CI): it needs Debian's chromium and the
+# ``playwright`` package. Run with ``python3 -m pytest -m browser tests/test_xseg_editor.py``.
+
+
+@pytest.fixture
+def page(faceset, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium (apt-get install chromium)")
+    folder = tmp_path / "faces"
+    shutil.copytree(faceset, folder)
+    server = make_server(folder, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        page.wait_for_function("document.getElementById('title').textContent.startsWith('face 1 /')")
+        page.folder = folder
+        yield page
+        browser.close()
+    server.shutdown()
+    server.server_close()
+
+
+def wait_title(page, prefix: str) -> None:
+    page.wait_for_function(f"document.getElementById('title').textContent.startsWith({prefix!r})")
+
+
+@pytest.mark.browser
+def test_page_draws_drags_saves_and_navigates(page):
+    box = page.locator("#view").bounding_box()
+    size = Faceset.open(page.folder).metas[0].size
+    s = box["width"] / size
+
+    def at(x, y):
+        return box["x"] + (x + 0.5) * s, box["y"] + (y + 0.5) * s
+
+    for x, y in [(10, 10), (85, 10), (85, 90), (10, 90)]:
+        page.mouse.click(*at(x, y))
+    page.keyboard.press("Enter")
+    page.keyboard.press("e")
+    for x, y in [(25, 20), (75, 20), (50, 45)]:
+        page.mouse.click(*at(x, y))
+    page.mouse.click(*at(0, 0), button="right")  # closes the exclude polygon
+    page.mouse.move(*at(10, 10))
+    page.mouse.down()
+    page.mouse.move(*at(5, 6), steps=4)
+    page.mouse.up()
+    page.keyboard.press("s")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('labelled')")
+    meta = Faceset.open(page.folder).metas[0]
+    assert meta.extra[INCLUDE_KEY] == [[[5, 6], [85, 10], [85, 90], [10, 90]]]
+    assert meta.extra[EXCLUDE_KEY] == [[[25, 20], [75, 20], [50, 45]]]
+    # points being drawn and then dropped are no change: moving on saves nothing
+    page.keyboard.press("d")
+    wait_title(page, "face 2 /")
+    page.mouse.click(*at(10, 10))
+    page.keyboard.press("Backspace")
+    page.keyboard.press("n")
+    wait_title(page, "face 3 /")
+    # an include polygon (the mode stays exclude until I) closed on face 3, then "previous": saved on the way
+    page.keyboard.press("i")
+    for x, y in [(20, 20), (60, 20), (40, 60)]:
+        page.mouse.click(*at(x, y))
+    page.mouse.click(*at(20, 20))  # a click on the first point closes it
+    page.keyboard.press("a")
+    wait_title(page, "face 2 /")
+    metas = Faceset.open(page.folder).metas
+    assert [has_label(m) for m in metas[:3]] == [True, False, True]
+    assert metas[2].extra[INCLUDE_KEY] == [[[20, 20], [60, 20], [40, 60]]]
+    assert page.errors == []

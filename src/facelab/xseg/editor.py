@@ -101,6 +101,8 @@ def _handler(store: LabelStore, page: bytes) -> type[BaseHTTPRequestHandler]:
                 return self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
             if self.path == "/api/faces":
                 return self._json(HTTPStatus.OK, store.listing())
+            if self.path == "/favicon.ico":
+                return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             face = self._face()
             if face is None:
                 return None
