@@ -90,7 +90,8 @@ def _faces(n=12, res=32, seed=0):
     images = (rng.random((n, res, res, 3)) * 255).astype(np.uint8)
     masks = np.zeros((n, res, res), np.uint8)
     masks[:, 8:24, 8:24] = 1
-    return FaceData(images, masks, masks.copy(), rng.uniform(-60, 60, n).astype(np.float32))
+    return FaceData(images, masks, masks.copy(), rng.uniform(-60, 60, n).astype(np.float32),
+                    np.zeros((n, 68, 2), np.float32))
 
 
 def test_batches_are_a_function_of_seed_and_index():

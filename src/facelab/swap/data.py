@@ -38,12 +38,13 @@ class FaceData:
     masks: np.ndarray  # (N,R,R) uint8 0/1 landmark hull or applied XSeg mask
     em_masks: np.ndarray  # (N,R,R) uint8 0/1 eyes and mouth
     yaws: np.ndarray  # (N,) degrees
+    landmarks: np.ndarray  # (N,68,2) float32 in the R-pixel face
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, idx: np.ndarray) -> "FaceData":
-        return FaceData(self.images[idx], self.masks[idx], self.em_masks[idx], self.yaws[idx])
+        return FaceData(self.images[idx], self.masks[idx], self.em_masks[idx], self.yaws[idx], self.landmarks[idx])
 
 
 def eyes_mouth_mask(landmarks: np.ndarray, resolution: int) -> np.ndarray:
@@ -76,9 +77,10 @@ def load_faces(folder: str, resolution: int, face_type: str) -> FaceData:
     faceset = Faceset.open(folder)
     faceset.require_face_type(face_type, "the model trains on")
     masks = training_masks(faceset, resolution, face_type)
-    em = np.stack([eyes_mouth_mask(lm, resolution) for lm in faceset.landmarks(resolution)])
+    landmarks = faceset.landmarks(resolution)
+    em = np.stack([eyes_mouth_mask(lm, resolution) for lm in landmarks])
     yaws = np.array([m.yaw for m in faceset.metas], np.float32)
-    return FaceData(faceset.images(resolution), masks, em, yaws)
+    return FaceData(faceset.images(resolution), masks, em, yaws, landmarks)
 
 
 @dataclass

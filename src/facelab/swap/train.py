@@ -26,6 +26,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, run_steps, start_run
+from facelab.metrics.identity import IdentityProbe
 from facelab.metrics.ssim import ssim
 from facelab.swap.config import SwapConfig, apply_preset, check_config
 from facelab.swap.data import Augment, FaceData, SwapBatches, load_faces
@@ -91,6 +92,8 @@ class Trainer:
         self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power, cfg.bg_style_power)
         self.iteration, self.saved_iteration, self._unused_state = 0, None, {}
         self._last_eval: tuple[int, tuple[float, float]] | None = None
+        self._id_probe: IdentityProbe | None = None
+        self._id_templates: dict[str, np.ndarray] | None = None  # src and dst people, made at the first report
         if (self.model_dir / WEIGHTS_NAME).is_file():
             self._resume()
         save_config(cfg, self.model_dir / CONFIG_NAME)
@@ -238,20 +241,34 @@ class Trainer:
             return math.nan, math.nan, {}
         src, src_m = self._tensors(self.src_hold)
         dst, dst_m = self._tensors(self.dst_hold)
-        scores = {}
+        scores, swapped = {}, []
         for side, faces, mask in (("src", src, src_m), ("dst", dst, dst_m)):
             preds = []
             for i in range(0, len(faces), self.cfg.batch_size):
                 chunk = faces[i : i + self.cfg.batch_size]
                 out = self.model(chunk, chunk)
                 preds.append(out.pred_src if side == "src" else out.pred_dst)
+                if side == "dst":
+                    swapped.append(out.pred_swap.float())
             pred = torch.cat(preds).float()
             if self.cfg.masked_training:
                 m = soft_mask(mask, self.cfg.resolution)
                 faces, pred = faces * m, pred * m
             scores[side] = ssim(pred, faces, reduce=False).cpu()
         allv = torch.cat(list(scores.values()))
-        return allv.mean().item(), allv.std().item(), {f"ssim_{k}": v.mean().item() for k, v in scores.items()}
+        return allv.mean().item(), allv.std().item(), {**{f"ssim_{k}": v.mean().item() for k, v in scores.items()},
+                                                       **self._identity(torch.cat(swapped))}
+
+    def _identity(self, swapped: torch.Tensor) -> dict[str, float]:
+        """Mean cosine of the held-out dst faces swapped to src with the src and with the dst person
+        (metrics.identity): the swap should move from dst towards src as training goes on."""
+        if self._id_templates is None:
+            self._id_probe = IdentityProbe()
+            self._id_templates = {side: self._id_probe.template(data.images, data.landmarks)
+                                  for side, data in (("src", self.src_hold), ("dst", self.dst_hold))}
+        faces = swapped.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy()
+        vectors = self._id_probe.embed(faces, self.dst_hold.landmarks)
+        return {f"id_swap_{side}": float((vectors @ t).mean()) for side, t in self._id_templates.items()}
 
     def _tensors(self, data: FaceData) -> tuple[torch.Tensor, torch.Tensor]:
         faces = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(255).to(self.device)
@@ -284,7 +301,8 @@ class Trainer:
         self._last_eval = (self.iteration, (mean, std))
         if math.isfinite(mean):
             self.eval_log.write(self.iteration, {"ssim_mean": mean, "ssim_std": std, **sides})
-            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f}")
+            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f}; swapped dst faces' "
+                     f"identity cosine to src {sides['id_swap_src']:.3f}, to dst {sides['id_swap_dst']:.3f}")
         return mean, std
 
     # ----------------------------------------------------------------------------------------- loop
