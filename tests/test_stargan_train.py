@@ -69,6 +69,11 @@ def test_short_run_lowers_classification_and_reconstruction_losses(celeba, tmp_p
     assert grid.shape == (8 * 64, 6 * 64, 3)  # 8 rows: input + 5 domains
     assert checkpoint_path(out).is_file() and checkpoint_path(out).with_name("stargan.prev.safetensors").is_file()
     assert (out / "logs" / "tb").is_dir() and (out / "config.yaml").is_file()
+    # FID of the test split's translations, logged at the end (fid_steps 10000 > num_iters)
+    with open(out / "logs" / "fid.csv", newline="") as fh:
+        fid_rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in fid_rows] == [120]
+    assert float(fid_rows[0]["fid"]) > 0 and all(f"fid/{a}" in fid_rows[0] for a in StarGANConfig().selected_attrs)
 
 
 def test_resume_repeats_the_uninterrupted_run(celeba, tmp_path):

@@ -50,6 +50,9 @@ class StarGANConfig:
     summary_steps: int = option(10, "log the losses every N iterations")
     save_steps: int = option(1000, "write a sample grid every N iterations")
     checkpoint_steps: int = option(10000, "save a resumable checkpoint every N iterations")
+    fid_steps: int = option(10000, "log FID (offline dlib-resnet128 features) of test-split translations every N "
+                                   "iterations and at the end, in logs/fid.csv (0 = never)")
+    fid_images: int = option(500, "test images translated for the logged FID")
     seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)")
     device: str = option("auto", "where to train", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)

@@ -25,7 +25,7 @@ from facelab.stargan.checkpoint import FORMAT, checkpoint_path, read_stargan_che
 from facelab.stargan.config import StarGANConfig
 from facelab.stargan.data import CelebADataset, random_flip, read_attributes, split
 from facelab.stargan.losses import classification_loss, cycle_loss, gradient_penalty
-from facelab.stargan.models import build_models
+from facelab.stargan.models import Generator, build_models
 from facelab.stargan.translate import write_sample_grid
 
 log = logging.getLogger("facelab")
@@ -202,6 +202,7 @@ def train(cfg: StarGANConfig) -> Trainer:
     fixed_labels = torch.stack([f[1] for f in fixed])
 
     metrics = MetricsLog(out / "logs", "losses", resume_step=trainer.step)
+    fid_log = MetricsLog(out / "logs", "fid", resume_step=trainer.step) if cfg.fid_steps else None
     batches = training_batches(train_set, cfg, trainer.step)
     try:
         with progress(total=cfg.num_iters, initial=trainer.step, desc="stargan", unit="it") as bar:
@@ -217,6 +218,8 @@ def train(cfg: StarGANConfig) -> Trainer:
                 if step % cfg.save_steps == 0:
                     write_sample_grid(out / "samples" / f"{step:06d}.jpg", trainer.g, fixed_images, fixed_labels,
                                       cfg.selected_attrs, cfg.precision)
+                if fid_log is not None and (step % cfg.fid_steps == 0 or step == cfg.num_iters):
+                    fid_log.write(step, logged_fid(trainer.g, sample_set, cfg, device))
                 if step % cfg.checkpoint_steps == 0 or step == cfg.num_iters:
                     trainer.save(ckpt)
     except KeyboardInterrupt:
@@ -225,4 +228,21 @@ def train(cfg: StarGANConfig) -> Trainer:
         raise
     finally:
         metrics.close()
+        if fid_log is not None:
+            fid_log.close()
     return trainer
+
+
+@torch.inference_mode()
+def logged_fid(g: Generator, test_set: CelebADataset, cfg: StarGANConfig, device: torch.device) -> dict[str, float]:
+    """FID of the test split's translations (pooled and per domain) with the offline dlib-resnet128 features,
+    on a forked RNG so the training run goes on exactly as without it."""
+    from facelab.metrics.fid import make_extractor
+    from facelab.stargan.evaluate import translation_fid
+
+    with torch.random.fork_rng(devices=[]):
+        result = translation_fid(g, test_set, make_extractor("dlib-resnet128"), device, cfg.batch_size,
+                                 cfg.fid_images, cfg.precision)
+    log.info("FID[%s] of %d test translations: %.2f", result["extractor"], result["images"],
+             result[f"fid[{result['extractor']}]"])
+    return {"fid": result[f"fid[{result['extractor']}]"], **{f"fid/{a}": v for a, v in result["per_domain"].items()}}
