@@ -106,6 +106,41 @@ def test_group_photos_give_every_face_and_keep_who_is_who(fetched_photos, tmp_pa
     assert kept == pytest.approx(widths[-2:], abs=1.0)
 
 
+def test_keep_one_person_and_sort_by_identity(fetched_photos, tmp_path):
+    """16 real faces of 14 people: `faceset sort --by identity` puts each person's two faces (Obama's two
+    photos, Middleditch in two group photos) next to each other, and `faceset keep --like` Obama's third
+    photo keeps exactly his two faces, moving the other 14 aside."""
+    from facelab.io.photos import KNOWN_PEOPLE
+
+    photos, ref = tmp_path / "photos", tmp_path / "ref"
+    photos.mkdir()
+    ref.mkdir()
+    for name in ("obama_2.jpg", "obama_3.jpg", "biden_1.jpg", "group6_table.jpg", "group5_cast.jpg", "group2_pair.jpg"):
+        shutil.copy(fetched_photos / name, photos / name)
+    shutil.copy(fetched_photos / "obama_1.jpg", ref / "obama_1.jpg")
+    faces, ref_faces = tmp_path / "faces", tmp_path / "ref_faces"
+    assert extract(photos, faces, ExtractConfig(workers=1)).faces == 16
+    extract(ref, ref_faces, ExtractConfig(workers=1))
+
+    def who() -> dict[str, str]:
+        """face file -> person (KNOWN_PEOPLE, else photo and left-to-right index)"""
+        found = [(p.name, read_face(p)[1]) for p in list_images(faces)]
+        out = {}
+        for photo in {m.source_filename for _, m in found}:
+            row = sorted((m.source_rect[0], name) for name, m in found if m.source_filename == photo)
+            out.update({name: KNOWN_PEOPLE.get((photo, k), f"{photo}_{k}") for k, (_, name) in enumerate(row)})
+        return out
+
+    assert main(["faceset", "sort", str(faces), "--by", "identity"]) == 0
+    people = [person for _, person in sorted(who().items())]  # files are NNNNN__ in sorted order
+    for person in ("obama", "middleditch"):
+        at = [k for k, p in enumerate(people) if p == person]
+        assert len(at) == 2 and at[1] - at[0] == 1, (person, people)
+    assert main(["faceset", "keep", str(faces), "--like", str(ref_faces)]) == 0
+    assert sorted(who().values()) == ["obama", "obama"]
+    assert len(list_images(tmp_path / "faces_others")) == 14
+
+
 def test_tracking_refinds_a_face_the_detector_missed(sample_clips):
     from facelab.io.video import iter_frames
 

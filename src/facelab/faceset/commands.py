@@ -1,4 +1,4 @@
-"""``facelab faceset info|sort|dedupe|pack|unpack``."""
+"""``facelab faceset info|sort|dedupe|keep|pack|unpack``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keep(args: argparse.Namespace) -> int:
+    kept, moved, aside = ops.keep_person(args.folder, args.like, args.threshold)
+    print(f"kept {kept} faces of the person in {args.like}" + (f"; {moved} other faces moved to {aside}" if aside else ""))
+    return 0
+
+
 def _cmd_pack(args: argparse.Namespace) -> int:
     print(f"packed into {pack(args.folder)}")
     return 0
@@ -62,7 +68,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("faceset", help="inspect, sort, dedupe, pack and unpack aligned facesets")
+    p = sub.add_parser("faceset", help="inspect, sort, dedupe, keep one person, pack and unpack aligned facesets")
     fs = p.add_subparsers(dest="faceset_command", required=True, metavar="ACTION")
 
     info = fs.add_parser("info", help="summary of a faceset folder, or the metadata of one face image")
@@ -74,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     srt.add_argument("folder")
     srt.add_argument("--by", required=True, choices=ops.SORT_KEYS,
                      help="blur: sharpest first; yaw/pitch: head pose; histogram: similar colours together; "
+                          "identity: faces of one person together (offline face embedding); "
                           "size: largest source face first; source: source frame order; best: a pose-spread "
                           "subset of the sharpest faces (the rest moved to FOLDER_trash)")
     srt.add_argument("--best-count", type=int, default=None, help="with --by best: how many faces to keep")
@@ -83,6 +90,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     dd.add_argument("folder")
     dd.add_argument("--max-distance", type=int, default=4, help="max differing bits of the 64-bit image hash (default 4)")
     dd.set_defaults(func=_cmd_dedupe)
+
+    kp = fs.add_parser("keep", help="keep one person's faces, moving everybody else's to FOLDER_others",
+                       description="For footage with several people: keep the faces that show the person of "
+                                   "--like (an aligned faceset, e.g. a few photos of them run through "
+                                   "`facelab extract`), judged by the offline face embedding; the other faces "
+                                   "are moved to FOLDER_others, not deleted.")
+    kp.add_argument("folder")
+    kp.add_argument("--like", required=True, help="aligned faceset showing the person to keep")
+    kp.add_argument("--threshold", type=float, default=None,
+                    help="cosine to the person's mean embedding a face needs (default: 0.91, dlib's same-person rule)")
+    kp.set_defaults(func=_cmd_keep)
 
     pk = fs.add_parser("pack", help="pack the faces into one faceset.pak for fast loading")
     pk.add_argument("folder")

@@ -1,8 +1,10 @@
-"""Faceset housekeeping: the orderings of DeepFaceLab's sort tool, near-duplicate removal and a summary.
+"""Faceset housekeeping: the orderings of DeepFaceLab's sort tool, near-duplicate removal, keeping one
+person's faces, and a summary.
 
 Sorting renames files to ``NNNNN__<original name>`` so the folder lists in the chosen order and the
 original name (which names the source frame) is kept; sorting again replaces the prefix. Faces that
-``best`` leaves out and the duplicates ``dedupe`` finds are moved aside, never deleted.
+``best`` leaves out, the duplicates ``dedupe`` finds and the other people ``keep`` finds are moved aside,
+never deleted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from facelab.masks.applied import has_applied_mask
 from facelab.masks.hull import hull_mask
 from facelab.masks.labels import has_label
 
-SORT_KEYS = ("blur", "yaw", "pitch", "histogram", "size", "source", "best")
+SORT_KEYS = ("blur", "yaw", "pitch", "histogram", "identity", "size", "source", "best")
 _PREFIX = re.compile(r"^\d{5}__")
 
 
@@ -57,10 +59,16 @@ def _histograms(faceset: Faceset) -> np.ndarray:
     return np.stack(hists)
 
 
-def _chain_order(features: np.ndarray) -> list[int]:
-    """Greedy nearest-neighbour chain, so similar faces end up next to each other."""
-    dist = np.abs(features[:, None, :] - features[None, :, :]).sum(-1)
-    order, left = [0], set(range(1, len(features)))
+def identity_vectors(faceset: Faceset) -> np.ndarray:
+    """Unit face-recognition embeddings (metrics.identity) of every face, from its stored landmarks."""
+    from facelab.metrics.identity import IdentityProbe
+
+    return IdentityProbe().embed([faceset.image(i) for i in range(len(faceset))], [m.landmarks for m in faceset.metas])
+
+
+def _chain_order(dist: np.ndarray) -> list[int]:
+    """Greedy nearest-neighbour chain over a distance matrix, so similar faces end up next to each other."""
+    order, left = [0], set(range(1, len(dist)))
     while left:
         rest = np.fromiter(left, int)
         nxt = int(rest[np.argmin(dist[order[-1], rest])])
@@ -110,7 +118,11 @@ def sort_order(faceset: Faceset, by: str, best_count: int | None = None) -> list
         return sorted(range(len(metas)), key=lambda i: (metas[i].source_filename, metas[i].source_frame or 0,
                                                       metas[i].face_index))
     if by == "histogram":
-        return _chain_order(_histograms(faceset))
+        hists = _histograms(faceset)
+        return _chain_order(np.abs(hists[:, None, :] - hists[None, :, :]).sum(-1))
+    if by == "identity":
+        vectors = identity_vectors(faceset)
+        return _chain_order(1.0 - vectors @ vectors.T)
     return best_subset(faceset, best_count or len(faceset))
 
 
@@ -170,6 +182,21 @@ def dedupe_faceset(folder: str | Path, max_distance: int = 4) -> tuple[int, Path
     if not dupes:
         return 0, None
     return len(dupes), _move_aside(folder, [faceset.names[i] for i in dupes], "_duplicates")
+
+
+def keep_person(folder: str | Path, like: str | Path, threshold: float | None = None) -> tuple[int, int, Path | None]:
+    """Keep the faces of ``folder`` that show the person of the aligned faceset ``like``; move the others to
+    ``<folder>_others``. A face is that person when the cosine of its embedding to the mean of ``like``'s
+    embeddings reaches ``threshold`` (default: dlib's same-person rule). Returns (kept, moved, aside)."""
+    from facelab.metrics.identity import SAME_PERSON_COSINE
+
+    folder = Path(folder)
+    faceset, reference = _open_loose(folder), Faceset.open(like)
+    template = identity_vectors(reference).mean(0)
+    scores = identity_vectors(faceset) @ (template / np.linalg.norm(template))
+    others = [faceset.names[i] for i in np.nonzero(scores < (threshold or SAME_PERSON_COSINE))[0]]
+    aside = _move_aside(folder, others, "_others") if others else None
+    return len(faceset) - len(others), len(others), aside
 
 
 def describe(faceset: Faceset) -> dict:

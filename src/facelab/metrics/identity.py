@@ -9,9 +9,15 @@ cut from their 68 landmarks, so no detection runs.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 NAME = "dlib-resnet128"
+# Cosine on dlib's 128-d embedding matching its published same-person rule, distance < 0.6: its vectors
+# have norm ~1.45, so 1 - 0.6^2 / (2 * 1.45^2) = 0.91. Another backbone needs its own value (pfe eval
+# prints the thresholds it picks).
+SAME_PERSON_COSINE = 0.91
 
 
 class IdentityProbe:
@@ -20,11 +26,17 @@ class IdentityProbe:
 
         self._embedder = DlibEmbedder()
 
-    def embed(self, faces: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """Unit embeddings ``(N, 128)`` of aligned BGR faces (uint8, or float in 0..1) with their landmarks."""
-        if faces.dtype != np.uint8:
-            faces = (np.clip(faces, 0, 1) * 255).round().astype(np.uint8)
-        vectors = self._embedder.embed_chips([self._embedder.chip(f, lm) for f, lm in zip(faces, landmarks)])
+    def embed(self, faces: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], chunk: int = 64) -> np.ndarray:
+        """Unit embeddings ``(N, 128)`` of aligned BGR faces (uint8, or float in 0..1; sizes may differ) with
+        their landmarks in their own pixels; ``chunk`` faces per network call."""
+        chips = []
+        for face, lm in zip(faces, landmarks):
+            if face.dtype != np.uint8:
+                face = (np.clip(face, 0, 1) * 255).round().astype(np.uint8)
+            chips.append(self._embedder.chip(face, lm))
+        if not chips:
+            return np.zeros((0, 128), np.float32)
+        vectors = np.concatenate([self._embedder.embed_chips(chips[i : i + chunk]) for i in range(0, len(chips), chunk)])
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     def template(self, faces: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

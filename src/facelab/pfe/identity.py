@@ -17,15 +17,13 @@ from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
 from facelab.io.images import list_images, read_image
 from facelab.io.video import is_video_file, iter_frames
+from facelab.metrics.identity import SAME_PERSON_COSINE
 from facelab.pfe.features import FaceFinder
 from facelab.pfe.fusion import fuse
 from facelab.pfe.model import PFEModel
 from facelab.pfe.verify import cosine_scores, mls_scores
 
-# Cosine on dlib's 128-d embedding matching its published same-person rule, distance < 0.6: its vectors
-# have norm ~1.45, so 1 - 0.6^2 / (2 * 1.45^2) = 0.91. Another backbone needs its own value (pfe eval
-# prints the thresholds it picks).
-DEFAULT_THRESHOLD = 0.91
+DEFAULT_THRESHOLD = SAME_PERSON_COSINE
 
 
 @dataclass
