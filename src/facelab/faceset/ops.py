@@ -63,7 +63,7 @@ def identity_vectors(faceset: Faceset) -> np.ndarray:
     """Unit face-recognition embeddings (metrics.identity) of every face, from its stored landmarks."""
     from facelab.metrics.identity import IdentityProbe
 
-    return IdentityProbe().embed([faceset.image(i) for i in range(len(faceset))], [m.landmarks for m in faceset.metas])
+    return IdentityProbe().embed((faceset.image(i) for i in range(len(faceset))), [m.landmarks for m in faceset.metas])
 
 
 def _chain_order(dist: np.ndarray) -> list[int]:
@@ -194,7 +194,8 @@ def keep_person(folder: str | Path, like: str | Path, threshold: float | None = 
     faceset, reference = _open_loose(folder), Faceset.open(like)
     template = identity_vectors(reference).mean(0)
     scores = identity_vectors(faceset) @ (template / np.linalg.norm(template))
-    others = [faceset.names[i] for i in np.nonzero(scores < (threshold or SAME_PERSON_COSINE))[0]]
+    threshold = SAME_PERSON_COSINE if threshold is None else threshold
+    others = [faceset.names[i] for i in np.nonzero(scores < threshold)[0]]
     aside = _move_aside(folder, others, "_others") if others else None
     return len(faceset) - len(others), len(others), aside
 

