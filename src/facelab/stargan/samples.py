@@ -7,7 +7,7 @@ Two sources:
 * the two bundled portraits (:func:`facelab.io.samples.sample_photos`), offline: two people cannot
   span the hair-colour domains, so each image gets a hair tint and its hair label follows the tint
   actually painted;
-* ``fetched=True``: the 16 people of :func:`facelab.io.photos.people_photos` plus the bundled two, with
+* ``fetched=True``: the 14 people of :func:`facelab.io.photos.people_photos` plus the bundled two, with
   their own hair colour, sex and age labelled by hand from the photos (:data:`FETCHED_ATTRS`), no tint:
   real faces with real labels, as in CelebA (whose labels are hand-made too, and as debatable for dark
   brown hair).
