@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from facelab.core.errors import FacelabError
+from facelab.core.progress import progress
 from facelab.faceset.store import PACK_NAME, Faceset
 from facelab.masks.applied import has_applied_mask
 from facelab.masks.hull import hull_mask
@@ -63,7 +64,8 @@ def identity_vectors(faceset: Faceset) -> np.ndarray:
     """Unit face-recognition embeddings (metrics.identity) of every face, from its stored landmarks."""
     from facelab.metrics.identity import IdentityProbe
 
-    return IdentityProbe().embed((faceset.image(i) for i in range(len(faceset))), [m.landmarks for m in faceset.metas])
+    faces = progress((faceset.image(i) for i in range(len(faceset))), total=len(faceset), desc="identity", unit="face")
+    return IdentityProbe().embed(faces, [m.landmarks for m in faceset.metas])
 
 
 def _chain_order(dist: np.ndarray) -> list[int]:
