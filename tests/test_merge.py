@@ -21,7 +21,7 @@ from facelab.core.config import save_config
 from facelab.core.errors import FacelabError
 from facelab.faceset.metadata import read_face, write_face
 from facelab.io.commands import frame_name
-from facelab.io.images import read_image, write_image
+from facelab.io.images import list_images, read_image, write_image
 from facelab.io.video import iter_frames, probe, write_video
 from facelab.merge import commands as merge_commands
 from facelab.merge.composite import merge_frame
@@ -260,6 +260,38 @@ def test_frame_without_face_is_copied_and_pool_matches_in_process(dst_ws, tmp_pa
         assert p.read_bytes() == (tmp_path / "pool" / p.name).read_bytes()
     run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, tmp_path / "png")
     assert (tmp_path / "png" / "09999.png").read_bytes() == blank.read_bytes()
+
+
+def test_only_the_kept_person_is_swapped_in_a_group_scene(fetched_photos, people, tmp_path):
+    """Real footage with several people: two frames of a 5-person photo (6 faces found at full size: a
+    painted face on a poster too). After `faceset keep --like` a photo of Thomas Middleditch from another
+    picture, merge changes his face and leaves the other faces and everything else untouched (DeepFaceLab
+    users delete the other faces by hand)."""
+    frames, ref = tmp_path / "data_dst", tmp_path / "ref"
+    frames.mkdir()
+    ref.mkdir()
+    photo = read_image(fetched_photos / "group5_cast.jpg")
+    for i in range(2):
+        write_image(frames / frame_name(i, "png"), photo)
+    write_image(ref / "him.jpg", people["middleditch"][1])  # cropped from the 2-person photo
+    assert main(["extract", str(frames), "-o", str(frames / "aligned"), "--detect-size", "0"]) == 0
+    assert len(list_images(frames / "aligned")) == 12
+    assert main(["extract", str(ref), "-o", str(tmp_path / "ref_aligned")]) == 0
+    assert main(["faceset", "keep", str(frames / "aligned"), "--like", str(tmp_path / "ref_aligned")]) == 0
+    kept = [read_face(p)[1] for p in list_images(frames / "aligned")]
+    others = [read_face(p)[1] for p in list_images(tmp_path / "data_dst" / "aligned_others")]
+    assert len(kept) == 2 and len(others) == 10
+    run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, tmp_path / "merged", tmp_path / "mask")
+    for i in range(2):
+        diff = np.abs(read_image(tmp_path / "merged" / frame_name(i, "png")).astype(int) - photo).max(2) > 0
+        his = next(m for m in kept if m.source_frame == i or m.source_filename == frame_name(i, "png"))
+        x0, y0, x1, y1 = (int(v) for v in his.source_rect)
+        pad = (x1 - x0) // 2
+        region = np.zeros_like(diff)
+        region[max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = True
+        assert diff[y0:y1, x0:x1].mean() > 0.5 and not (diff & ~region).any()
+        assert his.source_rect[0] == sorted(m.source_rect[0] for m in others + kept if m.source_filename ==
+                                            his.source_filename)[2]  # the third face from the left
 
 
 def test_bad_inputs_give_one_clear_line(dst_ws, tmp_path):
