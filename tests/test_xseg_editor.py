@@ -19,11 +19,14 @@ from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.faceset.store import Faceset, pack
 from facelab.io.images import decode_image
+from facelab.masks.applied import set_applied_mask
 from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, has_label, label_mask, paint_polygons
+from facelab.metrics.iou import mask_iou
 from facelab.xseg.editor import make_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INCLUDE = [[10, 10], [85, 12], [80, 88], [14, 84]]
+APPLIED = cv2.circle(np.zeros((96, 96), np.uint8), (48, 50), 36, 1, -1)  # a segmenter's mask of a 96 px face
 EXCLUDE = [[30, 30], [60, 30], [45, 55]]
 
 
@@ -95,6 +98,34 @@ def test_saved_polygons_are_the_label_and_the_pixels_stay(editor):
     assert status == 200 and not face["labelled"] and not has_label(Faceset.open(folder).metas[2])
 
 
+def test_applied_mask_comes_back_as_editable_polygons(faceset, tmp_path):
+    """DeepFaceLab's fetch-then-edit: the segmenter's mask of a face (here a disk with a hole: a face with
+    glasses painted out) comes as a few dozen polygon corners that, saved as the label, give the mask back."""
+    folder = tmp_path / "faces"
+    shutil.copytree(faceset, folder)
+    faces = Faceset.open(folder)
+    mask = np.zeros((96, 96), np.uint8)
+    cv2.circle(mask, (48, 50), 36, 1, -1)
+    cv2.rectangle(mask, (30, 35), (66, 45), 0, -1)
+    meta = faces.metas[4]
+    set_applied_mask(meta, mask)
+    faces.update_metas({4: meta})
+    server = make_server(folder, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/faces"
+        status, polys = call("GET", f"{url}/4/applied-polygons")
+        assert status == 200 and len(polys["include"]) == 1 and len(polys["exclude"]) == 1
+        assert sum(len(p) for p in polys["include"] + polys["exclude"]) < 80  # editable, not every edge pixel
+        assert call("PUT", f"{url}/4/label", polys)[0] == 200
+        status, reply = call("GET", f"{url}/3/applied-polygons")
+        assert status == 404 and "has no applied XSeg mask" in reply["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert mask_iou(label_mask(Faceset.open(folder).metas[4]) > 0, mask > 0) > 0.97
+
+
 def test_bad_labels_are_refused_and_nothing_is_written(editor):
     url, folder = editor
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -146,6 +177,10 @@ def page(faceset, tmp_path):
         pytest.skip("needs Chromium (apt-get install chromium)")
     folder = tmp_path / "faces"
     shutil.copytree(faceset, folder)
+    faces = Faceset.open(folder)
+    meta = faces.metas[1]
+    set_applied_mask(meta, APPLIED)  # face 2 has a segmenter mask to start from
+    faces.update_metas({1: meta})
     server = make_server(folder, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with sync_api.sync_playwright() as pw:
@@ -209,4 +244,10 @@ def test_page_draws_drags_saves_and_navigates(page):
     metas = Faceset.open(page.folder).metas
     assert [has_label(m) for m in metas[:3]] == [True, False, True]
     assert metas[2].extra[INCLUDE_KEY] == [[[20, 20], [60, 20], [40, 60]]]
+    # face 2: start from its applied mask (F) and save it as the label (S)
+    page.keyboard.press("f")
+    page.wait_for_function("document.getElementById('status').textContent.includes('changed, not saved); 1 polygons')")
+    page.keyboard.press("s")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('labelled')")
+    assert mask_iou(label_mask(Faceset.open(page.folder).metas[1]) > 0, APPLIED > 0) > 0.97
     assert page.errors == []

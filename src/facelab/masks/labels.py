@@ -50,6 +50,18 @@ def polygons_from_mask(mask: np.ndarray) -> tuple[list[Polygon], list[Polygon]]:
     return [c.tolist() for c in include], [c.tolist() for c in exclude]
 
 
+def editable_polygons(mask: np.ndarray, tolerance: float = 1.0) -> tuple[list[Polygon], list[Polygon]]:
+    """(include, exclude) polygons of a binary mask with few corners, for a person to edit: each border of
+    :func:`polygons_from_mask` simplified to within ``tolerance`` pixels (Douglas-Peucker); borders that
+    shrink below 3 corners are dropped."""
+    simplified = []
+    for polys in polygons_from_mask(mask):
+        out = [cv2.approxPolyDP(np.asarray(p, np.int32).reshape(-1, 1, 2), tolerance, True)[:, 0].tolist()
+               for p in polys]
+        simplified.append([p for p in out if len(p) >= 3])
+    return simplified[0], simplified[1]
+
+
 def paint_polygons(include: list, exclude: list, source_size: int, size: int) -> np.ndarray:
     """The (size, size) uint8 0/1 mask of polygons drawn on a ``source_size`` face, largest first.
 

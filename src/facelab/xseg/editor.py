@@ -21,11 +21,11 @@ from pathlib import Path
 
 from facelab.core.errors import FacelabError
 from facelab.faceset.store import Faceset
-from facelab.masks.applied import KEY as APPLIED_KEY
-from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, clear_label, has_label, set_polygons
+from facelab.masks.applied import KEY as APPLIED_KEY, applied_mask, has_applied_mask
+from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, clear_label, editable_polygons, has_label, set_polygons
 
 log = logging.getLogger("facelab")
-_FACE_URL = re.compile(r"^/api/faces/(\d+)/(image|label)$")
+_FACE_URL = re.compile(r"^/api/faces/(\d+)/(image|label|applied-polygons)$")
 _TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 MAX_BODY = 4 << 20  # a label is a few KB of points; refuse anything absurd
 
@@ -49,6 +49,14 @@ class LabelStore:
     def check_index(self, i: int) -> None:
         if not 0 <= i < len(self.faceset):
             raise KeyError(i)
+
+    def applied_polygons(self, i: int) -> dict:
+        """The applied XSeg mask as editable polygons, to correct the segmenter's mistakes by hand."""
+        meta = self.faceset.metas[i]
+        if not has_applied_mask(meta):
+            raise FacelabError(f"{self.faceset.names[i]} has no applied XSeg mask; run `facelab xseg apply` first")
+        include, exclude = editable_polygons(applied_mask(meta) >= 0.5)
+        return {"include": include, "exclude": exclude}
 
     def save(self, i: int, payload: dict) -> dict:
         if not isinstance(payload, dict) or set(payload) - {"include", "exclude"}:
@@ -107,6 +115,11 @@ def _handler(store: LabelStore, page: bytes) -> type[BaseHTTPRequestHandler]:
             if face is None:
                 return None
             i, what = face
+            if what == "applied-polygons":
+                try:
+                    return self._json(HTTPStatus.OK, store.applied_polygons(i))
+                except FacelabError as exc:
+                    return self._json(HTTPStatus.NOT_FOUND, {"error": str(exc)})
             if what != "image":
                 return self._json(HTTPStatus.OK, store.face(i))
             ctype = _TYPES.get(Path(store.faceset.names[i]).suffix.lower(), "application/octet-stream")
