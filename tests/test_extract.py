@@ -109,7 +109,7 @@ def test_group_photos_give_every_face_and_keep_who_is_who(fetched_photos, tmp_pa
 def test_keep_one_person_and_sort_by_identity(fetched_photos, tmp_path):
     """16 real faces of 14 people: `faceset sort --by identity` puts each person's two faces (Obama's two
     photos, Middleditch in two group photos) next to each other, and `faceset keep --like` Obama's third
-    photo keeps exactly his two faces, moving the other 14 aside."""
+    photo (given as a photo folder) keeps exactly his two faces, moving the other 14 aside."""
     from facelab.io.photos import KNOWN_PEOPLE
 
     photos, ref = tmp_path / "photos", tmp_path / "ref"
@@ -118,9 +118,8 @@ def test_keep_one_person_and_sort_by_identity(fetched_photos, tmp_path):
     for name in ("obama_2.jpg", "obama_3.jpg", "biden_1.jpg", "group6_table.jpg", "group5_cast.jpg", "group2_pair.jpg"):
         shutil.copy(fetched_photos / name, photos / name)
     shutil.copy(fetched_photos / "obama_1.jpg", ref / "obama_1.jpg")
-    faces, ref_faces = tmp_path / "faces", tmp_path / "ref_faces"
+    faces = tmp_path / "faces"
     assert extract(photos, faces, ExtractConfig(workers=1)).faces == 16
-    extract(ref, ref_faces, ExtractConfig(workers=1))
 
     def who() -> dict[str, str]:
         """face file -> person (KNOWN_PEOPLE, else photo and left-to-right index)"""
@@ -136,7 +135,7 @@ def test_keep_one_person_and_sort_by_identity(fetched_photos, tmp_path):
     for person in ("obama", "middleditch"):
         at = [k for k, p in enumerate(people) if p == person]
         assert len(at) == 2 and at[1] - at[0] == 1, (person, people)
-    assert main(["faceset", "keep", str(faces), "--like", str(ref_faces)]) == 0
+    assert main(["faceset", "keep", str(faces), "--like", str(ref)]) == 0  # photos: extracted on the way
     assert sorted(who().values()) == ["obama", "obama"]
     assert len(list_images(tmp_path / "faces_others")) == 14
 

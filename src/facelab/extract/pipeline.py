@@ -251,6 +251,29 @@ def extract(source: str | Path, out_dir: str | Path, cfg: ExtractConfig | None =
     return stats
 
 
+def faceset_of(source: str | Path, out: str | Path, face_type: str | None = None) -> Path:
+    """A folder of aligned faces as it is; a video, photo or folder of frames/photos extracted into ``out``.
+
+    With ``face_type`` an aligned folder must hold that face type (a model needs it), and extraction uses
+    it; without, any aligned folder will do and extraction uses the default.
+    """
+    from facelab.faceset.metadata import read_meta
+
+    source, out = Path(source), Path(out)
+    if source.is_dir():
+        images = list_images(source)
+        meta = read_meta(images[0]) if images else None
+        if meta is not None:
+            if face_type and meta.face_type != face_type:
+                raise FacelabError(f"{source} holds {meta.face_type} faces but the model needs {face_type}; give "
+                                   "the video instead (it is extracted for you) or re-extract with that face type")
+            return source
+    elif not source.is_file():
+        raise FacelabError(f"{source} not found; give a video, photos, a folder of frames or a faceset folder")
+    extract(source, out, ExtractConfig(face_type=face_type) if face_type else ExtractConfig())
+    return out
+
+
 def _skip_done(frames: Iterator[Frame], state: _State, stats: ExtractStats, bar) -> Iterator[Frame]:
     """Pass on the frames a previous run did not finish; count the others as resumed."""
     for frame in frames:

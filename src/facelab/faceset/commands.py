@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,11 @@ def _cmd_dedupe(args: argparse.Namespace) -> int:
 
 
 def _cmd_keep(args: argparse.Namespace) -> int:
-    kept, moved, aside = ops.keep_person(args.folder, args.like, args.threshold)
+    from facelab.extract.pipeline import faceset_of
+
+    with tempfile.TemporaryDirectory() as tmp:  # photos or a video of the person are extracted first
+        like = faceset_of(args.like, Path(tmp) / "aligned")
+        kept, moved, aside = ops.keep_person(args.folder, like, args.threshold)
     print(f"kept {kept} faces of the person in {args.like}" + (f"; {moved} other faces moved to {aside}" if aside else ""))
     return 0
 
@@ -93,11 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     kp = fs.add_parser("keep", help="keep one person's faces, moving everybody else's to FOLDER_others",
                        description="For footage with several people: keep the faces that show the person of "
-                                   "--like (an aligned faceset, e.g. a few photos of them run through "
-                                   "`facelab extract`), judged by the offline face embedding; the other faces "
-                                   "are moved to FOLDER_others, not deleted.")
+                                   "--like (a few photos or a video of them, or an aligned faceset), judged by "
+                                   "the offline face embedding; the other faces are moved to FOLDER_others, "
+                                   "not deleted.")
     kp.add_argument("folder")
-    kp.add_argument("--like", required=True, help="aligned faceset showing the person to keep")
+    kp.add_argument("--like", required=True,
+                    help="photos (a folder or one image), a video or an aligned faceset showing the person to keep")
     kp.add_argument("--threshold", type=float, default=None,
                     help="cosine to the person's mean embedding a face needs (default: 0.91, dlib's same-person rule)")
     kp.set_defaults(func=_cmd_keep)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
+from facelab.extract.pipeline import faceset_of
 from facelab.io.commands import extract_frames
 from facelab.io.images import list_images
 from facelab.io.video import is_video_file, probe
@@ -22,26 +23,6 @@ from facelab.merge.merger import MergeStats, run_merge
 from facelab.merge.video import assemble_video
 
 log = logging.getLogger(__name__)
-
-
-def _faceset(source: Path, out: Path, face_type: str) -> Path:
-    """A video or image folder is extracted into ``out``; a folder of aligned faces is used as it is."""
-    from facelab.extract.config import ExtractConfig
-    from facelab.extract.pipeline import extract
-    from facelab.faceset.metadata import read_meta
-
-    if source.is_dir():
-        images = list_images(source)
-        meta = read_meta(images[0]) if images else None
-        if meta is not None:
-            if meta.face_type != face_type:
-                raise FacelabError(f"{source} holds {meta.face_type} faces but the model needs {face_type}; give "
-                                   "the video instead (it is extracted for you) or re-extract with that face type")
-            return source
-    elif not source.is_file():
-        raise FacelabError(f"{source} not found; give a video, a folder of frames or a faceset folder")
-    extract(source, out, ExtractConfig(face_type=face_type))
-    return out
 
 
 def _train(src_faces: Path, dst_faces: Path, model_dir: Path, model: str, iterations: int,
@@ -95,8 +76,8 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
         log.info("step 1/5: frames of %s", dst_video)
         extract_frames(dst_video, frames_dir)
     log.info("step 2/5: faces")
-    src_faces = _faceset(src, ws / "data_src" / "aligned", face_type)
-    dst_faces = _faceset(frames_dir, frames_dir / "aligned", face_type)
+    src_faces = faceset_of(src, ws / "data_src" / "aligned", face_type)
+    dst_faces = faceset_of(frames_dir, frames_dir / "aligned", face_type)
     log.info("step 3/5: training to iteration %d", iterations)
     _train(src_faces, dst_faces, model_dir, model, iterations, list(train_args))
     log.info("step 4/5: merge")
