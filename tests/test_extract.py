@@ -16,6 +16,7 @@ from facelab.align.face_types import ALIGN_POINTS, face_type
 from facelab.align.pose import estimate_pose
 from facelab.align.transform import warp_to_image
 from facelab.cli import main
+from facelab.core.errors import FacelabError
 from facelab.detect.base import make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import STATE_NAME, extract
@@ -138,6 +139,18 @@ def test_keep_one_person_and_sort_by_identity(fetched_photos, tmp_path):
     assert main(["faceset", "keep", str(faces), "--like", str(ref)]) == 0  # photos: extracted on the way
     assert sorted(who().values()) == ["obama", "obama"]
     assert len(list_images(tmp_path / "faces_others")) == 14
+
+
+def test_faceset_of_uses_aligned_folders_and_extracts_the_rest(extracted, sample_clips, tmp_path):
+    from facelab.extract.pipeline import faceset_of
+
+    folder, _ = extracted[sample_clips[0]]  # whole faces
+    assert faceset_of(folder, tmp_path / "unused") == folder and faceset_of(folder, tmp_path / "u", "whole") == folder
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(FacelabError, match="holds whole faces but the model needs full"):
+        faceset_of(folder, tmp_path / "x", "full")
+    with pytest.raises(FacelabError, match="not found"):
+        faceset_of(tmp_path / "nothing.mp4", tmp_path / "y")
 
 
 def test_tracking_refinds_a_face_the_detector_missed(sample_clips):
