@@ -20,6 +20,7 @@ from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.errors import FacelabError
 from facelab.faceset.metadata import read_face, write_face
+from facelab.faceset.ops import keep_person
 from facelab.io.commands import frame_name
 from facelab.io.images import list_images, read_image, write_image
 from facelab.io.video import iter_frames, probe, write_video
@@ -292,6 +293,37 @@ def test_only_the_kept_person_is_swapped_in_a_group_scene(fetched_photos, people
         assert diff[y0:y1, x0:x1].mean() > 0.5 and not (diff & ~region).any()
         assert his.source_rect[0] == sorted(m.source_rect[0] for m in others + kept if m.source_filename ==
                                             his.source_filename)[2]  # the third face from the left
+
+
+def test_one_shot_swap_replaces_only_the_dst_person(fetched_photos, people, tmp_path, monkeypatch):
+    """`facelab swap --dst-person` on a real two-person clip (Amanda Crew and Thomas Middleditch): only
+    his face is merged; her face and the rest of every frame stay as they were. The training step is
+    replaced by ShiftPredictor (this test is about which faces the workflow touches)."""
+    from facelab.merge import oneshot
+    from facelab.swap import predictor as swap_predictor
+
+    photo = cv2.resize(read_image(fetched_photos / "group2_pair.jpg"), (1280, 853))[60:780]
+    clip = tmp_path / "dst.mp4"
+    write_video(clip, [photo] * 5, 25)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "him").mkdir()
+    write_image(tmp_path / "src" / "obama.jpg", people["obama"][0])
+    write_image(tmp_path / "him" / "cast.jpg", people["middleditch"][0])  # from the other photo
+    monkeypatch.setattr(oneshot, "_train", lambda *args: None)
+    monkeypatch.setattr(swap_predictor, "load_predictor", lambda *args: ShiftPredictor())
+    assert main(["swap", str(tmp_path / "src"), str(clip), "-o", str(tmp_path / "out.mp4"), "--dst-person",
+                 str(tmp_path / "him"), "--workspace", str(tmp_path / "ws")]) == 0
+    dst = tmp_path / "ws" / "data_dst"
+    kept = [read_face(p)[1] for p in list_images(dst / "aligned")]
+    others = [read_face(p)[1] for p in list_images(dst / "aligned_others")]
+    assert len(kept) == 5 and len(others) >= 3  # her face is found in most frames
+    assert all(k.source_rect[0] > o.source_rect[0] for k in kept for o in others)  # he is on the right
+    for frame in list_images(dst):
+        diff = np.abs(read_image(dst / "merged" / frame.name).astype(int) - read_image(frame)).max(2) > 0
+        x0 = int(min(k.source_rect[0] for k in kept)) - 60
+        assert diff[:, x0:].any() and not diff[:, :x0].any()
+    with pytest.raises(FacelabError, match="no face of .* looks like the person of"):
+        keep_person(dst / "aligned", tmp_path / "ws" / "data_src" / "aligned")  # Obama is not in the clip
 
 
 def test_bad_inputs_give_one_clear_line(dst_ws, tmp_path):

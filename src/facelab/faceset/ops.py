@@ -197,6 +197,9 @@ def keep_person(folder: str | Path, like: str | Path, threshold: float | None = 
     template = identity_vectors(reference).mean(0)
     scores = identity_vectors(faceset) @ (template / np.linalg.norm(template))
     threshold = SAME_PERSON_COSINE if threshold is None else threshold
+    if not (scores >= threshold).any():  # moving every face aside would only leave an empty faceset
+        raise FacelabError(f"no face of {folder} looks like the person of {like} (best cosine {scores.max():.3f} "
+                           f"< {threshold}); check --like, or lower --threshold")
     others = [faceset.names[i] for i in np.nonzero(scores < threshold)[0]]
     aside = _move_aside(folder, others, "_others") if others else None
     return len(faceset) - len(others), len(others), aside

@@ -51,7 +51,7 @@ def _cmd_swap(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(MergeConfig, args)
     stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg,
-                 identity_every=args.identity_every)
+                 identity_every=args.identity_every, dst_person=args.dst_person)
     print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped)")
     return 0
 
@@ -96,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000; more is better)")
     w.add_argument("--model", choices=("quick96", "original", "saehd"), default="quick96",
                    help="model family for a new workspace (default: quick96)")
+    w.add_argument("--dst-person", metavar="PATH",
+                   help="photos, a video or a faceset of the one person in DST to replace when DST shows several "
+                        "(the others are left as they are)")
     w.add_argument("--identity-every", type=int, default=0, metavar="N",
                    help="afterwards, score every N-th frame of the result for the source identity into "
                         "WORKSPACE/identity.json (default: 0, off)")

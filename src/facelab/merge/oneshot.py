@@ -54,10 +54,12 @@ def score_identity(src_faces: Path, dst_faces: Path, video: Path, every: int) ->
 
 def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: str | Path | None = None,
          iterations: int = 2000, model: str = "quick96", merge_cfg: MergeConfig | None = None,
-         train_args: list[str] = (), identity_every: int = 0) -> MergeStats:
+         train_args: list[str] = (), identity_every: int = 0, dst_person: str | Path | None = None) -> MergeStats:
     """Run the whole workflow; returns the merge step's statistics. ``train_args`` are extra
     `facelab train` flags (e.g. ``["--batch-size", "8"]``). With ``identity_every`` the result is also
-    scored for identity (every N-th frame) into ``WORKSPACE/identity.json``."""
+    scored for identity (every N-th frame) into ``WORKSPACE/identity.json``. With ``dst_person`` (photos,
+    a video or a faceset of one person in DST) only that person is replaced: the other people's faces
+    are moved to ``data_dst/aligned_others`` before training and merge."""
     from facelab.swap.config import SwapConfig, apply_preset
     from facelab.swap.predictor import load_predictor
     from facelab.swap.train import load_saved_config
@@ -78,6 +80,11 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
     log.info("step 2/5: faces")
     src_faces = faceset_of(src, ws / "data_src" / "aligned", face_type)
     dst_faces = faceset_of(frames_dir, frames_dir / "aligned", face_type)
+    if dst_person:
+        from facelab.faceset.ops import keep_person
+
+        kept, moved, _ = keep_person(dst_faces, faceset_of(dst_person, ws / "dst_person" / "aligned"))
+        log.info("kept %d faces of the dst person, %d other faces moved to %s_others", kept, moved, dst_faces)
     log.info("step 3/5: training to iteration %d", iterations)
     _train(src_faces, dst_faces, model_dir, model, iterations, list(train_args))
     log.info("step 4/5: merge")
