@@ -60,12 +60,13 @@ def _histograms(faceset: Faceset) -> np.ndarray:
     return np.stack(hists)
 
 
-def identity_vectors(faceset: Faceset) -> np.ndarray:
-    """Unit face-recognition embeddings (metrics.identity) of every face, from its stored landmarks."""
+def identity_vectors(faceset: Faceset, probe=None) -> np.ndarray:
+    """Unit face-recognition embeddings (metrics.identity) of every face, from its stored landmarks;
+    ``probe`` reuses an already loaded :class:`IdentityProbe`."""
     from facelab.metrics.identity import IdentityProbe
 
     faces = progress((faceset.image(i) for i in range(len(faceset))), total=len(faceset), desc="identity", unit="face")
-    return IdentityProbe().embed(faces, [m.landmarks for m in faceset.metas])
+    return (probe or IdentityProbe()).embed(faces, [m.landmarks for m in faceset.metas])
 
 
 def _chain_order(dist: np.ndarray) -> list[int]:
@@ -190,12 +191,12 @@ def keep_person(folder: str | Path, like: str | Path, threshold: float | None = 
     """Keep the faces of ``folder`` that show the person of the aligned faceset ``like``; move the others to
     ``<folder>_others``. A face is that person when the cosine of its embedding to the mean of ``like``'s
     embeddings reaches ``threshold`` (default: dlib's same-person rule). Returns (kept, moved, aside)."""
-    from facelab.metrics.identity import SAME_PERSON_COSINE
+    from facelab.metrics.identity import SAME_PERSON_COSINE, IdentityProbe
 
     folder = Path(folder)
-    faceset, reference = _open_loose(folder), Faceset.open(like)
-    template = identity_vectors(reference).mean(0)
-    scores = identity_vectors(faceset) @ (template / np.linalg.norm(template))
+    faceset, reference, probe = _open_loose(folder), Faceset.open(like), IdentityProbe()
+    template = identity_vectors(reference, probe).mean(0)
+    scores = identity_vectors(faceset, probe) @ (template / np.linalg.norm(template))
     threshold = SAME_PERSON_COSINE if threshold is None else threshold
     if not (scores >= threshold).any():  # moving every face aside would only leave an empty faceset
         raise FacelabError(f"no face of {folder} looks like the person of {like} (best cosine {scores.max():.3f} "
