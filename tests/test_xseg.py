@@ -40,6 +40,8 @@ from facelab.xseg.config import XSegConfig
 from facelab.xseg.labelling import import_masks
 from facelab.xseg.train import Trainer, train
 
+from conftest import interrupt_at
+
 CUT = 0.62  # labels stop at this fraction of the aligned face's height
 RES = 64
 TINY = dict(resolution=RES, base_channels=8, batch_size=8, workers=0, device="cpu", log_every=1, preview_every=1000,
@@ -224,14 +226,7 @@ def test_resume_keeps_the_counter_and_fixed_options_are_refused(labelled, tmp_pa
 def test_ctrl_c_saves_and_a_nan_loss_keeps_the_last_save(labelled, tmp_path, monkeypatch):
     model_dir = tmp_path / "m"
     trainer = Trainer(XSegConfig(**TINY, target_iter=10), labelled, model_dir)
-    real_step = trainer.step
-
-    def step(batch):
-        if trainer.iteration == 2:
-            raise KeyboardInterrupt
-        return real_step(batch)
-
-    monkeypatch.setattr(trainer, "step", step)
+    interrupt_at(trainer, 2, monkeypatch)
     assert (trainer.run().stopped, trainer.iteration) == ("interrupted", 2)
     trainer.close()
     good = (model_dir / "segmenter.safetensors").read_bytes()
