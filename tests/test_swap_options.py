@@ -1,0 +1,173 @@
+"""What each SAEHD option does, checked on its own: the optimiser, the loss terms and the batch augmentations.
+
+test_swap_train runs every option end to end (finite losses, files written); these tests check that each
+option has the effect its help sentence promises, on inputs small enough to reason about.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facelab.swap.data import Augment, FaceData, SwapBatches
+from facelab.swap.losses import LossOptions, side_loss, soft_mask, style_losses
+from facelab.swap.optim import AdaBelief
+
+RES = 64
+
+
+def _quadratic_steps(opt_factory, steps=6):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(50))
+    target = torch.randn(50)
+    opt = opt_factory([p])
+    history = []
+    for _ in range(steps):
+        opt.zero_grad()
+        ((p - target) ** 2 * torch.linspace(0.1, 3, 50)).sum().backward()
+        opt.step()
+        history.append(p.detach().clone())
+    return torch.stack(history)
+
+
+def test_adam_mode_matches_torch_adam():
+    ours = _quadratic_steps(lambda ps: AdaBelief(ps, lr=1e-2, eps=1e-7, belief=False))
+    ref = _quadratic_steps(lambda ps: torch.optim.Adam(ps, lr=1e-2, eps=1e-7))
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_adabelief_follows_the_paper_update():
+    """AdaBelief (Zhuang et al. 2020): s_t = b2 s + (1 - b2)(g - m_t)^2 + eps, bias-corrected, step m^/(sqrt(s^) + eps)."""
+    lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-16
+    ours = _quadratic_steps(lambda ps: AdaBelief(ps, lr=lr, eps=eps)).numpy()
+    torch.manual_seed(0)
+    p = torch.randn(50).numpy().astype(np.float64)
+    target, weight = torch.randn(50).numpy(), torch.linspace(0.1, 3, 50).numpy()
+    m, s = np.zeros_like(p), np.zeros_like(p)
+    for t in range(1, 7):
+        g = 2 * weight * (p - target)
+        m = b1 * m + (1 - b1) * g
+        s = b2 * s + (1 - b2) * (g - m) ** 2 + eps
+        p = p - lr * (m / (1 - b1**t)) / (np.sqrt(s / (1 - b2**t)) + eps)
+        np.testing.assert_allclose(ours[t - 1], p, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("on_cpu", [False, True])
+def test_lr_dropout_applies_each_update_with_its_probability(on_cpu):
+    p = torch.nn.Parameter(torch.zeros(200, 200))
+    opt = AdaBelief([p], lr=1e-2, lr_dropout=0.3, dropout_on_cpu=on_cpu)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert 0.28 < (p != 0).float().mean().item() < 0.32
+    full = torch.nn.Parameter(torch.zeros(200, 200))
+    opt = AdaBelief([full], lr=1e-2)
+    full.grad = torch.ones_like(full)
+    opt.step()
+    assert bool((full != 0).all())
+
+
+def _face_and_masks():
+    """A textured target, its face mask (a centred square) and an eyes/mouth mask inside it."""
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.random((2, 3, RES, RES), dtype=np.float32))
+    mask = torch.zeros(2, 1, RES, RES)
+    mask[..., 16:48, 16:48] = 1
+    em = torch.zeros_like(mask)
+    em[..., 24:30, 20:44] = 1
+    return target, mask, em
+
+
+def _side_loss(pred, opts, pred_mask=None):
+    target, mask, em = _face_and_masks()
+    return side_loss(target, mask, em, pred, mask if pred_mask is None else pred_mask, opts)[0].item()
+
+
+def test_masked_training_ignores_the_background_and_unmasked_does_not():
+    target, mask, _ = _face_and_masks()
+    background = target.clone()
+    background[..., :6, :] = 1 - background[..., :6, :]  # far outside the soft mask's blurred edge
+    assert soft_mask(mask, RES)[..., :6, :].abs().max() == 0
+    masked, plain = LossOptions(RES, masked_training=True), LossOptions(RES, masked_training=False)
+    assert _side_loss(target, masked) == pytest.approx(0, abs=1e-6)
+    assert _side_loss(background, masked) == pytest.approx(0, abs=1e-6)
+    assert _side_loss(background, plain) > 0.5
+
+
+def test_eyes_mouth_priority_weights_errors_there():
+    target, _, em = _face_and_masks()
+    eyes_err, cheek_err = target.clone(), target.clone()
+    eyes_err[..., 24:30, 20:44] = 1 - eyes_err[..., 24:30, 20:44]
+    cheek_err[..., 36:42, 20:44] = 1 - cheek_err[..., 36:42, 20:44]  # the same area, outside eyes/mouth
+    plain, prio = LossOptions(RES), LossOptions(RES, eyes_mouth_prio=True)
+    assert _side_loss(eyes_err, plain) == pytest.approx(_side_loss(cheek_err, plain), rel=0.15)
+    assert _side_loss(cheek_err, prio) == pytest.approx(_side_loss(cheek_err, plain), rel=1e-6)
+    assert _side_loss(eyes_err, prio) > 5 * _side_loss(eyes_err, plain)
+
+
+def test_mask_loss_teaches_the_mask_output():
+    target, mask, _ = _face_and_masks()
+    opts = LossOptions(RES)
+    assert _side_loss(target, opts, pred_mask=1 - mask) > _side_loss(target, opts) + 5
+
+
+def test_face_style_learns_dst_colours_inside_and_bg_style_outside():
+    dst, mask, _ = _face_and_masks()
+    tinted_face, other_bg = dst.clone(), dst.clone()
+    tinted_face[..., 16:48, 16:48] = tinted_face[..., 16:48, 16:48] * 0.5  # darker face, same background
+    other_bg[..., :8, :] = 1 - other_bg[..., :8, :]  # same face, different background
+    face, bg = LossOptions(RES, face_style_power=0.01), LossOptions(RES, bg_style_power=0.01)
+    assert style_losses(dst, mask, dst, face).item() == pytest.approx(0, abs=1e-6)
+    assert style_losses(dst, mask, tinted_face, face).item() > 1
+    assert style_losses(dst, mask, other_bg, face).item() == pytest.approx(0, abs=1e-3)
+    assert style_losses(dst, mask, other_bg, bg).item() > 0.01
+    assert style_losses(dst, mask, tinted_face, bg).item() < 0.1 * style_losses(dst, mask, other_bg, bg).item()
+
+
+def _data(n=64, res=32):
+    rng = np.random.default_rng(3)
+    images = (rng.random((n, res, res, 3)) * 255).astype(np.uint8)
+    masks = np.zeros((n, res, res), np.uint8)
+    masks[:, 8:24, 2:12] = 1  # a face mask on the left half, to see flips
+    return FaceData(images, masks, masks.copy(), np.zeros(n, np.float32), np.zeros((n, 68, 2), np.float32))
+
+
+def _dst(aug, seed=0, n=64):
+    return SwapBatches(_data(), _data(), n, Augment(), aug, seed=seed)[0]
+
+
+def test_random_flip_mirrors_about_half_the_faces():
+    flipped = _dst(Augment(random_warp=False, random_flip=True))
+    cols = torch.arange(32, dtype=torch.float32)
+    centre_x = (flipped["dst_mask"][:, 0].sum(1) * cols).sum(1) / flipped["dst_mask"][:, 0].sum((1, 2))
+    mirrored = centre_x > 16
+    assert 0.3 < mirrored.float().mean().item() < 0.7
+    assert bool((centre_x[~mirrored] < 10).all() and (centre_x[mirrored] > 22).all())
+    plain = _dst(Augment(random_warp=False))["dst_mask"][:, 0]
+    assert bool(((plain.sum(1) * cols).sum(1) / plain.sum((1, 2)) < 10).all())
+
+
+def test_hsv_power_jitters_the_input_colours_not_the_target():
+    still, jittered = _dst(Augment(random_warp=False)), _dst(Augment(random_warp=False, hsv_power=0.3))
+    assert torch.allclose(still["dst_input"], still["dst_target"])
+    inp, target = jittered["dst_input"], jittered["dst_target"]
+    assert (inp - target).mean((2, 3)).abs().max() > 0.05  # colours moved ...
+    grey_in, grey_t = inp.mean(1).flatten(1), target.mean(1).flatten(1)
+    corr = torch.stack([torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(grey_in, grey_t)])
+    assert corr.min() > 0.5  # ... on the same, unwarped face
+
+
+def _detail(x):
+    """Mean squared Laplacian per pixel: high for the random texture, low once it is blurred."""
+    lap = x[..., 1:-1, 1:-1] * 4 - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+    return lap**2
+
+
+def test_blur_out_mask_blurs_only_outside_the_face():
+    sharp, blurred = _dst(Augment(random_warp=False)), _dst(Augment(random_warp=False, blur_out_mask=True))
+    inside = blurred["dst_mask"][..., 1:-1, 1:-1] > 0.99
+    outside = blurred["dst_mask"][..., 1:-1, 1:-1] < 0.01
+    d_sharp, d_blur = _detail(sharp["dst_target"]), _detail(blurred["dst_target"])
+    assert d_blur.mean(1, keepdim=True)[outside].mean() < 0.2 * d_sharp.mean(1, keepdim=True)[outside].mean()
+    inside_ratio = d_blur.mean(1, keepdim=True)[inside].mean() / d_sharp.mean(1, keepdim=True)[inside].mean()
+    assert inside_ratio > 0.8
