@@ -90,3 +90,18 @@ def interrupt_at(trainer, iteration: int, monkeypatch) -> None:
         return real_step(batch)
 
     monkeypatch.setattr(trainer, "step", step)
+
+
+def random_faces(n: int = 12, res: int = 32, seed: int = 0, box: tuple[int, int, int, int] = (8, 24, 8, 24)):
+    """Training data for the batch producer's tests: random texture, one rectangular face mask
+    ``box = (top, bottom, left, right)`` (also the eyes/mouth mask), yaws spread over +-60 degrees."""
+    import numpy as np
+
+    from facelab.swap.data import FaceData
+
+    rng = np.random.default_rng(seed)
+    images = (rng.random((n, res, res, 3)) * 255).astype(np.uint8)
+    masks = np.zeros((n, res, res), np.uint8)
+    masks[:, box[0]:box[1], box[2]:box[3]] = 1
+    return FaceData(images, masks, masks.copy(), rng.uniform(-60, 60, n).astype(np.float32),
+                    np.zeros((n, 68, 2), np.float32))

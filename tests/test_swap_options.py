@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_faces
 
-from facelab.swap.data import Augment, FaceData, SwapBatches
+from facelab.swap.data import Augment, SwapBatches
 from facelab.swap.discriminators import CodeDiscriminator, UNetPatchDiscriminator, d_loss, g_loss
 from facelab.swap.losses import LossOptions, gaussian_blur, side_loss, soft_mask, style_losses
 from facelab.swap.optim import AdaBelief
@@ -126,16 +127,12 @@ def test_face_style_learns_dst_colours_inside_and_bg_style_outside():
     assert style_losses(dst, mask, tinted_face, bg).item() < 0.1 * style_losses(dst, mask, other_bg, bg).item()
 
 
-def _data(n=64, res=32):
-    rng = np.random.default_rng(3)
-    images = (rng.random((n, res, res, 3)) * 255).astype(np.uint8)
-    masks = np.zeros((n, res, res), np.uint8)
-    masks[:, 8:24, 2:12] = 1  # a face mask on the left half, to see flips
-    return FaceData(images, masks, masks.copy(), np.zeros(n, np.float32), np.zeros((n, 68, 2), np.float32))
+def _faces():
+    return random_faces(64, 32, seed=3, box=(8, 24, 2, 12))  # the face mask on the left half, to see flips
 
 
 def _dst(aug, seed=0, n=64):
-    return SwapBatches(_data(), _data(), n, Augment(), aug, seed=seed)[0]
+    return SwapBatches(_faces(), _faces(), n, Augment(), aug, seed=seed)[0]
 
 
 def test_random_flip_mirrors_about_half_the_faces():

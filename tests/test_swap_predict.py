@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_faces
 
 from facelab.cli import main as cli_main
 from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig
-from facelab.swap.data import Augment, FaceData, SwapBatches, pick_indices
+from facelab.swap.data import Augment, SwapBatches, pick_indices
 from facelab.swap.export import export_model
 from facelab.swap.models import build_model
 from facelab.swap.predictor import load_predictor
@@ -85,17 +86,8 @@ def test_export_cli_prints_json(model_dir, capsys):
     assert '"max_abs_diff_vs_pytorch"' in capsys.readouterr().out and (model_dir / "g.onnx").is_file()
 
 
-def _faces(n=12, res=32, seed=0):
-    rng = np.random.default_rng(seed)
-    images = (rng.random((n, res, res, 3)) * 255).astype(np.uint8)
-    masks = np.zeros((n, res, res), np.uint8)
-    masks[:, 8:24, 8:24] = 1
-    return FaceData(images, masks, masks.copy(), rng.uniform(-60, 60, n).astype(np.float32),
-                    np.zeros((n, 68, 2), np.float32))
-
-
 def test_batches_are_a_function_of_seed_and_index():
-    data = _faces()
+    data = random_faces()
     b = SwapBatches(data, data, 4, Augment(random_flip=True, hsv_power=0.1), Augment(), seed=1)
     first, again, other = b[7], b[7], b[8]
     assert all(torch.equal(first[k], again[k]) for k in first)
@@ -104,7 +96,7 @@ def test_batches_are_a_function_of_seed_and_index():
 
 
 def test_random_warp_distorts_input_only():
-    data = _faces()
+    data = random_faces()
     warped = SwapBatches(data, data, 6, Augment(random_warp=True), Augment(random_warp=False), seed=2)[0]
     # without random warp the input is the target (same affine); with it the input differs
     assert torch.allclose(warped["dst_input"], warped["dst_target"])
@@ -121,7 +113,7 @@ def test_uniform_yaw_balances_rare_profiles():
 
 @pytest.mark.parametrize("mode", ["rct", "lct", "mkl", "idt", "sot"])
 def test_colour_transfer_moves_src_colours_towards_dst(mode):
-    src, dst = _faces(6, seed=1), _faces(6, seed=2)
+    src, dst = random_faces(6, seed=1), random_faces(6, seed=2)
     src.images[:] = (src.images * 0.3 + np.array([200, 40, 40]) * 0.7).astype(np.uint8)  # bluish src
     dst.images[:] = (dst.images * 0.3 + np.array([40, 40, 200]) * 0.7).astype(np.uint8)  # reddish dst
     plain = SwapBatches(src, dst, 6, Augment(random_warp=False), Augment(), seed=0)[0]["src_target"]
