@@ -214,3 +214,31 @@ def test_true_face_discriminator_pulls_dst_codes_towards_src():
     towards_src = (src_codes.mean(0) - dst.detach()).flatten(1)
     cosine = F.cosine_similarity(-dst.grad.flatten(1), towards_src, dim=1)
     assert cosine.mean() > 0.3
+
+
+def _update_gradient_norms(tmp_path, clipgrad: bool) -> list[float]:
+    """Total gradient norm the generator's optimiser sees at each of three training steps."""
+    from facelab.swap.config import SwapConfig
+    from facelab.swap.train import Trainer
+
+    faces = random_faces(10, RES, seed=4, box=(16, 48, 16, 48))
+    cfg = SwapConfig(resolution=RES, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4, batch_size=4,
+                     workers=0, eval_every=0, preview_every=1000, eyes_mouth_prio=True, clipgrad=clipgrad)
+    trainer = Trainer(cfg, faces, faces, tmp_path / f"clip{clipgrad}")
+    norms, step = [], trainer.opt.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad.norm() for group in trainer.opt.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.stack(grads).norm().item())
+        return step(*args, **kwargs)
+
+    trainer.opt.step = recording_step
+    for i in range(3):
+        trainer.step(trainer.batches[i])
+    return norms
+
+
+def test_clipgrad_scales_every_update_down_to_gradient_norm_one(tmp_path):
+    raw, clipped = _update_gradient_norms(tmp_path, False), _update_gradient_norms(tmp_path, True)
+    assert len(raw) == len(clipped) == 3 and min(raw) > 1.2  # above the clipping norm
+    assert clipped == pytest.approx([1.0] * 3, abs=1e-3)
