@@ -14,7 +14,7 @@ import pytest
 
 from facelab.align.face_types import ALIGN_POINTS, face_type
 from facelab.align.pose import estimate_pose
-from facelab.align.transform import warp_to_image
+from facelab.align.transform import warp_to_face, warp_to_image
 from facelab.cli import main
 from facelab.core.errors import FacelabError
 from facelab.detect.base import make_detector, make_landmarker
@@ -71,6 +71,33 @@ def test_inverse_transform_reproduces_the_source_face(extracted, sample_clips):
     mse = np.mean((back[region].astype(np.float64) - frame[region].astype(np.float64)) ** 2)
     psnr = 10 * np.log10(255.0**2 / mse)
     assert psnr >= 30.0, f"PSNR {psnr:.1f} dB"
+
+
+def test_a_plain_shrink_is_exactly_an_area_resize(sample_photos):
+    image = sample_photos["hopper"][:256, :256]
+    half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25]])  # pixel centres: a -> (a + 0.5) / 2 - 0.5
+    np.testing.assert_array_equal(warp_to_face(image, half, 128), cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA))
+    assert np.abs(warp_to_face(image, np.array([[1.0, 0, -20], [0, 1, -30]]), 64) - image[30:94, 20:84]).max() == 0
+
+
+def test_faces_smaller_than_in_the_photo_do_not_alias(fetched_photos):
+    """A 1137 px photo cut to a 128 px face: against an alias-free crop (4x supersampled, then area
+    averaged) the face is far closer than a plain cubic warp of the photo would be."""
+    from facelab.align.transform import align_matrix, compose
+    from facelab.io.images import read_image
+
+    photo = read_image(fetched_photos / "obama_1.jpg")
+    landmarks = make_landmarker("dlib68").landmarks(photo, make_detector("hog").detect(photo)[0].box)
+    mat = align_matrix(landmarks, 128, "whole")
+    to_big = np.array([[4, 0, 1.5], [0, 4, 1.5]])  # pixel a of the face -> pixels 4a .. 4a + 3 of a 4x one
+    big = cv2.warpAffine(photo, compose(to_big, mat), (512, 512), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    reference = cv2.resize(big, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float64)
+    plain = cv2.warpAffine(photo, mat, (128, 128), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+    def psnr(x):
+        return 10 * np.log10(255.0**2 / np.mean((x.astype(np.float64) - reference) ** 2))
+
+    assert psnr(plain) < 34 and psnr(warp_to_face(photo, mat, 128)) > psnr(plain) + 8  # measured: 32.6 -> 44.3 dB
 
 
 def test_group_photos_give_every_face_and_keep_who_is_who(fetched_photos, tmp_path):

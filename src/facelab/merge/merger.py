@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
-from facelab.align.transform import align_matrix, compose, invert, transform_points
+from facelab.align.transform import align_matrix, compose, covers, invert, warp_to_face
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path
 from facelab.core.prefetch import prefetch
@@ -117,24 +117,13 @@ def model_input(faceset: Faceset, i: int, frame: Path, crop_mat: np.ndarray, siz
     the crop (no frame decode in the main process), else from the frame."""
     meta = faceset.metas[i]
     aligned_to_crop = compose(crop_mat, invert(meta.image_to_face))
-    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
-    covered = transform_points(corners, invert(aligned_to_crop))
-    if covered.min() < -1 or covered.max() > meta.size + 1:
-        return cv2.warpAffine(read_image(frame), crop_mat, (size, size), flags=cv2.INTER_CUBIC,
-                              borderMode=cv2.BORDER_REPLICATE)
+    if not covers(aligned_to_crop, meta.size, meta.size, size):
+        return warp_to_face(read_image(frame), crop_mat, size)
     img = faceset.image(i)
     if img.shape[0] != meta.size:
         raise FacelabError(f"{faceset.root / faceset.names[i]} is {img.shape[0]} px but its metadata says "
                            f"{meta.size}; re-extract this face")
-    shrink = float(np.sqrt(abs(np.linalg.det(aligned_to_crop[:, :2]))))
-    if shrink < 1.0:
-        # Downscale by area first, as training resizes its faces, then warp the small remainder.
-        small = max(1, int(round(meta.size * shrink)))
-        img = cv2.resize(img, (small, small), interpolation=cv2.INTER_AREA)
-        factor = small / meta.size  # resize maps pixel a to (a + 0.5) * factor - 0.5
-        shift = aligned_to_crop[:, :2] @ np.full(2, 0.5 / factor - 0.5)
-        aligned_to_crop = np.hstack([aligned_to_crop[:, :2] / factor, (aligned_to_crop[:, 2] + shift)[:, None]])
-    return cv2.warpAffine(img, aligned_to_crop, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return warp_to_face(img, aligned_to_crop, size)
 
 
 @dataclass
