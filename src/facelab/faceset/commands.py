@@ -1,4 +1,4 @@
-"""``facelab faceset info|sort|dedupe|keep|pack|unpack``."""
+"""``facelab faceset info|sort|dedupe|keep|resize|pack|unpack``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab.align.face_types import FACE_TYPES
 from facelab.faceset import ops
 from facelab.faceset.metadata import FaceMeta, read_meta, require_meta
 from facelab.faceset.store import Faceset, pack, unpack
@@ -62,6 +63,15 @@ def _cmd_keep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resize(args: argparse.Namespace) -> int:
+    from facelab.faceset.resize import resize_faceset
+
+    out = Path(args.output) if args.output else Path(args.folder).with_name(Path(args.folder).name + "_resized")
+    n = resize_faceset(args.folder, out, args.size, args.face_type, args.jpeg_quality)
+    print(f"resized {n} faces into {out}")
+    return 0
+
+
 def _cmd_pack(args: argparse.Namespace) -> int:
     print(f"packed into {pack(args.folder)}")
     return 0
@@ -73,7 +83,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("faceset", help="inspect, sort, dedupe, keep one person, pack and unpack aligned facesets")
+    p = sub.add_parser("faceset", help="inspect, sort, dedupe, keep one person, resize, pack and unpack aligned facesets")
     fs = p.add_subparsers(dest="faceset_command", required=True, metavar="ACTION")
 
     info = fs.add_parser("info", help="summary of a faceset folder, or the metadata of one face image")
@@ -107,6 +117,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     kp.add_argument("--threshold", type=float, default=None,
                     help="cosine to the person's mean embedding a face needs (default: 0.91, dlib's same-person rule)")
     kp.set_defaults(func=_cmd_keep)
+
+    rs = fs.add_parser("resize", help="a copy of the faceset at another size or a tighter face type",
+                       description="DeepFaceLab's faceset resize: re-align every face for --size and --face-type "
+                                   "from its saved landmarks, without the source frames; XSeg labels and applied "
+                                   "masks follow. Only a face type that fits inside the saved one (e.g. whole -> "
+                                   "full) is possible; a larger one needs a new extraction. The input is not changed.")
+    rs.add_argument("folder")
+    rs.add_argument("-o", "--output", default=None, help="new faceset folder (default: FOLDER_resized)")
+    rs.add_argument("--size", type=int, required=True, help="new face size in pixels")
+    rs.add_argument("--face-type", choices=FACE_TYPES, default=None, help="new face type (default: keep each face's)")
+    rs.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG faces (default 95)")
+    rs.set_defaults(func=_cmd_resize)
 
     pk = fs.add_parser("pack", help="pack the faces into one faceset.pak for fast loading")
     pk.add_argument("folder")
