@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -18,7 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import torch  # noqa: E402
+
 from clips import find_720p_clip  # noqa: E402
+from facelab.core.device import device_name  # noqa: E402
 from facelab.extract.config import ExtractConfig  # noqa: E402
 from facelab.extract.pipeline import extract  # noqa: E402
 from facelab.io.video import probe  # noqa: E402
@@ -40,7 +42,7 @@ def main() -> None:
         results.append({"workers": workers or os.cpu_count(), "frames": stats.frames, "faces": stats.faces,
                          "seconds": round(seconds, 3), "frames_per_s": round(stats.frames / seconds, 2)})
     print(json.dumps({"benchmark": "extract_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
-                      "detector": "hog", "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                      "detector": "hog", "device_name": device_name(torch.device("cpu")),
                       "results": results}, indent=2))
 
 

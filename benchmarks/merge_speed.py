@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from clips import find_720p_clip  # noqa: E402
-from facelab.core.device import resolve_device  # noqa: E402
+from facelab.core.device import device_name, resolve_device  # noqa: E402
 from facelab.extract.config import ExtractConfig  # noqa: E402
 from facelab.extract.pipeline import extract  # noqa: E402
 from facelab.io.commands import frame_name  # noqa: E402
@@ -138,9 +136,8 @@ def main() -> None:
     print(json.dumps({"benchmark": "merge_speed", "clip": str(clip), "resolution": f"{info.width}x{info.height}",
                       "model": f"{args.model} {cfg.archi} {cfg.resolution}px {cfg.face_type}" if args.model != "identity"
                       else f"identity (no network) {cfg.resolution}px {cfg.face_type}", "device": str(device),
-                      "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-                      "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                      "machine": platform.machine(), "results": results}, indent=2))
+                      "device_name": device_name(device), "torch_threads": torch.get_num_threads(),
+                      "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from facelab.core.device import resolve_device  # noqa: E402
+from facelab.core.device import device_name, resolve_device  # noqa: E402
 from facelab.stargan.config import StarGANConfig  # noqa: E402
 from facelab.stargan.data import CelebADataset, read_attributes  # noqa: E402
 from facelab.stargan.samples import make_sample_celeba  # noqa: E402
@@ -61,7 +60,7 @@ def measure(cfg: StarGANConfig, iters: int, warmup: int) -> dict:
     seconds = time.perf_counter() - start
     return {
         "benchmark": "stargan_train_speed", "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "precision": cfg.precision, "batch_size": cfg.batch_size, "image_size": cfg.image_size,
         "d_train_repeat": cfg.d_train_repeat, "measured_iters": iters, "warmup_iters": warmup,
         "measured_seconds": round(seconds, 3), "seconds_per_1000_iters": round(seconds / iters * 1000, 1),

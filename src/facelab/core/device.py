@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+import re
+from pathlib import Path
 from typing import ContextManager
 
 import torch
@@ -22,6 +26,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in DEVICES and not name.startswith("cuda:"):
         raise FacelabError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What a measurement ran on, for benchmark records: the GPU's name, or the CPU's model and whether it
+    has AVX512-BF16 (CPU figures differ more between this VM's hosts than between runs on one)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model, bf16 = platform.processor() or platform.machine(), False
+    with contextlib.suppress(OSError):
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+        model = found.group(1).strip() if found else model
+        bf16 = "avx512_bf16" in cpuinfo
+    return f"{model}, {os.cpu_count()} cores" + (", AVX512-BF16" if bf16 else "")
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:

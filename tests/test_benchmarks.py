@@ -1,0 +1,28 @@
+"""The training benchmarks still run against the current API (one tiny step each; no timings asserted).
+
+They build models and batches the way the package does, so an API change can break them silently: that
+happened once (train_speed after FaceData gained landmarks). Speed is measured by hand, never here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize("args", [
+    ["train_speed.py", "--steps", "1", "--only", "quick96"],
+    ["stargan_speed.py", "--device", "cpu", "--iters", "1", "--warmup", "0", "--batch-size", "2", "--image-size", "64"],
+])
+def test_benchmark_runs_and_prints_json(args):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / args[0]), *args[1:]], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "error" not in record, record
+    assert record["device_name"] and (record.get("it_per_s", 0) > 0 or record.get("seconds_per_1000_iters", 0) > 0)
