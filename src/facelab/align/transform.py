@@ -52,6 +52,13 @@ def compose(second: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.hstack([second[:, :2] @ first[:, :2], (second[:, :2] @ first[:, 2] + second[:, 2])[:, None]])
 
 
+def pixel_scale(fx: float, fy: float | None = None) -> np.ndarray:
+    """The 2x3 matrix of resizing an image by ``fx`` (and ``fy``) with pixel centres kept, as
+    ``cv2.resize`` does: pixel ``a`` goes to ``(a + 0.5) * f - 0.5``."""
+    fy = fx if fy is None else fy
+    return np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5]])
+
+
 def covers(mat: np.ndarray, width: int, height: int, size: int, tolerance: float = 1.0) -> bool:
     """Whether every pixel of a ``size`` crop made with ``mat`` comes from inside a ``width`` x ``height``
     image (up to ``tolerance`` pixels past its border, where resampling reaches anyway)."""
@@ -66,7 +73,8 @@ def warp_to_face(image: np.ndarray, mat: np.ndarray, size: int) -> np.ndarray:
 
     Where the face comes out smaller than it is in the image, the region it covers is first area-averaged
     down to the face's scale: a plain cubic warp reads only 4x4 pixels per output pixel, so hair, stubble
-    and fabric would alias into moire (on a real photo, a whole face at 0.36x: 32.6 dB PSNR against a supersampled crop, 44.3 dB with it).
+    and fabric would alias into moire (on a real photo, a whole face at 0.36x: 32.6 dB PSNR against a
+    supersampled crop, 44.3 dB with it).
     """
     mat = np.asarray(mat, np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(mat[:, :2]))))
@@ -79,9 +87,7 @@ def warp_to_face(image: np.ndarray, mat: np.ndarray, size: int) -> np.ndarray:
         if x1 - x0 >= 2 and y1 - y0 >= 2:  # else the face lies off the image: replicate its border as is
             sw, sh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
             image = cv2.resize(image[y0:y1, x0:x1], (sw, sh), interpolation=cv2.INTER_AREA)
-            fx, fy = sw / (x1 - x0), sh / (y1 - y0)
-            # resize takes pixel a of the region to (a + 0.5) * f - 0.5
-            to_small = np.array([[fx, 0.0, (0.5 - x0) * fx - 0.5], [0.0, fy, (0.5 - y0) * fy - 0.5]])
+            to_small = compose(pixel_scale(sw / (x1 - x0), sh / (y1 - y0)), np.array([[1.0, 0, -x0], [0, 1.0, -y0]]))
             mat = compose(mat, invert(to_small))
     return cv2.warpAffine(image, mat, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from facelab.align.face_types import face_type as face_type_of
-from facelab.align.transform import align_matrix, compose, covers, invert, transform_points, warp_to_face
+from facelab.align.transform import align_matrix, compose, covers, invert, pixel_scale, transform_points, warp_to_face
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes
 from facelab.core.progress import progress
@@ -26,16 +26,10 @@ from facelab.faceset.store import Faceset
 from facelab.masks.applied import KEY as APPLIED_KEY, decode_mask, set_applied_mask
 from facelab.masks.labels import has_label, label_mask, set_label
 
+
 def resize_matrix(meta: FaceMeta, size: int, face_type: str) -> np.ndarray:
     """The 2x3 map from the saved aligned face to the same face aligned at ``size`` and ``face_type``."""
     return compose(align_matrix(meta.source_landmarks, size, face_type), invert(meta.image_to_face))
-
-
-def _scaled(mat: np.ndarray, in_scale: float, out_scale: float) -> np.ndarray:
-    """``mat`` for an input and output measured in other pixel units (``x * in_scale`` in, ``* out_scale`` out)."""
-    out = np.asarray(mat, np.float64) * out_scale
-    out[:, :2] /= in_scale
-    return out
 
 
 def _warp_mask(mask: np.ndarray, mat: np.ndarray, size: int) -> np.ndarray:
@@ -54,7 +48,8 @@ def resized_meta(meta: FaceMeta, old_to_new: np.ndarray, size: int, face_type: s
     if APPLIED_KEY in meta.extra:
         stored = decode_mask(meta.extra[APPLIED_KEY])
         res = stored.shape[0]
-        set_applied_mask(new, _warp_mask(stored, _scaled(old_to_new, res / meta.size, res / size), res))
+        mask_to_mask = compose(pixel_scale(res / size), compose(old_to_new, pixel_scale(meta.size / res)))
+        set_applied_mask(new, _warp_mask(stored, mask_to_mask, res))
     return new
 
 
