@@ -218,7 +218,9 @@ def test_metadata_survives_copy_and_resave_is_detected(extracted, sample_clips, 
     assert len(Faceset.open(copy)) == stats.faces
     for args in (["info", str(copy)], ["sort", str(copy), "--by", "blur"], ["sort", str(copy), "--by", "histogram"],
                  ["sort", str(copy), "--by", "best", "--best-count", "10"], ["dedupe", str(copy)],
-                 ["pack", str(copy)], ["info", str(copy)], ["unpack", str(copy)], ["info", str(copy)]):
+                 ["pack", str(copy)], ["info", str(copy)], ["resize", str(copy), "-o", str(tmp_path / "small"),
+                 "--size", "96", "--face-type", "full"], ["unpack", str(copy)], ["info", str(copy)],
+                 ["info", str(tmp_path / "small")]):
         assert main(["faceset", *args]) == 0, args
     first = sorted(p for p in copy.iterdir() if p.suffix == ".jpg")[0]
     cv2.imwrite(str(first), cv2.imread(str(first)))  # an editor re-save drops the metadata
