@@ -133,8 +133,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_save(facesets, tmp_path):
 
 
 def test_bad_facesets_are_refused(facesets, tmp_path):
-    with pytest.raises(FacelabError, match="whole face but the model trains on full faces"):
-        train(SwapConfig(**{**TINY, "face_type": "full"}, target_iter=1), *facesets, tmp_path / "m1")
+    with pytest.raises(FacelabError, match="a head face reaches outside the saved whole face; re-extract"):
+        train(SwapConfig(**{**TINY, "face_type": "head"}, target_iter=1), *facesets, tmp_path / "m1")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FacelabError, match="holds no face images"):
@@ -147,6 +147,24 @@ def test_bad_facesets_are_refused(facesets, tmp_path):
     cv2.imwrite(str(plain / "x.png"), np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(FacelabError, match="no facelab metadata"):
         train(SwapConfig(**TINY, target_iter=1), plain, facesets[1], tmp_path / "m3")
+
+
+def test_a_whole_face_faceset_trains_a_full_face_model(facesets, tmp_path):
+    """As in DeepFaceLab, whole-face facesets serve narrower models: the faces are cropped as they load
+    (a wider model, head, is refused: test_bad_facesets_are_refused)."""
+    from facelab.faceset.store import Faceset
+    from facelab.swap.data import load_faces
+
+    full = load_faces(str(facesets[0]), 64, "full")
+    whole = Faceset.open(facesets[0])
+    assert full.images.shape == (len(whole), 64, 64, 3)
+    # at one size, a full face is larger than a whole face by the ratio of their templates' paddings
+    from facelab.align.face_types import face_type
+
+    eye_gap = lambda lm: np.linalg.norm(lm[:, 45] - lm[:, 36], axis=1).mean()  # noqa: E731
+    ratio = (1 + 2 * face_type("whole").padding) / (1 + 2 * face_type("full").padding)
+    assert eye_gap(full.landmarks) / eye_gap(whole.landmarks(64)) == pytest.approx(ratio, rel=0.01)
+    assert train(SwapConfig(**{**TINY, "face_type": "full"}, target_iter=2), *facesets, tmp_path / "full").iteration == 2
 
 
 def test_every_option_runs(facesets, tmp_path):

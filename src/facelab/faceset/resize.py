@@ -5,12 +5,14 @@ model (its "faceset resize" util). Every aligned face keeps its source landmarks
 the one extraction would compute for the new face type and size; the pixels, hand-drawn XSeg labels and
 applied masks are resampled from the saved face through saved face -> source frame -> new face. A crop
 that needs pixels the saved face does not hold (a larger face type, e.g. whole -> head) is refused before
-anything is written: that needs the source frames, i.e. a new ``facelab extract``.
+anything is written: that needs the source frames, i.e. a new ``facelab extract``. Training uses the same
+re-cropping in memory (:func:`recropped`), so a whole-face faceset trains full-face models as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,8 @@ from facelab.faceset.metadata import FaceMeta, encode_face
 from facelab.faceset.store import Faceset
 from facelab.masks.applied import KEY as APPLIED_KEY, decode_mask, set_applied_mask
 from facelab.masks.labels import has_label, label_mask, set_label
+
+log = logging.getLogger("facelab")
 
 
 def resize_matrix(meta: FaceMeta, size: int, face_type: str) -> np.ndarray:
@@ -53,10 +57,38 @@ def resized_meta(meta: FaceMeta, old_to_new: np.ndarray, size: int, face_type: s
     return new
 
 
+def _plans(faceset: Faceset, face_type: str | None, size: int) -> list[tuple[np.ndarray, str]]:
+    """Per face: the map from the saved face to the new crop, and the new face type (default: its own).
+    A crop that needs pixels the saved face does not hold is refused, naming the face."""
+    plans = []
+    for name, meta in zip(faceset.names, faceset.metas):
+        target = face_type or meta.face_type
+        old_to_new = resize_matrix(meta, size, target)
+        if not covers(old_to_new, meta.size, meta.size, size):
+            raise FacelabError(f"{faceset.root / name}: a {target} face reaches outside the saved {meta.face_type} "
+                               f"face; re-extract from the source frames with `facelab extract --face-type {target}`")
+        plans.append((old_to_new, target))
+    return plans
+
+
+def recropped(faceset: Faceset, face_type: str, size: int) -> Faceset:
+    """``faceset`` as ``face_type`` faces of ``size`` pixels, in memory (lossless PNG), for a model of that
+    face type: DeepFaceLab trains full, mid and half face models on whole-face facesets by cropping them as
+    they load. A faceset already of that face type is returned as it is."""
+    if all(meta.face_type == face_type for meta in faceset.metas):
+        return faceset
+    log.info(f"{faceset.root}: cropping the faces to {face_type} faces of {size} px for training")
+    blobs, metas = [], []
+    for i, (meta, (old_to_new, _)) in enumerate(zip(faceset.metas, _plans(faceset, face_type, size))):
+        metas.append(resized_meta(meta, old_to_new, size, face_type))
+        blobs.append(encode_face(warp_to_face(faceset.image(i), old_to_new, size), metas[-1], ".png"))
+    return Faceset(list(faceset.names), blobs, metas, faceset.root, faceset.packed)
+
+
 def resize_faceset(folder: str | Path, out: str | Path, size: int, face_type: str | None = None,
                    jpeg_quality: int = 95) -> int:
     """Write every face of ``folder`` (loose or packed) into ``out`` at ``size`` and ``face_type`` (default:
-    the faceset's own); the input is left as it is. Returns the number of faces written."""
+    each face's own); the input is left as it is. Returns the number of faces written."""
     if not 16 <= size <= 2048:
         raise FacelabError(f"--size {size} is out of range; use 16..2048 pixels")
     faceset = Faceset.open(folder)
@@ -65,14 +97,7 @@ def resize_faceset(folder: str | Path, out: str | Path, size: int, face_type: st
         raise FacelabError(f"{out} already exists and is not an empty folder; choose a new output folder with -o")
     if face_type is not None:
         face_type_of(face_type)  # an unknown name is a one-line error
-    plans = []
-    for name, meta in zip(faceset.names, faceset.metas):
-        target = face_type or meta.face_type
-        old_to_new = resize_matrix(meta, size, target)
-        if not covers(old_to_new, meta.size, meta.size, size):
-            raise FacelabError(f"{Path(folder) / name}: a {target} face reaches outside the saved {meta.face_type} "
-                               f"face; re-extract from the source frames with `facelab extract --face-type {target}`")
-        plans.append((old_to_new, target))
+    plans = _plans(faceset, face_type, size)
     out.mkdir(parents=True, exist_ok=True)
     items = enumerate(zip(faceset.names, faceset.metas, plans))
     for i, (name, meta, (old_to_new, target)) in progress(items, total=len(plans), desc="resize", unit="face"):

@@ -25,7 +25,7 @@ class SwapConfig:
                         MODELS, fixed=True)
     resolution: int = option(128, "Face resolution in pixels, 64..640 in steps of 16 (32 for -d architectures); higher is sharper and slower.",
                              fixed=True)
-    face_type: str = option("whole", "Face type the model is trained on (half, mid, full, whole, head); the facesets must be extracted with it.",
+    face_type: str = option("whole", "Face type the model is trained on (half, mid, full, whole, head); facesets of a wider face type (whole for full) are cropped as they load.",
                             FACE_TYPES, fixed=True)
     archi: str = option("liae-ud", "Architecture: df (better likeness, needs similar faces) or liae (better colour/shape of dst), "
                         "with -u (pixel-normalised, better likeness), -d (double resolution at the same cost), "

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from facelab.core.batches import hsv_jitter, warp_grids
+from facelab.faceset.resize import recropped
 from facelab.faceset.store import Faceset
 from facelab.masks.applied import applied_mask, has_applied_mask
 from facelab.masks.hull import hull_mask
@@ -73,9 +74,9 @@ def training_masks(faceset: Faceset, resolution: int, face_type: str) -> np.ndar
 
 
 def load_faces(folder: str, resolution: int, face_type: str) -> FaceData:
-    """Open a faceset and check it was extracted for this model's face type."""
-    faceset = Faceset.open(folder)
-    faceset.require_face_type(face_type, "the model trains on")
+    """Open a faceset as faces of this model's face type: a wider one (whole for a full-face model) is
+    cropped as it loads, a narrower one refused."""
+    faceset = recropped(Faceset.open(folder), face_type, resolution)
     masks = training_masks(faceset, resolution, face_type)
     landmarks = faceset.landmarks(resolution)
     em = np.stack([eyes_mouth_mask(lm, resolution) for lm in landmarks])
