@@ -9,13 +9,12 @@ import pytest
 
 from facelab.cli import main as cli_main
 from facelab.core.errors import FacelabError
-from facelab.faceset.metadata import read_face
+from facelab.faceset.metadata import read_face, write_meta
 from facelab.faceset.resize import resize_faceset
 from facelab.faceset.store import Faceset, pack
 from facelab.io.images import write_image
 from facelab.masks.applied import applied_mask, set_applied_mask
 from facelab.masks.labels import label_mask, set_label
-from facelab.faceset.metadata import write_meta
 
 PORTRAITS = ("obama_1.jpg", "obama_3.jpg", "biden_1.jpg")
 
@@ -108,3 +107,14 @@ def test_a_larger_face_type_or_a_used_output_is_refused(whole, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "already exists and is not an empty folder" in err and "Traceback" not in err
     assert (tmp_path / "used" / "x.txt").read_text() == "mine"
+
+
+def test_faces_recropped_for_training_are_never_written_back(whole):
+    from facelab.faceset.resize import recropped
+
+    full = recropped(whole, "full", 96)
+    assert {m.face_type for m in full.metas} == {"full"} and full.images().shape == (5, 96, 96, 3)
+    assert recropped(full, "full", 96) is full
+    with pytest.raises(FacelabError, match="cannot be saved over them"):
+        full.update_metas({0: full.metas[0]})
+    assert read_face(whole.root / whole.names[0])[1].face_type == "whole"

@@ -82,7 +82,7 @@ def recropped(faceset: Faceset, face_type: str, size: int) -> Faceset:
     for i, (meta, (old_to_new, _)) in enumerate(zip(faceset.metas, _plans(faceset, face_type, size))):
         metas.append(resized_meta(meta, old_to_new, size, face_type))
         blobs.append(encode_face(warp_to_face(faceset.image(i), old_to_new, size), metas[-1], ".png"))
-    return Faceset(list(faceset.names), blobs, metas, faceset.root, faceset.packed)
+    return Faceset(list(faceset.names), blobs, metas, faceset.root, faceset.packed, derived=True)
 
 
 def resize_faceset(folder: str | Path, out: str | Path, size: int, face_type: str | None = None,

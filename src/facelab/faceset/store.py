@@ -24,8 +24,10 @@ _PACK_MAGIC = b"FLPAK001"
 
 
 class Faceset:
-    def __init__(self, names: list[str], blobs: list[bytes], metas: list[FaceMeta], root: Path, packed: bool = False):
+    def __init__(self, names: list[str], blobs: list[bytes], metas: list[FaceMeta], root: Path, packed: bool = False,
+                 derived: bool = False):
         self.names, self.blobs, self.metas, self.root, self.packed = names, blobs, metas, root, packed
+        self.derived = derived  # faces made in memory from the files in root (e.g. re-cropped): never written back
 
     @classmethod
     def open(cls, folder: str | Path) -> "Faceset":
@@ -74,6 +76,8 @@ class Faceset:
     def update_metas(self, changed: dict[int, FaceMeta]) -> None:
         """Store new metadata for the faces in ``changed`` without re-encoding their pixels: each loose
         file is replaced atomically, a pack is rewritten once (atomically); the faceset in memory follows."""
+        if self.derived:
+            raise FacelabError(f"the faces of {self.root} in memory were derived from its files and cannot be saved over them")
         for i, meta in changed.items():
             try:
                 self.blobs[i] = embed_meta(self.blobs[i], meta)
