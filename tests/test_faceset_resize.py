@@ -71,7 +71,7 @@ def test_labels_and_applied_masks_follow_the_face(whole, tmp_path):
     label = np.zeros((256, 256), np.uint8)
     label[100:180, 90:170] = 1  # a square on the face (whole-face pixels)
     set_label(meta, label)
-    set_applied_mask(meta, np.kron(label[::2, ::2], np.ones((1, 1), np.uint8)))  # stored at 128 px, as XSeg's
+    set_applied_mask(meta, label[::2, ::2])  # stored at 128 px, a segmenter resolution below the face size
     write_meta(path, meta)
     resize_faceset(folder, tmp_path / "full", 128, "full")
     _, new = read_face(tmp_path / "full" / path.name)
