@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -95,3 +98,21 @@ def test_devices_and_precision():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with pytest.raises(FacelabError, match="fp16"):
         autocast(torch.device("cpu"), "fp16")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_waits_for_the_step_in_hand(sig):
+    """Ctrl-C (or kill) during a training step lets the step and its bookkeeping finish, then stops."""
+    from facelab.core.training import finish_step_first
+
+    before = signal.getsignal(sig)
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with finish_step_first():
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)  # the signal is delivered here, mid-step
+            done.append("rest of the step")
+    assert done == ["rest of the step"] and signal.getsignal(sig) is before
+    with finish_step_first():  # no signal: no interrupt
+        done.append("next step")
+    assert done[-1] == "next step"

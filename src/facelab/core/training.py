@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,30 @@ from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
 
 log = logging.getLogger("facelab")
+
+
+@contextmanager
+def finish_step_first() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block (one training step and its bookkeeping) is done, then stop.
+
+    Interrupted halfway, a step leaves weights that moved while the counter and loss log did not, and a
+    save would pair them: the resumed run would redo that step and no longer match an uninterrupted one.
+    A step takes well under a second to a few seconds, the wait a user sees. Outside the main thread
+    (where signals cannot be handled) the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def start_run(cfg: Any, saved: Any | None, model_dir: Path) -> torch.device:
@@ -90,13 +116,15 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     stream = iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))
     try:
         while trainer.iteration < end:
-            with out_of_memory_as_error(cfg.batch_size, trainer.device):
-                losses = trainer.step(next(stream))
-            trainer.iteration += 1
+            batch = next(stream)
+            with finish_step_first():
+                with out_of_memory_as_error(cfg.batch_size, trainer.device):
+                    losses = trainer.step(batch)
+                trainer.iteration += 1
+                if trainer.iteration % cfg.log_every == 0:
+                    trainer.metrics.write(trainer.iteration, losses)
             bar.update()
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-            if trainer.iteration % cfg.log_every == 0:
-                trainer.metrics.write(trainer.iteration, losses)
             if trainer.iteration % cfg.preview_every == 0:
                 trainer.write_preview()
             if cfg.eval_every and trainer.iteration % cfg.eval_every == 0:

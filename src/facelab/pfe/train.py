@@ -25,6 +25,7 @@ from facelab.core.files import atomic_path
 from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
+from facelab.core.training import finish_step_first
 from facelab.io.images import read_image
 from facelab.pfe.backbones import BACKBONE_FILE, SPHERE_SIZE, SphereNet, align_sphere, load_backbone, normalise_pixels
 from facelab.pfe.config import BackboneConfig, PFEConfig
@@ -73,11 +74,13 @@ def step_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]]
     try:
         with progress(total=steps, initial=start, desc=desc, unit="step") as bar:
             while step < steps:
-                values = step_fn(step)
-                step += 1
+                with finish_step_first():
+                    values = step_fn(step)
+                    step += 1
+                    if step % log_every == 0 or step == steps:
+                        metrics.write(step, values)
                 bar.update()
                 if step % log_every == 0 or step == steps:
-                    metrics.write(step, values)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
                 if step % save_every == 0 and step < steps:
                     save_fn(step)

@@ -21,6 +21,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
+from facelab.core.training import finish_step_first
 from facelab.stargan.checkpoint import FORMAT, checkpoint_path, read_stargan_checkpoint
 from facelab.stargan.config import StarGANConfig
 from facelab.stargan.data import CelebADataset, random_flip, read_attributes, split
@@ -208,12 +209,14 @@ def train(cfg: StarGANConfig) -> Trainer:
         with progress(total=cfg.num_iters, initial=trainer.step, desc="stargan", unit="it") as bar:
             while trainer.step < cfg.num_iters:
                 images, labels, _ = next(batches)
-                trainer.train_step(images, labels)
-                step = trainer.step
+                with finish_step_first():
+                    trainer.train_step(images, labels)
+                    step = trainer.step
+                    if step % cfg.summary_steps == 0:
+                        lr = {"lr/g": trainer.g_opt.param_groups[0]["lr"], "lr/d": trainer.d_opt.param_groups[0]["lr"]}
+                        metrics.write(step, {**trainer.last, **lr})
                 bar.update()
                 if step % cfg.summary_steps == 0:
-                    lr = {"lr/g": trainer.g_opt.param_groups[0]["lr"], "lr/d": trainer.d_opt.param_groups[0]["lr"]}
-                    metrics.write(step, {**trainer.last, **lr})
                     bar.set_postfix(d_cls=f"{trainer.last['D/loss_cls']:.3f}", g_rec=f"{trainer.last['G/loss_rec']:.3f}")
                 if step % cfg.save_steps == 0:
                     write_sample_grid(out / "samples" / f"{step:06d}.jpg", trainer.g, fixed_images, fixed_labels,
