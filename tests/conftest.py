@@ -61,10 +61,12 @@ def people(fetched_photos):
     return people_photos()
 
 
-def ctrl_c_when(args: list[str], ready: Callable[[], bool], poll: float, settle: int = 60) -> subprocess.Popen:
-    """Run ``python -m facelab ARGS`` in its own process group and, once ``ready()`` holds, send SIGINT to
-    the whole group as a terminal's Ctrl-C does; return the finished process (its ``err`` attribute
-    holds stderr). Fails if the command ends, or is not ready within 120 s, before that."""
+def signal_when(args: list[str], ready: Callable[[], bool], poll: float, settle: int = 60,
+                sig: int = signal.SIGINT) -> subprocess.Popen:
+    """Run ``python -m facelab ARGS`` in its own process group and, once ``ready()`` holds, send ``sig``:
+    SIGINT to the whole group, as a terminal's Ctrl-C does, any other signal (``kill``'s SIGTERM) to the
+    facelab process alone. Return the finished process (its ``err`` attribute holds stderr). Fails if the
+    command ends, or is not ready within 120 s, before that."""
     proc = subprocess.Popen([sys.executable, "-m", "facelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, start_new_session=True)
     try:
@@ -72,7 +74,10 @@ def ctrl_c_when(args: list[str], ready: Callable[[], bool], poll: float, settle:
         while not ready():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
             time.sleep(poll)
-        os.killpg(proc.pid, signal.SIGINT)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
         _, proc.err = proc.communicate(timeout=settle)
     finally:
         if proc.poll() is None:

@@ -15,7 +15,7 @@ from facelab.cli import main
 from facelab.io.images import list_images, read_image
 from facelab.io.video import probe
 
-from conftest import REPO, ctrl_c_when
+from conftest import REPO, signal_when
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_a_real_ctrl_c_during_merge_leaves_complete_frames_and_resumes(swapped, 
     args = ["merge", "--model-dir", str(ws / "model"), "--input-dir", str(ws / "data_dst"), "--output-dir", str(out),
             "--output-mask-dir", str(tmp_path / "mask")]
     cmd, env = [sys.executable, "-m", "facelab", *args], {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = ctrl_c_when(args, lambda: out.is_dir() and len(list(out.glob("*.png"))) >= 5, poll=0.02)
+    proc = signal_when(args, lambda: out.is_dir() and len(list(out.glob("*.png"))) >= 5, poll=0.02)
     err = proc.err
     frames = list_images(ws / "data_dst")
     done = sorted(out.iterdir())

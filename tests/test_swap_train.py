@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from facelab.swap.config import SwapConfig
 from facelab.swap.data import load_faces
 from facelab.swap.train import Trainer, train
 
-from conftest import ctrl_c_when, interrupt_at
+from conftest import signal_when, interrupt_at
 
 TINY = dict(model="saehd", resolution=64, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4, batch_size=4,
             workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3)
@@ -205,7 +206,7 @@ def test_a_real_ctrl_c_saves_with_batch_workers_running(facesets, tmp_path):
     batch workers all get it; the model is saved at the last finished iteration, without tracebacks."""
     model_dir = tmp_path / "m"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("workers", "preview_every")]
-    proc = ctrl_c_when(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(model_dir),
+    proc = signal_when(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(model_dir),
                         "--workers=2", "--target-iter=100000", *flags],
                        lambda: (model_dir / "losses.csv").is_file() and len(_losses(model_dir)) >= 3, poll=0.2,
                        settle=120)
@@ -214,6 +215,20 @@ def test_a_real_ctrl_c_saves_with_batch_workers_running(facesets, tmp_path):
     done = max(_losses(model_dir))
     assert f"iteration: {done}\n" in (model_dir / "state.yaml").read_text() and done >= 3
     assert train(SwapConfig(**TINY, target_iter=done + 1), *facesets, model_dir).iteration == done + 1
+
+
+def test_kill_saves_like_ctrl_c(facesets, tmp_path):
+    """SIGTERM to the facelab process alone (`kill PID`, `docker stop`, a job scheduler): the trainer saves
+    at the last finished iteration, as on Ctrl-C, and its batch workers stop with it."""
+    model_dir = tmp_path / "m"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("workers", "preview_every")]
+    proc = signal_when(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(model_dir),
+                        "--workers=2", "--target-iter=100000", *flags],
+                       lambda: (model_dir / "losses.csv").is_file() and len(_losses(model_dir)) >= 3, poll=0.2,
+                       settle=120, sig=signal.SIGTERM)
+    assert proc.returncode == 0 and "Traceback" not in proc.err, proc.err
+    done = max(_losses(model_dir))
+    assert f"iteration: {done}\n" in (model_dir / "state.yaml").read_text() and done >= 3
 
 
 def test_config_file_is_layered_under_flags(facesets, tmp_path, capsys):
