@@ -77,10 +77,11 @@ def step_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]]
                 with finish_step_first():
                     values = step_fn(step)
                     step += 1
-                    if step % log_every == 0 or step == steps:
+                    logged = step % log_every == 0 or step == steps
+                    if logged:
                         metrics.write(step, values)
                 bar.update()
-                if step % log_every == 0 or step == steps:
+                if logged:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
                 if step % save_every == 0 and step < steps:
                     save_fn(step)

@@ -212,11 +212,12 @@ def train(cfg: StarGANConfig) -> Trainer:
                 with finish_step_first():
                     trainer.train_step(images, labels)
                     step = trainer.step
-                    if step % cfg.summary_steps == 0:
+                    summary = step % cfg.summary_steps == 0
+                    if summary:
                         lr = {"lr/g": trainer.g_opt.param_groups[0]["lr"], "lr/d": trainer.d_opt.param_groups[0]["lr"]}
                         metrics.write(step, {**trainer.last, **lr})
                 bar.update()
-                if step % cfg.summary_steps == 0:
+                if summary:
                     bar.set_postfix(d_cls=f"{trainer.last['D/loss_cls']:.3f}", g_rec=f"{trainer.last['G/loss_rec']:.3f}")
                 if step % cfg.save_steps == 0:
                     write_sample_grid(out / "samples" / f"{step:06d}.jpg", trainer.g, fixed_images, fixed_labels,
