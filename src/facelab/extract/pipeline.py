@@ -9,7 +9,6 @@ it with its metadata. Progress is saved as it goes so an interrupted run resumes
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from collections import deque
@@ -25,7 +24,9 @@ from facelab.align.transform import align_matrix, transform_points, warp_to_face
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
 from facelab.core.progress import progress
-from facelab.detect.base import Detection, make_detector, make_landmarker
+from facelab.core.workers import close_pool, worker_pool
+from facelab.detect.base import Detection
+from facelab.detect.registry import DETECTORS, make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
 from facelab.extract.tracking import FaceTracker, TrackedFace
 from facelab.faceset.metadata import FaceMeta, write_face
@@ -81,49 +82,64 @@ def _open_source(path: Path, fps: float | None) -> tuple[Iterator[Frame], int, b
 _worker_detector = None
 
 
-def _init_worker(name: str, weights: str | None, device: str) -> None:
+def _init_worker(name: str, weights: str | None, device: str, threads: int = 0) -> None:
+    """Build this process's detector; ``threads`` caps torch's CPU threads (one a worker: several
+    workers of several threads each made MTCNN ten times slower, spinning on each other's cores)."""
     global _worker_detector
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _worker_detector = make_detector(name, weights, device)
+    if threads and DETECTORS[name].torch:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _detect_job(small: np.ndarray, scale: float) -> list[Detection]:
     return [d.scaled(scale) for d in _worker_detector.detect(small)]  # type: ignore[union-attr]
 
 
-HOG_MIN_FACE = 80  # dlib's HOG window: smaller faces must be upscaled to be found
-
-
 def _detection_copy(image: np.ndarray, cfg: ExtractConfig, sequence: bool) -> tuple[np.ndarray, float]:
     """The image the detector sees and the factor back to source pixels.
 
     Video frames are shrunk to ``detect_size`` for speed (faces in footage are large); photos are
-    searched at full size, upscaled (up to 2x) so faces of ``min_face_size`` reach the HOG window.
+    searched at full size, upscaled (up to 2x) so faces of ``min_face_size`` reach the smallest face the
+    detector finds (dlib's 80 px window; MTCNN's 20 px needs no upscaling).
     """
     h, w = image.shape[:2]
     if sequence:
         f = min(1.0, cfg.detect_size / max(h, w)) if cfg.detect_size > 0 else 1.0
     else:
-        f = float(np.clip(HOG_MIN_FACE / max(cfg.min_face_size, 1), 1.0, 2.0)) if max(h, w) < 2000 else 1.0
+        native = DETECTORS[cfg.detector].min_face
+        f = float(np.clip(native / max(cfg.min_face_size, 1), 1.0, 2.0)) if max(h, w) < 2000 else 1.0
     if f == 1.0:
         return image, 1.0
     interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
     return cv2.resize(image, (round(w * f), round(h * f)), interpolation=interp), 1.0 / f
 
 
-class _Detections:
-    """Runs detection in a pool (dlib detectors) or in-process (torch detectors), with at most
-    ``window`` frames in flight so memory stays bounded on long videos."""
+def _resolve_device(name: str):
+    from facelab.core.device import resolve_device  # imports torch: only for the torch detectors
 
-    def __init__(self, cfg: ExtractConfig, sequence: bool):
+    return resolve_device(name)
+
+
+class _Detections:
+    """Runs detection in a pool of worker processes, one a core, or in this process, with at most
+    ``window`` frames in flight so memory stays bounded on long videos.
+
+    dlib holds the GIL and a small torch net on the CPU uses its threads badly, so on the CPU every
+    detector gets worker processes; a detector on the GPU runs here, and one image is detected here (a pool
+    would only add its start-up time)."""
+
+    def __init__(self, cfg: ExtractConfig, sequence: bool, total: int):
         self.cfg, self.sequence = cfg, sequence
         workers = cfg.workers or os.cpu_count() or 1
+        on_gpu = DETECTORS[cfg.detector].torch and _resolve_device(cfg.device).type == "cuda"
         self.pool = None
-        if cfg.detector in ("hog", "dlib-cnn") and workers > 1:
-            self.pool = mp.get_context("spawn" if cfg.detector == "dlib-cnn" else "fork").Pool(
-                workers, _init_worker, (cfg.detector, cfg.detector_weights, cfg.device))
-        else:
-            _init_worker(cfg.detector, cfg.detector_weights, cfg.device)
+        # built here first in any case: a missing or wrong weight file is reported in one line, where a
+        # worker failing to start would only be restarted by the pool, for ever
+        _init_worker(cfg.detector, cfg.detector_weights, cfg.device)
+        if workers > 1 and total > 1 and not on_gpu:
+            self.pool = worker_pool(workers, _init_worker, (cfg.detector, cfg.detector_weights, cfg.device, 1))
         self.window = 3 * workers
 
     def run(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, list[Detection]]]:
@@ -143,10 +159,9 @@ class _Detections:
             done, job = pending.popleft()
             yield done, job.get()
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            close_pool(self.pool, finished)
 
 
 # --- alignment and output ----------------------------------------------------------------------------
@@ -222,8 +237,9 @@ def extract(source: str | Path, out_dir: str | Path, cfg: ExtractConfig | None =
     tracker = FaceTracker(landmarker, smooth=cfg.track and sequence, max_missed=8 if cfg.track and sequence else 0)
     state = _State(out_dir, source)
     stats = state.stats
-    detections = _Detections(cfg, sequence)
+    detections = _Detections(cfg, sequence, total)
     ext = "." + cfg.format
+    finished = False
     try:
         with progress(total=total, desc="extract", unit="frame") as bar:
             for frame, found in detections.run(_skip_done(frames, state, stats, bar)):
@@ -245,8 +261,9 @@ def extract(source: str | Path, out_dir: str | Path, cfg: ExtractConfig | None =
                     state.save()
                 bar.update()
                 bar.set_postfix(faces=stats.faces, refresh=False)
+        finished = True
     finally:
-        detections.close()
+        detections.close(finished)
         state.save()
     return stats
 

@@ -9,13 +9,12 @@ atomically, so an interrupted merge resumes by skipping every frame already on d
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.pool import ThreadPool
+from multiprocessing.pool import Pool, ThreadPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,6 +26,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path
 from facelab.core.prefetch import prefetch
 from facelab.core.progress import progress
+from facelab.core.workers import worker_pool
 from facelab.faceset.metadata import FaceMeta
 from facelab.faceset.store import Faceset
 from facelab.io.commands import frame_name
@@ -202,12 +202,12 @@ def _worker_count(cfg: MergeConfig, model_on_cpu: bool) -> int:
     return max(1, _cores() // 2) if model_on_cpu else _cores()
 
 
-def _compositing_pool(workers: int, init_args: tuple) -> tuple[multiprocessing.pool.Pool, int]:
+def _compositing_pool(workers: int, init_args: tuple) -> tuple[Pool, int]:
     """Several workers: processes. One: threads in this process, one per core; OpenCV and numpy release
     the GIL, so they fill the time the model thread leaves idle (2 cores, bf16, PNG: 16.3 frames/s with one
     compositing thread, 18.6 with two; benchmarks/merge_speed.py --threads 1 0). Returns (pool, its size)."""
     if workers > 1:
-        return multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args), workers
+        return worker_pool(workers, _init_worker, init_args), workers
     return ThreadPool(_cores(), _init_worker, init_args), _cores()
 
 
