@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facelab.detect.base import Detection, Landmarker
+from facelab.metrics.iou import box_covered, box_iou
 
 
 @dataclass
@@ -37,12 +38,7 @@ def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
     return (x0 - 0.023 * w, y0 - 0.08 * h, x1, y1 - 0.035 * h)
 
 
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+NESTED = 0.5  # a face with more than this share of its box inside a larger face's box is not a face of its own
 
 
 def eye_distance(landmarks: np.ndarray) -> float:
@@ -75,7 +71,7 @@ class FaceTracker:
         for _ in range(rounds):
             lms = self.landmarker.landmarks(image, box)
             new_box = landmark_box(lms)
-            if iou(box, new_box) > 0.9:
+            if box_iou(box, new_box) > 0.9:
                 size_ratio = (new_box[2] - new_box[0]) / max(1e-6, first[2] - first[0])
                 return lms if 0.8 < size_ratio < 1.25 else None
             box = new_box
@@ -89,8 +85,8 @@ class FaceTracker:
         kept: list[_Track] = []
         for det, lms in raw:
             box = landmark_box(lms)
-            best = max(unmatched, key=lambda t: iou(box, landmark_box(t.landmarks)), default=None)
-            if best is not None and iou(box, landmark_box(best.landmarks)) > 0.3:
+            best = max(unmatched, key=lambda t: box_iou(box, landmark_box(t.landmarks)), default=None)
+            if best is not None and box_iou(box, landmark_box(best.landmarks)) > 0.3:
                 unmatched.remove(best)
                 lms = self._smoothed(best, lms)
             track = _Track(lms, det.score)
@@ -107,5 +103,20 @@ class FaceTracker:
             new.missed = track.missed + 1
             kept.append(new)
             out.append(TrackedFace(landmark_box(lms), lms, track.score, True))
-        self.tracks = kept
-        return out
+        keep = _not_nested([landmark_box(face.landmarks) for face in out])
+        self.tracks = [kept[i] for i in keep]
+        return [out[i] for i in keep]
+
+
+def _not_nested(boxes: list[tuple[float, float, float, float]]) -> list[int]:
+    """Indices (in their order) of the boxes that are not mostly inside a larger kept box.
+
+    A face inside another face's box is a false detection (HOG finds a "face" in the eyes of a laughing
+    face) or a second track of the same face; either would be pasted as a second patch by merge.
+    """
+    by_size = sorted(range(len(boxes)), key=lambda i: -(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]))
+    kept: list[int] = []
+    for i in by_size:
+        if all(box_covered(boxes[i], boxes[j]) <= NESTED for j in kept):
+            kept.append(i)
+    return sorted(kept)
