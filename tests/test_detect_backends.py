@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from facelab.core.errors import FacelabError
-from facelab.detect.base import Detection, make_detector, make_landmarker
+from facelab.detect.base import Detection
+from facelab.detect.registry import make_detector, make_landmarker
 from facelab.detect.fan import FAN, crop, crop_frame, heatmaps_to_points
 from facelab.detect.s3fd import S3FDNet, decode, nms
 from facelab.detect.weights import load_weights

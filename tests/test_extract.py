@@ -17,7 +17,7 @@ from facelab.align.pose import estimate_pose
 from facelab.align.transform import warp_to_face, warp_to_image
 from facelab.cli import main
 from facelab.core.errors import FacelabError
-from facelab.detect.base import make_detector, make_landmarker
+from facelab.detect.registry import make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import STATE_NAME, extract
 from facelab.extract.tracking import FaceTracker

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.core.config import option
-from facelab.detect.base import DETECTORS, LANDMARKERS
+from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
 
 
 @dataclass
@@ -14,11 +14,10 @@ class ExtractConfig:
     face_type: str = option("whole", "Crop of the aligned face: half, mid (mid-half), full, whole (whole face "
                             "with forehead) or head.", choices=FACE_TYPES)
     size: int = option(256, "Side in pixels of each aligned face image.")
-    detector: str = option("hog", "Face detector: hog (fast dlib HOG), dlib-cnn (slower, finds turned faces) "
-                           "or s3fd (DeepFaceLab's detector; needs --detector-weights).", choices=DETECTORS)
+    detector: str = option("hog", "Face detector: " + choices_help(DETECTORS) + ".", choices=tuple(DETECTORS))
     detector_weights: str | None = option(None, "Weights file for the s3fd detector.")
-    landmarker: str = option("dlib68", "68-point landmarker: dlib68 (bundled) or fan (2D-FAN; needs "
-                             "--landmarker-weights).", choices=LANDMARKERS)
+    landmarker: str = option("dlib68", "68-point landmarker: " + choices_help(LANDMARKERS) + ".",
+                             choices=tuple(LANDMARKERS))
     landmarker_weights: str | None = option(None, "Weights file for the fan landmarker.")
     max_faces: int = option(0, "Keep at most this many faces per frame, largest first (0 = all).")
     min_face_size: int = option(40, "Ignore faces smaller than this many pixels (detector box side, in the source).")

@@ -118,7 +118,7 @@ def fetch_photos() -> Path:
 def people_photos(margin: float = 0.6) -> dict[str, list[np.ndarray]]:
     """Every person of the fetched photos (BGR), each photo cropped to a square around the face with
     ``margin`` face widths to spare on each side, named as :data:`KNOWN_PEOPLE` says."""
-    from facelab.detect.base import make_detector
+    from facelab.detect.registry import make_detector
 
     folder, detector = fetch_photos(), make_detector("hog")
     people: dict[str, list[np.ndarray]] = {}

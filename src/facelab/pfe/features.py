@@ -16,7 +16,7 @@ import numpy as np
 
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
-from facelab.detect.base import make_detector, make_landmarker
+from facelab.detect.registry import make_detector, make_landmarker
 from facelab.io.images import read_image
 from facelab.pfe.augment import augment
 from facelab.pfe.backbones import Backbone
