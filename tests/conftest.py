@@ -22,17 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def shared_videos() -> list[Path]:
-    folder = SHARED_DATA / "videos"
-    return sorted(folder.glob("*.mp4")) if folder.is_dir() else []
+# The demo's pair: two men on the same grey background, 480x480 at 30 frames/s, 7-8 s, with audio.
+SHARED_PAIR = ("lp_d18.mp4", "lp_d19.mp4")
 
 
 @pytest.fixture(scope="session")
 def sample_clips(tmp_path_factory) -> list[Path]:
-    """At least two single-person clips of different people: the shared ones, else rendered ones."""
-    videos = shared_videos()
-    if len(videos) >= 2:
-        return videos
+    """Two single-person clips (src, dst) of different men with audio: the demo's real pair from
+    ../shared/data/videos, else two clips rendered from real portraits."""
+    pair = [SHARED_DATA / "videos" / name for name in SHARED_PAIR]
+    if all(p.is_file() for p in pair):
+        return pair
     from facelab.io.samples import make_sample_clips
 
     return list(make_sample_clips(tmp_path_factory.mktemp("clips"), seconds=2.0).values())

@@ -96,7 +96,8 @@ def _check_only_inside(frame, out, mask):
     diff = np.abs(frame.astype(int) - out).max(2)
     assert (mask > 0).sum() > 500, "no face was pasted"
     assert not ((diff > 0) & (mask == 0)).any(), "pixels outside the mask changed"
-    assert diff[mask > 200].mean() > 3, "the face under the mask did not change"
+    # an untouched face differs by 0; hist-match pulls the shifted colours back most of the way (~2.6 on lp_d19)
+    assert diff[mask > 200].mean() > 1.5, "the face under the mask did not change"
 
 
 @pytest.mark.parametrize("mode", [m for m in MASK_MODES if "segmenter" not in m])  # segmenter: tests/test_xseg.py
@@ -339,8 +340,9 @@ def test_bad_inputs_give_one_clear_line(dst_ws, tmp_path):
     with pytest.raises(FacelabError, match="cannot write to"):
         run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, blocker / "out")
     last = sorted(frames.glob("*.png"))[-1]
-    write_image(last, cv2.resize(read_image(last), (640, 360)))
-    with pytest.raises(FacelabError, match="all frames of a video must have one size|extracted from a 1280x720"):
+    h, w = read_image(last).shape[:2]
+    write_image(last, cv2.resize(read_image(last), (w // 2, h // 2)))
+    with pytest.raises(FacelabError, match=f"all frames of a video must have one size|extracted from a {w}x{h}"):
         run_merge(ShiftPredictor(), MergeConfig(workers=1), frames, tmp_path / "o")
 
 
@@ -349,8 +351,8 @@ def test_merge_and_preview_commands(dst_ws, tmp_path, monkeypatch, capsys):
     base = ["merge", "--model-dir", str(tmp_path / "model"), "--input-dir", str(dst_ws)]
     assert main(base + ["--output-dir", str(tmp_path / "merged"), "--preview", "2",
                         "--preview-output", str(tmp_path / "p.png")]) == 0
-    panel = read_image(tmp_path / "p.png")
-    assert panel.shape == (720, 3 * 1280, 3)
+    panel, frame = read_image(tmp_path / "p.png"), read_image(sorted(dst_ws.glob("*.png"))[0])
+    assert panel.shape == (frame.shape[0], 3 * frame.shape[1], 3)  # original | merged | mask
     cfg = tmp_path / "merge.yaml"
     cfg.write_text("blend: seamless\nworkers: 1\noutput_format: jpg\n")
     assert main(base + ["--output-dir", str(tmp_path / "merged"), "--output-mask-dir", str(tmp_path / "mask"),
@@ -514,7 +516,8 @@ def test_segmenter_prd_errors_are_one_line(dst_ws, tmp_path, monkeypatch, capsys
     assert err.count("\n") == 1 and "--segmenter-dir" in err and "facelab xseg train" in err
     seg = save_segmenter(tmp_path / "xseg", bias=20.0)
     assert main(base + ["--segmenter-dir", str(seg), "--preview-output", str(tmp_path / "p.png")]) == 0
-    assert read_image(tmp_path / "p.png").shape == (720, 3 * 1280, 3)
+    h, w = read_image(sorted(dst_ws.glob("*.png"))[0]).shape[:2]
+    assert read_image(tmp_path / "p.png").shape == (h, 3 * w, 3)
     with pytest.raises(SystemExit):
         main(["merge", "--help"])
     assert "--segmenter-dir" in capsys.readouterr().out

@@ -1,9 +1,10 @@
 """``facelab demo``: the whole face-swap workflow on the sample clips, small enough for a CPU in minutes.
 
-It swaps the first person of ``../shared/data/videos`` (the sample clips beside the checkout) into the
-second person's clip; where that folder is absent, it renders two short clips from real portraits that
-ship in installed packages (:mod:`facelab.io.samples`) as ``WORKSPACE/data_src.mp4`` and
-``data_dst.mp4``. The result is ``WORKSPACE/result.mp4`` with the dst clip's audio.
+It swaps the man of ``../shared/data/videos/lp_d18.mp4`` into ``lp_d19.mp4`` (two real men filmed on
+the same grey background, with audio; the real clips beside the checkout); where that folder is absent,
+it renders two short clips from real portraits that ship in installed packages
+(:mod:`facelab.io.samples`) as ``WORKSPACE/data_src.mp4`` and ``data_dst.mp4``. The result is
+``WORKSPACE/result.mp4`` with the dst clip's audio.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ DEMO_TRAIN_FLAGS = ["--resolution", "64", "--face-type", "whole", "--archi", "li
 # ../shared beside the checkout: found from the source tree (editable install) or the working directory.
 SHARED_VIDEO_DIRS = (Path(__file__).resolve().parents[3] / "shared" / "data" / "videos",
                      Path.cwd().parent / "shared" / "data" / "videos")
+DEMO_SRC, DEMO_DST = "lp_d18.mp4", "lp_d19.mp4"
 
 
 def demo_clips(workspace: Path) -> tuple[Path, Path]:
-    """(src, dst) clips: the shared sample videos if there are two, else rendered ones."""
-    shared = next((sorted(d.glob("*.mp4")) for d in SHARED_VIDEO_DIRS if len(list(d.glob("*.mp4"))) >= 2), [])
-    if len(shared) >= 2:
-        return shared[0], shared[1]
+    """(src, dst) clips: the shared real clips if they are there, else rendered ones."""
+    for folder in SHARED_VIDEO_DIRS:
+        if (folder / DEMO_SRC).is_file() and (folder / DEMO_DST).is_file():
+            return folder / DEMO_SRC, folder / DEMO_DST
     src, dst = workspace / "data_src.mp4", workspace / "data_dst.mp4"
     if not (src.is_file() and dst.is_file()):
         from facelab.io.samples import make_sample_clips
