@@ -116,3 +116,21 @@ def test_an_interrupt_waits_for_the_step_in_hand(sig):
     with finish_step_first():  # no signal: no interrupt
         done.append("next step")
     assert done[-1] == "next step"
+
+
+def test_progress_prints_plain_lines_with_rate_and_eta_when_stderr_is_no_terminal(monkeypatch, capsys):
+    import time
+
+    from facelab.core import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.2)
+    for _ in progress_module.progress(range(3), desc="quick", unit="frame"):
+        pass
+    assert capsys.readouterr().err == ""  # a short job says nothing
+    for _ in progress_module.progress(range(12), desc="extract", unit="frame"):
+        time.sleep(0.05)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and "\r" not in "".join(lines)
+    assert all(line.startswith("extract:") for line in lines)
+    assert "frame/s" in lines[0] and "<" in lines[0]  # rate and ETA
+    assert "12/12" in lines[-1]
