@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "facelab.merge.commands",
     "facelab.stargan.commands",
     "facelab.pfe.commands",
+    "facelab.provenance.commands",
     "facelab.demo",
 ]
 
