@@ -6,8 +6,8 @@ Usage:
   python benchmarks/detector_table.py calibrate
 
 ``clips``: `facelab extract` with default options (only the detector changed) on every clip of
-videos/videos.tsv: frames with exactly one face, with none, with two or more (and which), seconds and
-frames/s. ``groups``: extraction on each group photo (at the default and a smaller --min-face-size); for the nine dlib_* PASCAL photos precision and
+videos/videos.tsv: frames with exactly one face, with none, with two or more (and which), how many faces
+the tracker kept where the detector missed them, seconds and frames/s. ``groups``: extraction on each group photo (at the default and a smaller --min-face-size); for the nine dlib_* PASCAL photos precision and
 recall against the hand-made boxes of dlib_training.xml / dlib_testing.xml (a found face matches a box
 at IoU >= 0.3, each box at most once), for the others the faces found against groups/faces.tsv.
 ``calibrate``: the offsets from MTCNN's square box to dlib's HOG box (facelab.detect.mtcnn.TO_HOG_BOX),
@@ -60,13 +60,15 @@ def clip_row(clip: Path, detector: str) -> dict:
         start = time.perf_counter()
         stats = extract(clip, out, ExtractConfig(detector=detector))
         seconds = time.perf_counter() - start
-        per_frame = Counter(int(p.stem.split("_")[0]) for p in list_images(Path(out)))
+        faces = list_images(Path(out))
+        per_frame = Counter(int(p.stem.split("_")[0]) for p in faces)
+        tracked = sum(read_meta(p).detector.endswith("+track") for p in faces)
     none = [int(k) for k in stats.no_face]
     several = [k for k, n in per_frame.items() if n > 1]
     one = stats.frames - len(none) - len(several)
     return {"clip": clip.name, "detector": detector, "frames": stats.frames, "one_face": one,
             "one_face_share": round(one / max(stats.frames, 1), 4), "no_face": len(none), "no_face_frames": _ranges(none),
-            "two_or_more": len(several), "two_or_more_frames": _ranges(several),
+            "two_or_more": len(several), "two_or_more_frames": _ranges(several), "faces_kept_by_tracking": tracked,
             "seconds": round(seconds, 2), "frames_per_s": round(stats.frames / seconds, 2)}
 
 

@@ -36,7 +36,7 @@ AMPLITUDE = 2.0  # grey levels (RMS) added to each pixel
 SEED = 0xFACE1AB  # public: the mark says "made by facelab", it does not hide who may read it
 # rescale factors tried when reading: 1 (untouched), 2 (the image was halved), and resizes in between
 SCALES = (1.0, 2.0, 1.5, 4 / 3, 1.25, 1 / 1.25, 0.5)
-MIN_CONFIDENCE = 6.0  # peak distance in standard deviations; see docs/provenance.md for the unmarked real data
+MIN_CONFIDENCE = 6.5  # peak distance in standard deviations: unmarked real media reach 5.5 at most (docs/provenance.md)
 _DETAIL_SIGMA = 2.0  # the blur removed before folding: keeps the mark's band, drops the picture's broad shapes
 
 
