@@ -124,6 +124,31 @@ def test_corrupt_checkpoint_is_refused_and_previous_kept(facesets, tmp_path):
     assert prev.read_bytes() == before
 
 
+def test_a_model_dir_without_its_checkpoint_resumes_from_the_newest_complete_save(facesets, tmp_path):
+    """What a kill between the two renames of a save used to leave: no model.safetensors, the previous save
+    and the new one as a complete temporary file. Training goes on from the newest complete save, not from
+    iteration 0, and losses.csv keeps its rows; with no save left at all it stops with one line."""
+    model_dir = tmp_path / "m"
+    train(SwapConfig(**TINY, target_iter=2), *facesets, model_dir)
+    train(SwapConfig(**TINY, target_iter=3), *facesets, model_dir)  # model: iteration 3, prev: 2
+    rows = _losses(model_dir)
+    (model_dir / "model.safetensors").rename(model_dir / ".model.safetensors.k1ll3d00.tmp.safetensors")
+    trainer = Trainer(SwapConfig(**TINY, target_iter=4), *facesets, model_dir)
+    assert trainer.iteration == 3 and _losses(model_dir) == rows
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]  # the temporary files are gone
+    trainer.close()
+    (model_dir / "model.safetensors").unlink()  # now only the previous save (iteration 2) is left
+    trainer = Trainer(SwapConfig(**TINY, target_iter=4), *facesets, model_dir)
+    assert trainer.iteration == 2 and _losses(model_dir) == {k: v for k, v in rows.items() if k <= 2}
+    trainer.close()
+    for save in model_dir.glob("model*.safetensors"):
+        save.unlink()
+    before = (model_dir / "losses.csv").read_bytes()
+    with pytest.raises(FacelabError, match="saved at iteration 3 but holds no model.safetensors"):
+        Trainer(SwapConfig(**TINY, target_iter=4), *facesets, model_dir)
+    assert (model_dir / "losses.csv").read_bytes() == before
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_save(facesets, tmp_path):
     model_dir = tmp_path / "m"
     train(SwapConfig(**TINY, target_iter=1), *facesets, model_dir)

@@ -296,8 +296,8 @@ def test_bad_model_dirs_and_face_types_are_one_clear_line(trained, labelled, tmp
     swap_dir.mkdir()
     (swap_dir / "config.yaml").write_text("model: saehd\narchi: liae-ud\n")
     (swap_dir / "segmenter.safetensors").write_bytes(b"")
-    assert "belongs to another model" in error("xseg", "apply", str(faceset), "--model-dir", str(swap_dir))
-    assert "belongs to another model" in error("xseg", "train", "--faceset", str(faceset), "--model-dir", str(swap_dir))
+    assert "is a face-swap model dir (made by `facelab train`)" in error("xseg", "apply", str(faceset), "--model-dir", str(swap_dir))
+    assert "is a face-swap model dir" in error("xseg", "train", "--faceset", str(faceset), "--model-dir", str(swap_dir))
     path = list_images(faceset)[0]
     img, meta = read_face(path)
     meta.face_type = "full"

@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -163,6 +164,104 @@ def test_a_busy_port_is_one_line(faceset):
         busy.listen()
         with pytest.raises(FacelabError, match="choose another --port"):
             make_server(faceset, port=busy.getsockname()[1])
+
+
+def raw(url: str, request: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send ``request`` as it is over one connection; (status, body) of the answer, (0, b"") if closed unanswered."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(request)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    if not data:
+        return 0, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def put(url: str, body: bytes, host: str | None = None, extra: str = "", length: str | None = None) -> bytes:
+    host = url.removeprefix("http://") if host is None else host
+    length = str(len(body)) if length is None else length
+    return (f"PUT /api/faces/1/label HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n{extra}Connection: close\r\n\r\n").encode() + body
+
+
+def test_requests_for_other_hosts_or_pages_are_refused(editor):
+    """DNS rebinding: a page of evil.example resolving to 127.0.0.1 sends Host: evil.example; a page of any
+    other site sends its own Origin. Neither may read a face or change a label."""
+    url, folder = editor
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    port = url.rsplit(":", 1)[1]
+    label = json.dumps({"include": [INCLUDE]}).encode()
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", ""):
+        get = f"GET /api/faces HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        status, body = raw(url, get)
+        assert status == 403 and b"127.0.0.1 or localhost" in body and b"faces" not in body.split(b"error")[0]
+        assert raw(url, put(url, label, host=host))[0] == 403, host
+    for origin in ("http://evil.example", f"http://evil.example:{port}", "null", f"https://127.0.0.1.evil.example"):
+        assert raw(url, put(url, label, extra=f"Origin: {origin}\r\n"))[0] == 403
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    # the editor's own page (any loopback name, any port: an SSH tunnel may forward another one) still works
+    for host in (f"localhost:{port}", "127.0.0.1:9999", f"[::1]:{port}"):
+        assert raw(url, put(url, label, host=host, extra=f"Origin: http://{host}\r\n"))[0] == 200
+    assert has_label(Faceset.open(folder).metas[1])
+
+
+def test_malformed_requests_are_4xx_and_change_nothing(editor):
+    url, folder = editor
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    cases = [(put(url, b'{"include": null}'), 400, b"include must be a list"),
+             (put(url, b'{"include": "abc"}'), 400, b"include must be a list"),
+             (put(url, b'{"include": [[["a", "b"], [1, 2], [3, 4]]]}'), 400, b"needs at least 3"),
+             (put(url, b'{"exclude": [{"x": 1}]}'), 400, b"needs at least 3"),
+             (put(url, b"[]"), 400, b"a label is"),
+             (put(url, b"null"), 400, b"a label is"),
+             (put(url, deep[:3_000_000]), 400, b"not valid JSON"),
+             (put(url, b"{}", length="abc"), 400, b"Content-Length"),
+             (put(url, b"{}", length="-5"), 400, b"Content-Length"),
+             (put(url, b"", length=str(10 << 20)), 413, b"at most"),
+             (b"POST /api/faces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", 405, b"POST"),
+             (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, b"")]
+    for request, status, message in cases:
+        got, body = raw(url, request)
+        assert got == status and message in body, (request[:80], got, body[:200])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    assert call("GET", url + "/api/faces")[0] == 200  # the server is still serving
+
+
+def test_idle_connections_are_closed(faceset, tmp_path, monkeypatch):
+    """A client that connects and sends nothing (or half a request) holds a thread only until the timeout."""
+    import facelab.xseg.editor as editor_module
+
+    monkeypatch.setattr(editor_module, "IDLE_TIMEOUT_S", 0.5)
+    server = make_server(faceset, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        stalled = [socket.create_connection(("127.0.0.1", server.server_address[1])) for _ in range(20)]
+        stalled[0].sendall(b"GET /api/faces HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
+        for conn in stalled:
+            conn.settimeout(5)
+            assert conn.recv(100) == b""  # closed by the server, not by our timeout (that would raise)
+            conn.close()
+        deadline = time.monotonic() + 5
+        while threading.active_count() > 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= 3  # main, serve_forever, maybe one more: no thread per stalled client
+        assert call("GET", url + "/api/faces")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_editor_listens_on_this_machine_only(faceset):
+    for host in ("0.0.0.0", "192.168.1.10", "example.com"):
+        with pytest.raises(FacelabError, match="SSH tunnel"):
+            make_server(faceset, host=host, port=0)
+    with pytest.raises(FacelabError, match="0..65535"):
+        make_server(faceset, port=70000)
 
 
 # ---------------------------------------------------------------- the page itself, in headless Chromium

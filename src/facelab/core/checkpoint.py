@@ -1,12 +1,14 @@
 """Checkpoints as one safetensors file: tensors in the body, the rest as JSON in the header.
 
 Nothing in a checkpoint is executed on load (no pickle). Writes are atomic and keep the previous file
-as ``NAME.prev.safetensors``, so a crash or a bad save never costs more than one save interval.
+as ``NAME.prev.safetensors``, so a crash or a bad save never costs more than one save interval, and
+:func:`resume_checkpoint` finds the newest complete save even when the checkpoint itself is missing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ import safetensors.torch
 import torch
 
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_path, previous_path
+from facelab.core.files import atomic_path, previous_path, remove_stale_temps, temp_files
 
+log = logging.getLogger("facelab")
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
 
@@ -58,19 +61,61 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
         tmp.write_bytes(data)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FacelabError(f"checkpoint {path} not found; check the path or train a model first")
-    hint = f"; the previous save is {previous_path(path)}" if previous_path(path).is_file() else ""
+def _read(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state in ``path``; any damage (bad header, a tensor the skeleton names but the body lacks,
+    absurd nesting) raises ValueError with the reason."""
     try:
         data = path.read_bytes()
         tensors = safetensors.torch.load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         skeleton = json.loads(header["__metadata__"]["facelab"])
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise FacelabError(f"checkpoint {path} is corrupt or not a facelab checkpoint ({type(exc).__name__}){hint}") from None
+        state = _unflatten(skeleton, tensors)
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors, json and a crafted skeleton raise many types; none is trusted
+        raise ValueError(type(exc).__name__) from None
+    if not isinstance(state, dict):
+        raise ValueError("not a mapping")
     if str(map_location) != "cpu":
-        tensors = {k: v.to(map_location) for k, v in tensors.items()}
-    return _unflatten(skeleton, tensors)
+        state = _unflatten(skeleton, {k: v.to(map_location) for k, v in tensors.items()})
+    return state
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FacelabError(f"checkpoint {path} not found; check the path or train a model first")
+    hint = f"; the previous save is {previous_path(path)}" if previous_path(path).is_file() else ""
+    try:
+        return _read(path, map_location)
+    except ValueError as exc:
+        raise FacelabError(f"checkpoint {path} is corrupt or not a facelab checkpoint ({exc}){hint}") from None
+
+
+def _complete(path: Path) -> bool:
+    try:
+        _read(path)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def resume_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint a training run resumes from, or None for a new run; call before the first save.
+
+    A run killed while saving may leave the checkpoint missing (a save of an older facelab, or a file
+    deleted by hand) with a complete temporary file (the newest save) or the previous save beside it.
+    The newest complete one of those becomes the checkpoint again, so the run goes on from there instead
+    of starting over at iteration 0; then the leftover temporary files of the folder are removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        newest_first = sorted(temp_files(path.parent, path.name), key=lambda p: p.stat().st_mtime, reverse=True)
+        for candidate in [*newest_first, previous_path(path)]:
+            if candidate.is_file() and _complete(candidate):
+                candidate.replace(path)
+                log.warning(f"{path} was missing; resuming from the newest complete save ({candidate.name})")
+                break
+    remove_stale_temps(path.parent)
+    return path if path.is_file() else None

@@ -1,7 +1,9 @@
 """Typed configs: one dataclass per command holds every default; the CLI, YAML files and the Python API share it.
 
-Declare fields with :func:`option` so each one carries its help sentence, allowed choices and whether it
-fixes the network (``fixed``: it cannot change once a model exists). :func:`add_config_arguments` turns
+Declare fields with :func:`option` so each one carries its help sentence, allowed choices or range
+(``low``/``high`` inclusive, ``above`` exclusive) and whether it fixes the network (``fixed``: it cannot
+change once a model exists). :func:`validate` checks choices and ranges wherever a config is built from
+flags, a YAML file or a saved model dir, so ``--size -5`` and ``size: -5`` get the same one line. :func:`add_config_arguments` turns
 a dataclass into kebab-case flags, :func:`config_from_args` layers the flags a user actually typed over a
 base config (defaults, a ``--config`` YAML or the config saved in a model dir).
 """
@@ -21,11 +23,15 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
 
 T = TypeVar("T")
+COMMAND_LINE = "command line"  # the source name of options typed as flags
 
 
-def option(default: Any, help: str, choices: Iterable[Any] | None = None, fixed: bool = False) -> Any:
-    """A dataclass field with the metadata the CLI and validation need."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "fixed": fixed}
+def option(default: Any, help: str, choices: Iterable[Any] | None = None, fixed: bool = False,
+           low: float | None = None, high: float | None = None, above: float | None = None) -> Any:
+    """A dataclass field with the metadata the CLI and validation need; a number (or each number of a
+    list) must lie in ``low..high`` and be greater than ``above`` where those are given."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "fixed": fixed,
+            "low": low, "high": high, "above": above}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -82,18 +88,52 @@ def _coerce(value: Any, tp: Any, name: str, source: str) -> Any:
     return value
 
 
-def validate(cfg: Any, source: str = "config") -> None:
-    """Check every field's value against its declared choices."""
-    for f in dataclasses.fields(cfg):
-        choices = f.metadata.get("choices")
-        value = getattr(cfg, f.name)
-        if choices is None or value is None:
+def range_text(low: float | None = None, high: float | None = None, above: float | None = None) -> str:
+    """How a range reads in an error: "1..100", ">= 1", "> 0", "> 0 and <= 1000"."""
+    if low is not None and high is not None:
+        return f"{low}..{high}"
+    parts = [f">= {low}" if low is not None else "", f"> {above}" if above is not None else "",
+             f"<= {high}" if high is not None else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def check_range(value: float, name: str, source: str, low: float | None = None, high: float | None = None,
+                above: float | None = None) -> None:
+    """One line naming ``source`` and the option when ``value`` is outside its range."""
+    if (low is not None and value < low) or (high is not None and value > high) or (above is not None and value <= above):
+        shown = f"{flag_name(name)} {value}" if source == COMMAND_LINE else f"{name}={value}"
+        raise FacelabError(f"{source}: {shown} is out of range; use {range_text(low, high, above)}")
+
+
+def _check_values(cls: type, values: dict[str, Any], source: str) -> None:
+    for f in dataclasses.fields(cls):
+        value = values.get(f.name)
+        if value is None:
             continue
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            if v not in choices:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        choices = f.metadata.get("choices")
+        bounds = {k: f.metadata.get(k) for k in ("low", "high", "above")}
+        for v in items:
+            if choices is not None and v not in choices:
                 allowed = ", ".join(map(str, choices))
                 raise FacelabError(f"{source}: {f.name}={v!r} is not one of: {allowed}")
+            if any(b is not None for b in bounds.values()) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                if v != v:  # NaN is in no range
+                    raise FacelabError(f"{source}: {f.name} is NaN; give a number")
+                check_range(v, f.name, source, **bounds)
+
+
+def validate(cfg: Any, source: str = "config") -> None:
+    """Check every field's value against its declared choices and range."""
+    _check_values(type(cfg), {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}, source)
+
+
+class Validated:
+    """Base of the config dataclasses: a config checks its values when it is made, from the Python API
+    too (``ExtractConfig(size=-5)`` is refused like ``--size -5``)."""
+
+    def __post_init__(self) -> None:
+        validate(self, type(self).__name__)
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: T | None = None) -> T:
@@ -106,9 +146,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "config",
     values = dataclasses.asdict(base) if base is not None else {}
     for key, value in data.items():
         values[key] = _coerce(value, types_[key], key, source)
-    cfg = cls(**values)
-    validate(cfg, source)
-    return cfg
+    _check_values(cls, values, source)  # before construction, so the error names ``source``
+    return cls(**values)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -122,17 +161,23 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[T], path: str | Path, base: T | None = None) -> T:
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The ``option: value`` mapping of a YAML file, or one line naming the file and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FacelabError(f"config file {path} not found; check the path")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise FacelabError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); fix or delete it") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FacelabError(f"config file {path} is not valid YAML ({reason}); fix or delete it") from None
     if not isinstance(data, dict):
         raise FacelabError(f"config file {path} must hold a mapping of option: value")
-    return config_from_dict(cls, data, source=str(path), base=base)
+    return data
+
+
+def load_config(cls: type[T], path: str | Path, base: T | None = None) -> T:
+    return config_from_dict(cls, read_yaml_mapping(path), source=str(path), base=base)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
@@ -196,4 +241,4 @@ def config_from_args(cls: type[T], args: argparse.Namespace, base: T | None = No
     config_file = getattr(args, "config", None)
     if config_file:
         base = load_config(cls, config_file, base=base)
-    return config_from_dict(cls, given_options(args, cls), source="command line", base=base)
+    return config_from_dict(cls, given_options(args, cls), source=COMMAND_LINE, base=base)

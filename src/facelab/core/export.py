@@ -21,11 +21,24 @@ FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-3  # largest allowed difference, relative to the output's scale when that exceeds 1
 
 
+def check_format(fmt: str) -> None:
+    """Refuse an unknown format, and ONNX without the packages of the ``[export]`` extra (onnx writes the
+    file, onnxruntime checks it), before any model is loaded."""
+    if fmt not in FORMATS:
+        raise FacelabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise FacelabError(f"ONNX export needs onnx and onnxruntime ({exc}); install them with "
+                               "pip install 'facelab[export]', or use --format torchscript") from None
+
+
 def export_bytes(module: nn.Module, examples: tuple[torch.Tensor, ...], fmt: str, input_names: tuple[str, ...],
                  output_names: tuple[str, ...]) -> bytes:
     """The serialised export of ``module`` (inputs with a free batch size)."""
-    if fmt not in FORMATS:
-        raise FacelabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_format(fmt)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch flags both TorchScript-based paths
@@ -51,10 +64,9 @@ def _arrays(out) -> list[np.ndarray]:
 def run_export(fmt: str, data: bytes, input_names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     """Run a serialised export on ``inputs``; its outputs as arrays."""
     if fmt == "onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise FacelabError("checking an ONNX export needs onnxruntime; run: pip install 'facelab[export]'") from None
+        check_format(fmt)
+        import onnxruntime
+
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
         return session.run(None, dict(zip(input_names, inputs)))
     with warnings.catch_warnings():

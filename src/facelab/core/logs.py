@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from pathlib import Path
 
+from facelab.core.files import atomic_write_text, disk_errors
 from facelab.core.tbevents import EventWriter
 
 log = logging.getLogger("facelab")
@@ -26,9 +28,10 @@ class MetricsLog:
 
     def __init__(self, log_dir: str | Path, name: str = "losses", resume_step: int | None = None):
         self.dir = Path(log_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / f"{name}.csv"
-        self._tb = EventWriter(self.dir / "tb")
+        with disk_errors(self.dir / "tb"):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._tb = EventWriter(self.dir / "tb")
         self._columns: list[str] | None = None
         if self.csv_path.exists() and self.csv_path.stat().st_size:
             with open(self.csv_path, newline="") as fh:
@@ -38,23 +41,29 @@ class MetricsLog:
 
     def write(self, step: int, values: dict[str, float]) -> None:
         values = {k: float(v) for k, v in values.items()}
-        if self._columns is None:
-            self._columns = list(values)
-            with open(self.csv_path, "w", newline="") as fh:
-                csv.writer(fh).writerow(["step", *self._columns])
-        with open(self.csv_path, "a", newline="") as fh:
-            csv.writer(fh).writerow([step, *(values.get(c, math.nan) for c in self._columns)])
-        self._tb.add_scalars(step, values)
+        with disk_errors(self.csv_path):
+            if self._columns is None:
+                self._columns = list(values)
+                with open(self.csv_path, "w", newline="") as fh:
+                    csv.writer(fh).writerow(["step", *self._columns])
+            with open(self.csv_path, "a", newline="") as fh:
+                csv.writer(fh).writerow([step, *(values.get(c, math.nan) for c in self._columns)])
+            self._tb.add_scalars(step, values)
 
     def truncate_after(self, step: int) -> None:
-        """Drop CSV rows past ``step`` (after resuming from an older save, the curve continues cleanly)."""
+        """Drop CSV rows past ``step`` (after resuming from an older save, the curve continues cleanly);
+        the file is replaced atomically, so a kill meanwhile leaves the old rows, never a cut file."""
         if not self.csv_path.exists():
             return
         with open(self.csv_path, newline="") as fh:
             rows = list(csv.reader(fh))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-        with open(self.csv_path, "w", newline="") as fh:
-            csv.writer(fh).writerows(kept)
+        kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        if len(kept) == len(rows):
+            return
+        text = io.StringIO()
+        csv.writer(text).writerows(kept)
+        atomic_write_text(self.csv_path, text.getvalue())
 
     def close(self) -> None:
-        self._tb.close()
+        with disk_errors(self.dir / "tb"):
+            self._tb.close()

@@ -22,7 +22,7 @@ import numpy as np
 from facelab.align.pose import estimate_pose
 from facelab.align.transform import align_matrix, transform_points, warp_to_face
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_text
+from facelab.core.files import atomic_write_text, ensure_folder, remove_stale_temps
 from facelab.core.progress import progress
 from facelab.core.workers import close_pool, worker_pool
 from facelab.detect.base import Detection
@@ -30,6 +30,7 @@ from facelab.detect.registry import DETECTORS, make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
 from facelab.extract.tracking import FaceTracker, TrackedFace
 from facelab.faceset.metadata import FaceMeta, write_face
+from facelab.faceset.store import PACK_NAME
 from facelab.io.images import is_image_file, list_images, read_image
 from facelab.io.video import is_video_file, iter_frames, probe
 
@@ -227,12 +228,13 @@ def extract(source: str | Path, out_dir: str | Path, cfg: ExtractConfig | None =
     cfg = cfg or ExtractConfig()
     source, out_dir = Path(source), Path(out_dir)
     frames, total, sequence = _open_source(source, cfg.fps)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.debug_dir:
-            Path(cfg.debug_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FacelabError(f"cannot create output folder {exc.filename} ({exc.strerror}); choose a writable folder") from None
+    if (out_dir / PACK_NAME).is_file():
+        raise FacelabError(f"output folder {out_dir} is a packed faceset; run `facelab faceset unpack {out_dir}` "
+                           "first or extract into another folder")
+    for folder in (out_dir, cfg.debug_dir):
+        if folder:
+            ensure_folder(folder, "output folder")
+    remove_stale_temps(out_dir)  # left by a killed run: never faces, and 1-30 MB each
     landmarker = make_landmarker(cfg.landmarker, cfg.landmarker_weights, cfg.device)
     tracker = FaceTracker(landmarker, smooth=cfg.track and sequence, max_missed=8 if cfg.track and sequence else 0)
     state = _State(out_dir, source)

@@ -78,7 +78,9 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _cmd_unpack(args: argparse.Namespace) -> int:
-    print(f"unpacked {unpack(args.folder)} faces into {args.folder}")
+    n, aside = unpack(args.folder)
+    print(f"unpacked {n} faces into {args.folder}" + (
+        f"; loose faces that differed from the pack's copy were kept, the pack's copies are in {aside}" if aside else ""))
     return 0
 
 

@@ -2,13 +2,17 @@
 person's faces, and a summary.
 
 Sorting renames files to ``NNNNN__<original name>`` so the folder lists in the chosen order and the
-original name (which names the source frame) is kept; sorting again replaces the prefix. Faces that
+original name (which names the source frame) is kept; sorting again replaces the prefix. The renames are
+journaled (``.sort_journal.json``), so a sort killed halfway is finished by the next ``faceset sort``
+before it does anything else, and no face keeps a hidden temporary name. Faces that
 ``best`` leaves out, the duplicates ``dedupe`` finds and the other people ``keep`` finds are moved aside,
 never deleted.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import shutil
 from collections import Counter
@@ -17,13 +21,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
+from facelab.core.files import atomic_write_text, disk_errors, remove_stale_temps
 from facelab.core.progress import progress
-from facelab.faceset.store import PACK_NAME, Faceset
+from facelab.faceset.store import PACK_NAME, SORT_JOURNAL, Faceset
 from facelab.masks.applied import has_applied_mask
 from facelab.masks.hull import hull_mask
 from facelab.masks.labels import has_label
 
+log = logging.getLogger("facelab")
 SORT_KEYS = ("blur", "yaw", "pitch", "histogram", "identity", "size", "source", "best")
 _PREFIX = re.compile(r"^\d{5}__")
 
@@ -131,28 +138,66 @@ def sort_order(faceset: Faceset, by: str, best_count: int | None = None) -> list
 
 def _move_aside(folder: Path, names: list[str], suffix: str) -> Path:
     aside = folder.with_name(folder.name + suffix)
-    aside.mkdir(exist_ok=True)
-    for name in names:
-        shutil.move(str(folder / name), str(aside / name))
+    with disk_errors(aside):
+        aside.mkdir(exist_ok=True)
+        for name in names:
+            shutil.move(str(folder / name), str(aside / name))
     return aside
 
 
-def sort_faceset(folder: str | Path, by: str, best_count: int | None = None) -> tuple[int, Path | None]:
-    """Rename faces into the chosen order; with ``best``, move the faces not chosen to ``<folder>_trash``."""
+def _write_journal(folder: Path, phase: str, renames: list[list[str]]) -> None:
+    atomic_write_text(folder / SORT_JOURNAL, json.dumps({"phase": phase, "renames": renames}))
+
+
+def finish_interrupted_sort(folder: str | Path) -> int:
+    """Complete the renames a killed ``faceset sort`` journaled; returns how many faces it covered (0: none).
+
+    A sort renames in two phases so that a new name never collides with an old one: "hide" moves every
+    face to a hidden temporary name, "name" moves each temporary name to the new name. The journal
+    says which phase was under way, so each rename is done exactly once however often it is resumed.
+    """
     folder = Path(folder)
+    journal = folder / SORT_JOURNAL
+    if not journal.is_file():
+        return 0
+    try:
+        data = json.loads(journal.read_text())
+        phase, renames = data["phase"], [(str(a), str(b), str(c)) for a, b, c in data["renames"]]
+    except (ValueError, KeyError, TypeError):
+        raise FacelabError(f"{journal} is damaged; the faces named .sortingNNNNN.* in {folder} keep their order in "
+                           "that number: rename them by hand, then delete the journal") from None
+    with disk_errors(folder):
+        if phase == "hide":
+            for old, tmp, _ in renames:
+                if not (folder / tmp).exists():
+                    (folder / old).rename(folder / tmp)
+            _write_journal(folder, "name", [list(r) for r in renames])
+        for _, tmp, new in renames:
+            if (folder / tmp).exists():
+                (folder / tmp).rename(folder / new)
+        journal.unlink()
+    return len(renames)
+
+
+def sort_faceset(folder: str | Path, by: str, best_count: int | None = None) -> tuple[int, Path | None]:
+    """Rename faces into the chosen order; with ``best``, move the faces not chosen to ``<folder>_trash``.
+    An earlier sort of the folder that was killed is finished first."""
+    if best_count is not None:
+        check_range(best_count, "best_count", "faceset sort", low=1)
+    folder = Path(folder)
+    if finish_interrupted_sort(folder):
+        log.info(f"finished the renames of an interrupted sort of {folder}")
+    remove_stale_temps(folder)
     faceset = _open_loose(folder)
     order = sort_order(faceset, by, best_count)
     aside = None
     left_out = sorted(set(range(len(faceset))) - set(order))
     if left_out:
         aside = _move_aside(folder, [faceset.names[i] for i in left_out], "_trash")
-    tmp_names = []
-    for rank, i in enumerate(order):  # two passes, so a new name never collides with an old one
-        tmp = folder / f".sorting{rank:05d}{Path(faceset.names[i]).suffix}"
-        (folder / faceset.names[i]).rename(tmp)
-        tmp_names.append((tmp, f"{rank:05d}__{_PREFIX.sub('', faceset.names[i])}"))
-    for tmp, name in tmp_names:
-        tmp.rename(folder / name)
+    renames = [[faceset.names[i], f".sorting{rank:05d}{Path(faceset.names[i]).suffix}",
+                f"{rank:05d}__{_PREFIX.sub('', faceset.names[i])}"] for rank, i in enumerate(order)]
+    _write_journal(folder, "hide", renames)
+    finish_interrupted_sort(folder)
     return len(order), aside
 
 
@@ -179,6 +224,7 @@ def find_duplicates(faceset: Faceset, max_distance: int = 4) -> list[int]:
 
 
 def dedupe_faceset(folder: str | Path, max_distance: int = 4) -> tuple[int, Path | None]:
+    check_range(max_distance, "max_distance", "faceset dedupe", low=0, high=64)
     folder = Path(folder)
     faceset = _open_loose(folder)
     dupes = find_duplicates(faceset, max_distance)
@@ -193,6 +239,8 @@ def keep_person(folder: str | Path, like: str | Path, threshold: float | None = 
     embeddings reaches ``threshold`` (default: dlib's same-person rule). Returns (kept, moved, aside)."""
     from facelab.metrics.identity import SAME_PERSON_COSINE, IdentityProbe
 
+    if threshold is not None:
+        check_range(threshold, "threshold", "faceset keep", low=-1, high=1)
     folder = Path(folder)
     faceset, reference, probe = _open_loose(folder), Faceset.open(like), IdentityProbe()
     template = identity_vectors(reference, probe).mean(0)

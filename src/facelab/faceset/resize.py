@@ -20,6 +20,7 @@ import numpy as np
 
 from facelab.align.face_types import face_type as face_type_of
 from facelab.align.transform import align_matrix, compose, covers, invert, pixel_scale, transform_points, warp_to_face
+from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes
 from facelab.core.progress import progress
@@ -89,8 +90,8 @@ def resize_faceset(folder: str | Path, out: str | Path, size: int, face_type: st
                    jpeg_quality: int = 95) -> int:
     """Write every face of ``folder`` (loose or packed) into ``out`` at ``size`` and ``face_type`` (default:
     each face's own); the input is left as it is. Returns the number of faces written."""
-    if not 16 <= size <= 2048:
-        raise FacelabError(f"--size {size} is out of range; use 16..2048 pixels")
+    check_range(size, "size", "faceset resize", low=16, high=2048)
+    check_range(jpeg_quality, "jpeg_quality", "faceset resize", low=1, high=100)
     faceset = Faceset.open(folder)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

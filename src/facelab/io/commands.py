@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facelab.core.errors import FacelabError
+from facelab.core.config import check_range
+from facelab.core.files import ensure_folder, remove_stale_temps
 from facelab.core.progress import progress
 from facelab.io.images import write_image
 from facelab.io.video import iter_frames, probe
@@ -18,11 +19,12 @@ def frame_name(index: int, fmt: str) -> str:
 
 def extract_frames(video: Path, out_dir: Path, fps: float | None = None, fmt: str = "png",
                    jpeg_quality: int = 95) -> int:
+    if fps is not None:
+        check_range(fps, "fps", "frames", above=0)
+    check_range(jpeg_quality, "jpeg_quality", "frames", low=1, high=100)
     info = probe(video)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FacelabError(f"cannot create output folder {out_dir} ({exc.strerror}); choose a writable folder") from None
+    ensure_folder(out_dir, "output folder")
+    remove_stale_temps(out_dir)
     total = info.frame_count if not fps else int(info.duration * min(fps, float(info.fps))) or None
     count = 0
     with progress(total=total, desc="frames", unit="frame") as bar:

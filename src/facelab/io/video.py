@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 
 from facelab.core.errors import FacelabError
 
+log = logging.getLogger("facelab")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 
@@ -31,6 +33,9 @@ class VideoInfo:
 
 
 def _open(path: Path):
+    if path.is_dir():
+        raise FacelabError(f"{path} is a folder, not a video file; give a video (a folder of frames can go "
+                           "straight to `facelab extract`)")
     if not path.is_file():
         raise FacelabError(f"video {path} not found; check the path")
     try:
@@ -43,16 +48,29 @@ def _open(path: Path):
     return container
 
 
+def _promised(container, stream) -> tuple[Fraction, float, int]:
+    """Frame rate, duration and frame count the container states (the count estimated from the duration
+    where the container has none)."""
+    fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+    duration = float(stream.duration * stream.time_base) if stream.duration else (
+        container.duration / av.time_base if container.duration else 0.0)
+    return Fraction(fps), duration, stream.frames or int(round(duration * float(fps)))
+
+
 def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
-        fps = stream.average_rate or stream.guessed_rate or Fraction(25)
-        duration = float(stream.duration * stream.time_base) if stream.duration else (
-            container.duration / av.time_base if container.duration else 0.0)
-        frames = stream.frames or int(round(duration * float(fps)))
-        return VideoInfo(path, stream.codec_context.width, stream.codec_context.height, Fraction(fps),
+        fps, duration, frames = _promised(container, stream)
+        return VideoInfo(path, stream.codec_context.width, stream.codec_context.height, fps,
                          frames, duration, bool(container.streams.audio))
+
+
+def _warn_if_short(path: Path, promised: int, decoded: int) -> None:
+    """A file cut short (an interrupted copy or download) often still opens and decodes its first part."""
+    if decoded < promised - max(1, promised // 100):
+        log.warning(f"warning: {path} promises {promised} frames but only {decoded} could be decoded; the video is "
+                    "truncated or damaged, the rest of it is missing (re-copy or re-download it)")
 
 
 def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -65,7 +83,8 @@ def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[tuple[in
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        src_fps = float(stream.average_rate or stream.guessed_rate or 25)
+        src_fps, _, promised = _promised(container, stream)
+        src_fps = float(src_fps)
         step = src_fps / fps if fps and fps < src_fps else 1.0
         next_keep = 0.0
         index = -1
@@ -80,6 +99,7 @@ def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[tuple[in
             raise FacelabError(f"{path}: decoding failed after frame {index} ({type(exc).__name__}); the video is corrupt or truncated") from None
     if index < 0:
         raise FacelabError(f"{path} holds no decodable frames; the video is corrupt or empty")
+    _warn_if_short(path, promised, index + 1)
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: Fraction | float, crf: int = 18,

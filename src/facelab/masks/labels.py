@@ -112,9 +112,14 @@ def set_polygons(meta: FaceMeta, include: list, exclude: list, name: str = "labe
     """
     clean = []
     for kind, polys in (("include", include), ("exclude", exclude)):
+        if not isinstance(polys, list):
+            raise FacelabError(f"{name}: {kind} must be a list of polygons, not {type(polys).__name__}")
         out = []
         for k, poly in enumerate(polys):
-            pts = np.asarray(poly, np.float64)
+            try:
+                pts = np.asarray(poly, np.float64)
+            except (TypeError, ValueError):
+                pts = np.zeros((0,))
             if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
                 raise FacelabError(f"{name}: {kind} polygon {k} needs at least 3 [x, y] points")
             if pts.min() < 0 or pts.max() > meta.size - 1:

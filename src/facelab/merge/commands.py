@@ -9,7 +9,7 @@ from facelab.core.config import add_config_arguments, config_from_args
 from facelab.core.errors import FacelabError
 from facelab.io.images import write_image
 from facelab.merge.config import MergeConfig
-from facelab.merge.merger import Predictor, preview, run_merge
+from facelab.merge.merger import Predictor, check_output_dirs, preview, run_merge
 from facelab.merge.video import assemble_video
 
 
@@ -24,6 +24,8 @@ def load_model(model_dir: str | Path, device: str, precision: str = "fp32") -> P
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     cfg = config_from_args(MergeConfig, args)
+    mask_dir = Path(args.output_mask_dir) if args.output_mask_dir else None
+    check_output_dirs(Path(args.input_dir), Path(args.output_dir), mask_dir)  # before loading the model
     predictor = load_model(args.model_dir, cfg.device, cfg.precision)
     aligned = Path(args.aligned_dir) if args.aligned_dir else None
     if args.preview is not None:
@@ -32,7 +34,6 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         write_image(out, preview(predictor, cfg, Path(args.input_dir), args.preview, aligned))
         print(f"wrote {out} (original | merged | mask)")
         return 0
-    mask_dir = Path(args.output_mask_dir) if args.output_mask_dir else None
     stats = run_merge(predictor, cfg, Path(args.input_dir), Path(args.output_dir), mask_dir, aligned, args.overwrite)
     resumed = f", {stats.skipped} already done" if stats.skipped else ""
     print(f"{args.output_dir}: merged {stats.merged} frames ({stats.faces} faces{resumed}) in {stats.seconds:.1f} s, "

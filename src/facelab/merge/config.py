@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
-from facelab.core.config import option
-from facelab.core.errors import FacelabError
+from facelab.core.config import Validated, option
 from facelab.merge.masks import MODE_MASKS
 
 MASK_MODES = tuple(MODE_MASKS)
@@ -20,16 +19,8 @@ BLEND_MODES = ("overlay", "hist-match", "seamless", "seamless-hist-match", "raw-
 SHARPEN_MODES = ("box", "gaussian")
 OUTPUT_FORMATS = ("png", "jpg")
 
-# (name, low, high) for the numeric options; checked when a config is built.
-_RANGES = (
-    ("erode", -200, 200), ("blur", 0, 200), ("face_scale", -50, 50), ("hist_match_strength", 0.0, 1.0),
-    ("sharpen", -100, 100), ("denoise_power", 0, 500), ("bicubic_degrade_power", 0, 100),
-    ("color_degrade_power", 0, 100), ("jpeg_quality", 1, 100), ("batch_size", 1, 1024), ("workers", 0, 256),
-)
-
-
 @dataclass
-class MergeConfig:
+class MergeConfig(Validated):
     mask_mode: str = option("hull", "which mask cuts the face: the dst landmark hull, the model's learned src/dst "
                             "masks (or their product / sum / product with the hull), the dst face's XSeg mask "
                             "(applied by `facelab xseg apply`, else its labels), the learned src mask times it, "
@@ -37,9 +28,9 @@ class MergeConfig:
                             "DeepFaceLab's XSeg-prd), or that times the dst face's XSeg mask", MASK_MODES)
     segmenter_dir: str = option("", "XSeg model folder (made by `facelab xseg train`) that the segmenter-prd mask "
                                 "modes run on the swapped face; empty = none")
-    erode: int = option(0, "shrink (>0) or grow (<0) the mask by this many crop pixels")
-    blur: int = option(8, "feather the mask edge over this many crop pixels")
-    face_scale: int = option(0, "make the pasted face this many percent larger (>0) or smaller (<0)")
+    erode: int = option(0, "shrink (>0) or grow (<0) the mask by this many crop pixels", low=-200, high=200)
+    blur: int = option(8, "feather the mask edge over this many crop pixels", low=0, high=200)
+    face_scale: int = option(0, "make the pasted face this many percent larger (>0) or smaller (<0)", low=-50, high=50)
     output_face_type: str = option("model", "paste only the crop of this (smaller) face type; 'model' pastes the "
                                    "model's whole crop", ("model",) + FACE_TYPES)
     color_transfer: str = option("rct", "match the swapped face's colours to the frame; -m variants take the "
@@ -47,27 +38,21 @@ class MergeConfig:
     blend: str = option("overlay", "how the face goes into the frame: overlay, histogram-matched overlay, Poisson "
                         "(seamless) cloning, seamless after histogram matching, the raw square crop (raw-rgb) or "
                         "only the predicted face (raw-predict)", BLEND_MODES)
-    hist_match_strength: float = option(1.0, "how far hist-match moves each channel's histogram (0 = not, 1 = fully)")
+    hist_match_strength: float = option(1.0, "how far hist-match moves each channel's histogram (0 = not, 1 = fully)", low=0.0, high=1.0)
     sharpen_mode: str = option("gaussian", "unsharp-mask kernel used by --sharpen", SHARPEN_MODES)
-    sharpen: int = option(0, "sharpen (>0) or blur (<0) the swapped face, -100..100")
+    sharpen: int = option(0, "sharpen (>0) or blur (<0) the swapped face, -100..100", low=-100, high=100)
     denoise_power: int = option(0, "median-denoise the frame around the face, 0..500 (softens a noisy background "
-                                "to match the smoother face; changes pixels outside the mask)")
+                                "to match the smoother face; changes pixels outside the mask)", low=0, high=500)
     bicubic_degrade_power: int = option(0, "downscale and upscale the frame around the face, 0..100 (changes pixels "
-                                        "outside the mask)")
+                                        "outside the mask)", low=0, high=100)
     color_degrade_power: int = option(0, "reduce the output frame to 256 colours, blended 0..100 (changes pixels "
-                                      "outside the mask)")
+                                      "outside the mask)", low=0, high=100)
     output_format: str = option("png", "merged frame format", OUTPUT_FORMATS)
-    jpeg_quality: int = option(95, "JPEG quality 1..100 when --output-format jpg")
-    batch_size: int = option(8, "faces per model call")
+    jpeg_quality: int = option(95, "JPEG quality 1..100 when --output-format jpg", low=1, high=100)
+    batch_size: int = option(8, "faces per model call", low=1, high=1024)
     workers: int = option(0, "compositing processes: 0 = one per CPU core (half of them when the model runs on the CPU), "
-                         "1 = composite in threads of the main process")
+                         "1 = composite in threads of the main process", low=0, high=256)
     device: str = option("auto", "where the model runs: auto, cpu, cuda or cuda:N")
     precision: str = option("fp32", "model arithmetic: fp32, or bf16 (about twice as fast on GPUs and on CPUs with "
                             "AVX512-BF16, output differs by about one 8-bit step) or fp16 (GPU only)",
                             ("fp32", "bf16", "fp16"))
-
-    def __post_init__(self) -> None:
-        for name, low, high in _RANGES:
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise FacelabError(f"merge option {name}={value} is out of range; use {low}..{high}")

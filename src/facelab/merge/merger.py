@@ -176,6 +176,15 @@ def _run_task(task: FrameTask) -> int:
     return len(task.faces)
 
 
+def check_output_dirs(input_dir: Path, output_dir: Path, mask_dir: Path | None = None) -> None:
+    """Refuse writing merged frames or masks into the frames' own folder: each would replace the frame of
+    the same name (or, resuming, count it as already merged and merge nothing)."""
+    for folder, flag in ((output_dir, "--output-dir"), (mask_dir, "--output-mask-dir")):
+        if folder is not None and Path(folder).resolve() == Path(input_dir).resolve():
+            raise FacelabError(f"{flag} {folder} is the input folder itself; merged frames would replace the "
+                               f"frames: give another folder, e.g. {Path(input_dir) / 'merged'}")
+
+
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -279,6 +288,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
               mask_dir: Path | None = None, aligned_dir: Path | None = None, overwrite: bool = False) -> MergeStats:
     """Merge every frame of ``input_dir`` into ``output_dir`` (frames without a face are copied through)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    check_output_dirs(input_dir, output_dir, mask_dir)
     plan = plan_merge(input_dir, Path(aligned_dir) if aligned_dir else input_dir / "aligned")
     segmenter = prd_segmenter_for(cfg, predictor)
     for folder in (output_dir, mask_dir):

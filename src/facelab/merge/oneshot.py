@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
 from facelab.extract.pipeline import faceset_of
@@ -64,6 +65,8 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
     from facelab.swap.predictor import load_predictor
     from facelab.swap.train import load_saved_config
 
+    check_range(iterations, "iterations", "swap", low=1)
+    check_range(identity_every, "identity_every", "swap", low=0)
     src, dst_video, output = Path(src), Path(dst_video), Path(output)
     if not (dst_video.is_file() and is_video_file(dst_video)):
         raise FacelabError(f"{dst_video} is not a video file; facelab swap needs the dst video (the one to change)")

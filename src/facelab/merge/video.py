@@ -9,6 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
+from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path
 from facelab.core.progress import progress
@@ -47,11 +48,11 @@ def assemble_video(frames_dir: str | Path, output: str | Path, like: str | Path 
         if info is None:
             raise FacelabError("give --like SOURCE_VIDEO (frame rate and audio) or --fps")
         fps = info.fps
+    check_range(float(fps), "fps", "video", above=0, high=1000)
     if info is not None and abs(info.frame_count - len(paths)) > 1:
         log.warning("%s has %d frames but %s has %d; the video will not line up with its audio",
                     frames_dir, len(paths), like, info.frame_count)
-    if not 0 <= crf <= 51:
-        raise FacelabError(f"--crf {crf} is out of range; use 0 (lossless) .. 51 (worst), 18 is visually lossless")
+    check_range(crf, "crf", "video", low=0, high=51)
     audio_from = like if audio and info is not None and info.has_audio else None
     try:
         with atomic_path(output) as partial, progress(total=len(paths), desc="video", unit="frame") as bar:

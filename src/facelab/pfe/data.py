@@ -96,6 +96,9 @@ def parse_pairs(pairs_file: str | Path, data_dir: str | Path) -> Pairs:
     if len(header) != 2 or not all(h.isdigit() for h in header):
         raise FacelabError(f"{pairs_file}:1: expected the header 'FOLDS PAIRS_PER_FOLD' (LFW: '10 300'), got {' '.join(header)!r}")
     n_folds, per_fold = int(header[0]), int(header[1])
+    if n_folds < 2 or per_fold < 1:
+        raise FacelabError(f"{pairs_file}:1: the header promises {n_folds} fold(s) of {per_fold} pairs; the protocol "
+                           "picks each fold's threshold on the other folds, so it needs at least 2 folds (LFW: '10 300')")
     body = lines[1:]
     if len(body) != 2 * n_folds * per_fold:
         raise FacelabError(f"{pairs_file}: header promises {n_folds} folds x 2 x {per_fold} pairs = "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from facelab.core.export import checked_export
+from facelab.core.export import check_format, checked_export
 from facelab.core.files import atomic_write_bytes
 from facelab.pfe.backbones import SPHERE_SIZE, SphereBackbone
 from facelab.pfe.model import PFEModel
@@ -31,6 +31,7 @@ def _export_one(module: torch.nn.Module, example: torch.Tensor, check: torch.Ten
 
 def export_model(model_dir: str | Path, out_dir: str | Path, seed: int = 0) -> dict[str, float]:
     """Export a PFE model dir's uncertainty module and, for a sphere backbone, the backbone."""
+    check_format("onnx")  # both formats are written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = PFEModel.load(model_dir, "cpu")

@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
 from facelab.io.images import list_images, read_image
@@ -121,8 +122,8 @@ def summarise(records: list[FrameRecord], threshold: float) -> dict:
 def score_video(video: str | Path, model: PFEModel, source: Template, dst: Template | None = None, every: int = 1,
                 threshold: float = DEFAULT_THRESHOLD) -> tuple[list[FrameRecord], dict]:
     """:func:`score_frames` over every ``every``-th frame of a video."""
-    if every < 1:
-        raise FacelabError(f"--every must be at least 1, got {every}")
+    check_range(every, "every", "identity", low=1)
+    check_range(threshold, "threshold", "identity", low=-1, high=1)
     return score_frames(progress(sample_frames(video, every), desc="identity", unit="frame"), model, source, dst,
                         threshold)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelab.core.config import check_range
 from facelab.core.files import atomic_write_text
 from facelab.io.images import write_image
 from facelab.io.samples import sample_photos
@@ -37,6 +38,8 @@ def make_identity_samples(out_dir: str | Path, per_identity: int = 12, folds: in
                           seed: int = 0, people: dict[str, list[np.ndarray]] | None = None) -> Path:
     """Write ``out_dir/<name>/<name>_0001.jpg ...`` and ``out_dir/pairs.txt`` (``folds`` x ``per_fold``
     matched + mismatched pairs); returns the pairs file. ``people`` defaults to the two bundled portraits."""
+    check_range(per_identity, "per_identity", "pfe make-samples", low=2)
+    check_range(seed, "seed", "pfe make-samples", low=0)
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     if people is None:

@@ -17,11 +17,12 @@ import cv2
 import numpy as np
 import torch
 
-from facelab.core.checkpoint import load_checkpoint, save_checkpoint
-from facelab.core.config import check_fixed_unchanged, config_to_dict, load_config, save_config
+from facelab.core.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
+from facelab.core.config import check_fixed_unchanged, config_to_dict, save_config
 from facelab.core.device import autocast, grad_scaler, resolve_device
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_path
+from facelab.core.files import atomic_path, ensure_folder
+from facelab.core.model_kinds import load_model_config
 from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
@@ -40,8 +41,8 @@ CONFIG_FILE = "config.yaml"
 
 def saved_config(cls: type, model_dir: str | Path):
     """The config a model dir was made with, or None for a new dir (used as the base of the CLI flags)."""
-    path = Path(model_dir) / CONFIG_FILE
-    return load_config(cls, path) if model_dir and path.is_file() else None
+    command = "facelab pfe train" + ("-backbone" if cls is BackboneConfig else "")
+    return load_model_config(cls, model_dir, command) if model_dir else None
 
 
 def open_model_dir(cfg: Any, checkpoint_name: str) -> tuple[Path, dict | None]:
@@ -54,9 +55,10 @@ def open_model_dir(cfg: Any, checkpoint_name: str) -> tuple[Path, dict | None]:
     saved = saved_config(type(cfg), model_dir)
     if saved is not None:
         check_fixed_unchanged(saved, cfg, str(model_dir))
+    ensure_folder(model_dir, "model dir")
+    ckpt = resume_checkpoint(model_dir / checkpoint_name)
     save_config(cfg, model_dir / CONFIG_FILE)
-    ckpt = model_dir / checkpoint_name
-    return model_dir, load_checkpoint(ckpt) if ckpt.is_file() else None
+    return model_dir, load_checkpoint(ckpt) if ckpt else None
 
 
 def set_stepped_lr(opt: torch.optim.Optimizer, base: float, lr_steps: list[int], step: int) -> float:
@@ -104,13 +106,29 @@ def _pool_key(cfg: PFEConfig) -> str:
     return json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True)
 
 
+def _cached_pool(path: Path, key: str, feature_dim: int) -> FeaturePool | None:
+    """The pool cached at ``path`` if it was made with ``key``; None if absent, stale or damaged (a cache
+    is rebuilt, never a reason to stop)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) == key and z["features"].shape[1] == feature_dim:
+                pool = FeaturePool(z["features"], z["mu"], z["labels"], z["degraded"])
+                if len({len(pool.features), len(pool.mu), len(pool.labels), len(pool.degraded)}) == 1:
+                    return pool
+            return None
+    except Exception as exc:  # zipfile, numpy and OS errors of a damaged file: all mean "rebuild it"
+        log.warning(f"{path} is damaged ({type(exc).__name__}); computing the feature pool again")
+        return None
+
+
 def load_or_build_pool(cfg: PFEConfig, model_dir: Path, backbone, rng: np.random.Generator) -> FeaturePool:
     """The feature pool, cached in the model dir so a resumed run skips the backbone pass."""
     path, key = model_dir / POOL_FILE, _pool_key(cfg)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) == key and z["features"].shape[1] == backbone.feature_dim:
-                return FeaturePool(z["features"], z["mu"], z["labels"], z["degraded"])
+    cached = _cached_pool(path, key, backbone.feature_dim)
+    if cached is not None:
+        return cached
     ident = scan_identities(cfg.data, cfg.max_per_class)
     pool = build_pool(ident, backbone, FaceFinder(cfg.aligned), cfg.copies, cfg.degrade_prob, rng)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facelab.core.config import check_range
 from facelab.pfe.losses import mutual_likelihood_score
 
 
@@ -76,6 +77,7 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float,
     Returns ``(tar, threshold, achieved_far)``. With fewer than ``1/far`` impostor pairs (LFW has 3000,
     so FAR 1e-3 allows 3) the threshold is the highest impostor score and the achieved FAR is 0.
     """
+    check_range(far, "far", "TAR@FAR", above=0, high=1)
     scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
     impostor = np.sort(scores[~same])[::-1]
     if len(impostor) == 0 or not same.any():

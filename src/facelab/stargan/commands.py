@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args, load_config
+from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args
 from facelab.core.device import DEVICES, PRECISIONS, resolve_device
 from facelab.core.files import atomic_write_text
+from facelab.core.model_kinds import load_model_config
 
 
 
@@ -17,9 +18,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from facelab.stargan.train import train
 
     cfg = config_from_args(StarGANConfig, args)
-    saved_path = Path(cfg.output_dir) / "config.yaml"
-    if saved_path.is_file():  # resuming: the saved run's options, then what the user typed now
-        saved = load_config(StarGANConfig, saved_path)
+    saved = load_model_config(StarGANConfig, cfg.output_dir, "facelab stargan train")
+    if saved is not None:  # resuming: the saved run's options, then what the user typed now
         cfg = config_from_args(StarGANConfig, args, base=saved)
         check_fixed_unchanged(saved, cfg, str(cfg.output_dir))
     trainer = train(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from facelab.core.config import option
+from facelab.core.config import Validated, option
 from facelab.core.device import DEVICES, PRECISIONS
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
@@ -16,43 +16,43 @@ HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
 @dataclasses.dataclass
-class StarGANConfig:
+class StarGANConfig(Validated):
     # data
     image_root: Path = option(Path("data/celeba/images"), "folder holding the CelebA images")
     attr_path: Path = option(Path("data/celeba/list_attr_celeba.txt"), "CelebA attribute file (metadata path)")
     selected_attrs: list[str] = option(list(DEFAULT_ATTRS), "attributes used as domains", fixed=True)
-    c_dim: int = option(5, "number of domains; must equal the number of selected attributes", fixed=True)
-    test_count: int = option(2000, "the first N lines of the attribute file form the test split")
-    crop_size: int = option(178, "centre crop (pixels) before resizing", fixed=True)
-    image_size: int = option(128, "image size the networks work at", fixed=True)
-    num_workers: int = option(2, "data-loading worker processes (0 = load in the training process)")
+    c_dim: int = option(5, "number of domains; must equal the number of selected attributes", fixed=True, low=1)
+    test_count: int = option(2000, "the first N lines of the attribute file form the test split", low=0)
+    crop_size: int = option(178, "centre crop (pixels) before resizing", fixed=True, low=1)
+    image_size: int = option(128, "image size the networks work at", fixed=True, low=8)
+    num_workers: int = option(2, "data-loading worker processes (0 = load in the training process)", low=0)
     # model
-    g_conv_dim: int = option(64, "generator channels in its first layer", fixed=True)
-    d_conv_dim: int = option(64, "discriminator channels in its first layer", fixed=True)
-    g_repeat_num: int = option(6, "generator residual blocks", fixed=True)
-    d_repeat_num: int = option(6, "discriminator stride-2 convolutions", fixed=True)
+    g_conv_dim: int = option(64, "generator channels in its first layer", fixed=True, low=1)
+    d_conv_dim: int = option(64, "discriminator channels in its first layer", fixed=True, low=1)
+    g_repeat_num: int = option(6, "generator residual blocks", fixed=True, low=0)
+    d_repeat_num: int = option(6, "discriminator stride-2 convolutions", fixed=True, low=1)
     # losses
-    lambda_cls: float = option(1.0, "weight of the domain-classification loss")
-    lambda_rec: float = option(10.0, "weight of the cycle-reconstruction loss")
-    lambda_gp: float = option(10.0, "weight of the WGAN-GP gradient penalty")
+    lambda_cls: float = option(1.0, "weight of the domain-classification loss", low=0)
+    lambda_rec: float = option(10.0, "weight of the cycle-reconstruction loss", low=0)
+    lambda_gp: float = option(10.0, "weight of the WGAN-GP gradient penalty", low=0)
     # optimisation
-    batch_size: int = option(16, "images per step")
-    num_iters: int = option(200000, "training iterations (discriminator steps)")
-    num_iters_decay: int = option(100000, "the learning rates fall linearly to 0 over the last N iterations")
-    lr_update_step: int = option(1000, "recompute the decayed learning rates every N iterations")
-    g_lr: float = option(1e-4, "generator learning rate")
-    d_lr: float = option(1e-4, "discriminator learning rate")
-    beta1: float = option(0.5, "Adam beta1")
-    beta2: float = option(0.999, "Adam beta2")
-    d_train_repeat: int = option(5, "discriminator steps per generator step (n_critic)")
+    batch_size: int = option(16, "images per step", low=1)
+    num_iters: int = option(200000, "training iterations (discriminator steps)", low=1)
+    num_iters_decay: int = option(100000, "the learning rates fall linearly to 0 over the last N iterations", low=0)
+    lr_update_step: int = option(1000, "recompute the decayed learning rates every N iterations", low=1)
+    g_lr: float = option(1e-4, "generator learning rate", above=0)
+    d_lr: float = option(1e-4, "discriminator learning rate", above=0)
+    beta1: float = option(0.5, "Adam beta1", low=0, high=1)
+    beta2: float = option(0.999, "Adam beta2", low=0, high=1)
+    d_train_repeat: int = option(5, "discriminator steps per generator step (n_critic)", low=1)
     # run
     output_dir: Path = option(Path("workspace/stargan"), "run folder: checkpoints, samples, logs, config")
-    summary_steps: int = option(10, "log the losses every N iterations")
-    save_steps: int = option(1000, "write a sample grid every N iterations")
-    checkpoint_steps: int = option(10000, "save a resumable checkpoint every N iterations")
+    summary_steps: int = option(10, "log the losses every N iterations", low=1)
+    save_steps: int = option(1000, "write a sample grid every N iterations", low=1)
+    checkpoint_steps: int = option(10000, "save a resumable checkpoint every N iterations", low=1)
     fid_steps: int = option(10000, "log FID (offline dlib-resnet128 features) of test-split translations every N "
-                                   "iterations and at the end, in logs/fid.csv (0 = never)")
-    fid_images: int = option(500, "test images translated for the logged FID")
-    seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)")
+                                   "iterations and at the end, in logs/fid.csv (0 = never)", low=0)
+    fid_images: int = option(500, "test images translated for the logged FID", low=2)
+    seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)", low=0)
     device: str = option("auto", "where to train", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)

@@ -14,8 +14,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.io.images import read_image
 from facelab.stargan.config import HAIR_COLOURS
@@ -73,8 +74,22 @@ def read_attributes(path: str | Path, selected: Sequence[str]) -> AttributeTable
                           path, linenos)
 
 
+def first_images(dataset: Dataset, max_images: int | None, batch_size: int,
+                 num_workers: int = 0) -> tuple[int, DataLoader]:
+    """The first ``max_images`` images of ``dataset`` (all if None) in order, as (count, batches): what
+    ``stargan test`` and ``stargan fid`` go through."""
+    check_range(batch_size, "batch_size", "stargan", low=1)
+    check_range(num_workers, "num_workers", "stargan", low=0)
+    if max_images is not None:
+        check_range(max_images, "max_images", "stargan", low=1)
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    return count, DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False,
+                             num_workers=num_workers)
+
+
 def split(table: AttributeTable, test_count: int, mode: str) -> AttributeTable:
     """The first ``test_count`` lines are the test split, the rest the training split."""
+    check_range(test_count, "test_count", "stargan", low=0)
     part = slice(0, test_count) if mode == "test" else slice(test_count, None)
     names = table.names[part]
     if not names:

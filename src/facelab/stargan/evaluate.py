@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from facelab.core.progress import progress
 from facelab.metrics.fid import FeatureExtractor, fid_from_features
-from facelab.stargan.data import CelebADataset, to_bgr8
+from facelab.stargan.data import CelebADataset, first_images, to_bgr8
 from facelab.stargan.models import Generator
 from facelab.stargan.translate import translate_all
 
@@ -21,8 +20,7 @@ def translation_fid(g: Generator, dataset: CelebADataset, extractor: FeatureExtr
     measures the translation, not a resolution difference.
     """
     attrs = dataset.table.attrs
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False)
+    count, loader = first_images(dataset, max_images, batch_size)
     real, fake = [], {a: [] for a in attrs}
     with progress(total=count, desc=f"fid[{extractor.name}]", unit="img") as bar:
         for images, labels, _ in loader:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from facelab.core.export import TOLERANCE, checked_export
+from facelab.core.export import TOLERANCE, check_format, checked_export
 from facelab.core.files import atomic_write_bytes
 from facelab.stargan.models import Generator
 
@@ -27,6 +27,7 @@ def example_inputs(c_dim: int, image_size: int, batch: int = 2, seed: int = 0) -
 def export_generator(g: Generator, path: str | Path, fmt: str, c_dim: int, image_size: int,
                      tolerance: float = TOLERANCE) -> tuple[Path, float]:
     """Write the checked export atomically; (path, largest difference to PyTorch on 3 fresh inputs)."""
+    check_format(fmt)
     check = tuple(t.numpy() for t in example_inputs(c_dim, image_size, batch=3, seed=1))
     data, diff = checked_export(g, example_inputs(c_dim, image_size), fmt, INPUT_NAMES, ("edited",), check, tolerance)
     atomic_write_bytes(Path(path), data)

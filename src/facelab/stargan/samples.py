@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelab.core.config import check_range
 from facelab.core.files import atomic_write_text
 from facelab.io.images import write_image
 
@@ -81,6 +82,8 @@ def make_sample_celeba(out_dir: str | Path, count: int = 48, seed: int = 0,
 
     Reuses a folder already made with the same ``count`` and source.
     """
+    check_range(count, "count", "stargan sample-data", low=1)
+    check_range(seed, "seed", "stargan sample-data", low=0)
     out_dir = Path(out_dir)
     root, attr_path = out_dir / "images", out_dir / "list_attr_celeba.txt"
     source = "fetched" if fetched else "bundled"

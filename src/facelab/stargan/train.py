@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from facelab.core.checkpoint import save_checkpoint
+from facelab.core.checkpoint import resume_checkpoint, save_checkpoint
 from facelab.core.config import check_fixed_unchanged, config_from_dict, config_to_dict, save_config
 from facelab.core.device import autocast, grad_scaler, resolve_device
 from facelab.core.errors import FacelabError
+from facelab.core.files import ensure_folder
 from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
@@ -52,9 +53,6 @@ def check_config(cfg: StarGANConfig) -> None:
                            f"({' '.join(cfg.selected_attrs)}); make them agree")
     if cfg.image_size % 2**cfg.d_repeat_num:
         raise FacelabError(f"--image-size {cfg.image_size} must be divisible by 2**d_repeat_num = {2**cfg.d_repeat_num}")
-    for name in ("batch_size", "num_iters", "d_train_repeat", "summary_steps", "save_steps", "checkpoint_steps", "lr_update_step"):
-        if getattr(cfg, name) < 1:
-            raise FacelabError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(cfg, name)}")
 
 
 class Trainer:
@@ -187,7 +185,8 @@ def train(cfg: StarGANConfig) -> Trainer:
     out = Path(cfg.output_dir)
     trainer = Trainer(cfg, device)
     ckpt = checkpoint_path(out)
-    if ckpt.is_file():
+    ensure_folder(ckpt.parent, "StarGAN checkpoint folder")
+    if resume_checkpoint(ckpt):
         state = read_stargan_checkpoint(ckpt)
         check_fixed_unchanged(config_from_dict(StarGANConfig, state["config"], str(ckpt)), cfg, str(ckpt))
         trainer.load_state_dict(state)

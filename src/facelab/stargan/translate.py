@@ -7,12 +7,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from facelab.core.device import autocast
 from facelab.core.progress import progress
 from facelab.io.images import write_image
-from facelab.stargan.data import AttributeTable, CelebADataset, to_bgr8, target_labels
+from facelab.stargan.data import AttributeTable, CelebADataset, first_images, target_labels, to_bgr8
 from facelab.stargan.models import Generator
 
 
@@ -42,9 +41,7 @@ def translate_split(g: Generator, dataset: CelebADataset, out_dir: Path, device:
                     precision: str = "fp32", max_images: int | None = None, num_workers: int = 0) -> int:
     """Write ``grids/NNNNN.jpg`` (one per batch) and ``domains/<attr>/<image name>.png`` for the split."""
     table: AttributeTable = dataset.table
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    subset = torch.utils.data.Subset(dataset, range(count))
-    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    count, loader = first_images(dataset, max_images, batch_size, num_workers)
     for attr in table.attrs:
         (out_dir / "domains" / attr).mkdir(parents=True, exist_ok=True)
     with progress(total=count, desc="translate", unit="img") as bar:

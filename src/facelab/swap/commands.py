@@ -6,9 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
-from facelab.core.config import add_config_arguments, config_from_args, given_options
+from facelab.core.config import add_config_arguments, config_from_args, given_options, read_yaml_mapping
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig, apply_preset
 
@@ -20,8 +18,7 @@ def resolve_train_config(args: argparse.Namespace) -> SwapConfig:
     saved = load_saved_config(Path(args.model_dir))
     given = set(given_options(args, SwapConfig))
     if getattr(args, "config", None):
-        loaded = yaml.safe_load(Path(args.config).read_text()) if Path(args.config).is_file() else {}
-        given |= set(loaded or {})
+        given |= set(read_yaml_mapping(args.config))
     if saved is not None:
         given.add("batch_size")  # a resumed preset keeps the batch size it was last trained with
     cfg = config_from_args(SwapConfig, args, base=saved)

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from facelab.align.face_types import FACE_TYPES
-from facelab.core.config import option
+from facelab.core.config import Validated, option
 from facelab.core.device import DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
 
@@ -20,55 +20,55 @@ CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
 
 
 @dataclass
-class SwapConfig:
+class SwapConfig(Validated):
     model: str = option("saehd", "Model family: original (classic 64 px), saehd (configurable) or quick96 (zero-configuration preset).",
                         MODELS, fixed=True)
     resolution: int = option(128, "Face resolution in pixels, 64..640 in steps of 16 (32 for -d architectures); higher is sharper and slower.",
-                             fixed=True)
+                             fixed=True, low=16, high=1024)
     face_type: str = option("whole", "Face type the model is trained on (half, mid, full, whole, head); facesets of a wider face type (whole for full) are cropped as they load.",
                             FACE_TYPES, fixed=True)
     archi: str = option("liae-ud", "Architecture: df (better likeness, needs similar faces) or liae (better colour/shape of dst), "
                         "with -u (pixel-normalised, better likeness), -d (double resolution at the same cost), "
                         "-t (more layers, better likeness), e.g. df-ud, liae-udt.", fixed=True)
-    ae_dims: int = option(256, "AutoEncoder dimensions: the size of the bottleneck code; more holds more facial detail.", fixed=True)
-    e_dims: int = option(64, "Encoder dimensions: base channel count of the encoder.", fixed=True)
-    d_dims: int = option(64, "Decoder dimensions: base channel count of the decoder.", fixed=True)
-    d_mask_dims: int = option(22, "Decoder mask dimensions: base channel count of the mask decoder.", fixed=True)
+    ae_dims: int = option(256, "AutoEncoder dimensions: the size of the bottleneck code; more holds more facial detail.", fixed=True, low=1)
+    e_dims: int = option(64, "Encoder dimensions: base channel count of the encoder.", fixed=True, low=1)
+    d_dims: int = option(64, "Decoder dimensions: base channel count of the decoder.", fixed=True, low=1)
+    d_mask_dims: int = option(22, "Decoder mask dimensions: base channel count of the mask decoder.", fixed=True, low=1)
 
-    batch_size: int = option(8, "Batch size: faces per iteration; bigger generalises better but needs more memory.")
-    target_iter: int = option(0, "Target iteration: stop and save when the counter reaches it (0 = train until Ctrl-C).")
+    batch_size: int = option(8, "Batch size: faces per iteration; bigger generalises better but needs more memory.", low=1)
+    target_iter: int = option(0, "Target iteration: stop and save when the counter reaches it (0 = train until Ctrl-C).", low=0)
     masked_training: bool = option(True, "Masked training: train only inside the face mask (whole and head faces); off learns the background too.")
     eyes_mouth_prio: bool = option(False, "Eyes and mouth priority: weight errors around eyes and mouth higher, for sharper teeth and gaze.")
     uniform_yaw: bool = option(False, "Uniform yaw distribution: sample side faces as often as frontal ones (helps profiles in small facesets).")
     blur_out_mask: bool = option(False, "Blur out mask: blur the background just outside the face mask so the model ignores it.")
     random_warp: bool = option(True, "Random warp of samples: generalises the model; turn off late in training to sharpen details.")
-    random_hsv_power: float = option(0.0, "Random HSV power: jitter hue/saturation/value of inputs by this much (0..0.3) so colours generalise.")
+    random_hsv_power: float = option(0.0, "Random HSV power: jitter hue/saturation/value of inputs by this much (0..0.3) so colours generalise.", low=0, high=1)
     random_src_flip: bool = option(False, "Random flip of src faces: more angles from a small src faceset, at some cost to likeness.")
     random_dst_flip: bool = option(True, "Random flip of dst faces: more dst angles for the src->dst generalisation.")
     lr_dropout: str = option("off", "Learning-rate dropout: on speeds up sharpening late in training; cpu builds the dropout mask on the CPU.",
                              ("off", "on", "cpu"))
-    gan_power: float = option(0.0, "GAN power: train with a patch discriminator for finer detail (0 = off, 0.1 is a good start, after the model is trained).")
-    gan_patch_size: int = option(0, "GAN patch size: receptive field of the patch discriminator (0 = resolution / 8).")
-    gan_dims: int = option(16, "GAN dimensions: base channel count of the patch discriminator.")
-    true_face_power: float = option(0.0, "True face power: a code discriminator pulls the swap towards the src likeness (df only, 0..1, try 0.01).")
-    face_style_power: float = option(0.0, "Face style power: learn the colour of the dst face inside the mask (0..100, try 0.001).")
-    bg_style_power: float = option(0.0, "Background style power: learn the area outside the dst face mask (0..100, try 0.001).")
+    gan_power: float = option(0.0, "GAN power: train with a patch discriminator for finer detail (0 = off, 0.1 is a good start, after the model is trained).", low=0, high=10)
+    gan_patch_size: int = option(0, "GAN patch size: receptive field of the patch discriminator (0 = resolution / 8).", low=0)
+    gan_dims: int = option(16, "GAN dimensions: base channel count of the patch discriminator.", low=1)
+    true_face_power: float = option(0.0, "True face power: a code discriminator pulls the swap towards the src likeness (df only, 0..1, try 0.01).", low=0, high=1)
+    face_style_power: float = option(0.0, "Face style power: learn the colour of the dst face inside the mask (0..100, try 0.001).", low=0, high=100)
+    bg_style_power: float = option(0.0, "Background style power: learn the area outside the dst face mask (0..100, try 0.001).", low=0, high=100)
     ct_mode: str = option("none", "Colour transfer for src samples: match src colours to a random dst face (rct, lct, mkl, idt, sot).", CT_MODES)
     clipgrad: bool = option(False, "Gradient clipping: clip the gradient norm to 1 to reduce the chance of a model collapse.")
     optimizer: str = option("adabelief", "Optimiser: adabelief (DeepFaceLab's default, faster, better generalisation) or adam.",
                             ("adabelief", "adam"))
-    lr: float = option(5e-5, "Learning rate of the generator and the discriminators.")
+    lr: float = option(5e-5, "Learning rate of the generator and the discriminators.", above=0)
     pretrain: bool = option(False, "Pretrain mode: train on --pretrain-faceset for both sides; switching it off resets the iteration counter.")
     pretrain_faceset: str = option("", "Faceset folder used for pretraining (any faces of the model's face type).")
-    autobackup_hours: float = option(0.0, "Autobackup every N hours into model_dir/autobackups, keeping the last 15 (0 = off).")
+    autobackup_hours: float = option(0.0, "Autobackup every N hours into model_dir/autobackups, keeping the last 15 (0 = off).", low=0)
     write_preview_history: bool = option(False, "Write preview history: keep a preview image per preview interval in preview_history/.")
-    preview_every: int = option(100, "Write preview.png every N iterations.")
-    save_every_minutes: float = option(25.0, "Save the model every N minutes (and always at the target iteration and on Ctrl-C).")
-    eval_every: int = option(500, "Report held-out SSIM (mean +- std) every N iterations (0 = only at the end).")
-    eval_faces: int = option(16, "Faces per side held out from training for the SSIM quality report.")
-    log_every: int = option(10, "Write losses to losses.csv and TensorBoard every N iterations.")
-    workers: int = option(2, "Batch-producing worker processes (0 = produce batches in the training process).")
-    seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.")
+    preview_every: int = option(100, "Write preview.png every N iterations.", low=1)
+    save_every_minutes: float = option(25.0, "Save the model every N minutes (and always at the target iteration and on Ctrl-C).", above=0)
+    eval_every: int = option(500, "Report held-out SSIM (mean +- std) every N iterations (0 = only at the end).", low=0)
+    eval_faces: int = option(16, "Faces per side held out from training for the SSIM quality report.", low=0)
+    log_every: int = option(10, "Write losses to losses.csv and TensorBoard every N iterations.", low=1)
+    workers: int = option(2, "Batch-producing worker processes (0 = produce batches in the training process).", low=0)
+    seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.", low=0)
     device: str = option("auto", "Device: auto, cpu or cuda.", DEVICES)
     precision: str = option("fp32", "Precision: fp32, bf16 (autocast) or fp16 (autocast with a loss scaler, CUDA only).", PRECISIONS)
     channels_last: bool = option(False, "Use channels_last memory format (faster convolutions on recent GPUs).")
@@ -111,11 +111,6 @@ def check_config(cfg: SwapConfig) -> None:
     step = 32 if "d" in opts else 16
     if cfg.model == "saehd" and not (64 <= cfg.resolution <= 640 and cfg.resolution % step == 0):
         raise FacelabError(f"resolution {cfg.resolution} is not valid for {cfg.archi}; use 64..640 in steps of {step}")
-    for name in ("ae_dims", "e_dims", "d_dims", "d_mask_dims", "batch_size", "gan_dims", "preview_every", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise FacelabError(f"{name} must be at least 1, not {getattr(cfg, name)}")
-    if cfg.workers < 0 or cfg.target_iter < 0 or cfg.eval_every < 0 or cfg.eval_faces < 0:
-        raise FacelabError("workers, target_iter, eval_every and eval_faces cannot be negative")
     if cfg.true_face_power > 0 and kind != "df":
         raise FacelabError("true_face_power works only with df architectures (liae has no separate src code); set it to 0")
     if cfg.pretrain and not cfg.pretrain_faceset:

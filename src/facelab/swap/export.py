@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facelab.core.errors import FacelabError
-from facelab.core.export import FORMATS, checked_export
+from facelab.core.export import check_format, checked_export
 from facelab.core.files import atomic_write_bytes
 from facelab.swap.models import SwapModel
 from facelab.swap.predictor import load_model
@@ -35,8 +34,7 @@ class SwapGenerator(nn.Module):
 
 def export_model(model_dir: str | Path, fmt: str, out: str | Path | None = None, seed: int = 0) -> tuple[Path, float]:
     """Write the generator as ``swap.onnx`` / ``swap.ts`` and return (path, max abs difference to PyTorch)."""
-    if fmt not in FORMATS:
-        raise FacelabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_format(fmt)
     model, cfg = load_model(model_dir, "cpu")
     gen = SwapGenerator(model).eval()
     r = cfg.resolution

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 import yaml
 
-from facelab.core.checkpoint import load_checkpoint, save_checkpoint
-from facelab.core.config import load_config, save_config
+from facelab.core.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
+from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_bytes, atomic_write_text
+from facelab.core.files import atomic_write_bytes, atomic_write_text, ensure_folder
 from facelab.core.logs import MetricsLog
+from facelab.core.model_kinds import load_model_config
 from facelab.core.training import check_finite_loss, run_steps, start_run
 from facelab.metrics.identity import IdentityProbe
 from facelab.metrics.ssim import ssim
@@ -45,8 +46,7 @@ PREVIEW_FACES = 4
 
 
 def load_saved_config(model_dir: Path) -> SwapConfig | None:
-    path = Path(model_dir) / CONFIG_NAME
-    return load_config(SwapConfig, path) if path.is_file() else None
+    return load_model_config(SwapConfig, model_dir, "facelab train")
 
 
 @dataclass
@@ -75,8 +75,9 @@ class Trainer:
         cfg = apply_preset(cfg, {"batch_size"})  # quick96/original pin their network even from the Python API
         check_config(cfg)
         self.cfg, self.model_dir = cfg, Path(model_dir)
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        self.device = start_run(cfg, load_saved_config(self.model_dir), self.model_dir)
+        saved = load_saved_config(self.model_dir)
+        ensure_folder(self.model_dir, "model dir")
+        self.device = start_run(cfg, saved, self.model_dir)
         self._load_data(src_dir, dst_dir)
         self.model: SwapModel = build_model(cfg).to(self.device)
         self.gan = UNetPatchDiscriminator(cfg.resolution, cfg.gan_patch_size, cfg.gan_dims).to(self.device) if cfg.gan_power > 0 else None
@@ -94,8 +95,10 @@ class Trainer:
         self._last_eval: tuple[int, tuple[float, float]] | None = None
         self._id_probe: IdentityProbe | None = None
         self._id_templates: dict[str, np.ndarray] | None = None  # src and dst people, made at the first report
-        if (self.model_dir / WEIGHTS_NAME).is_file():
+        if resume_checkpoint(self.model_dir / WEIGHTS_NAME):
             self._resume()
+        else:
+            self._refuse_lost_checkpoint()
         save_config(cfg, self.model_dir / CONFIG_NAME)
         self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration)
         self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration)
@@ -158,6 +161,18 @@ class Trainer:
             log.info("pretraining finished: the iteration counter starts again at 0")
             self.iteration = 0
         log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
+
+    def _refuse_lost_checkpoint(self) -> None:
+        """A dir whose state.yaml records a save but that holds no checkpoint lost it: starting over at
+        iteration 0 would also cut its losses.csv and, two saves later, overwrite the user's backups."""
+        path = self.model_dir / STATE_NAME
+        try:
+            iteration = int((yaml.safe_load(path.read_text()) or {}).get("iteration") or 0) if path.is_file() else 0
+        except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+            iteration = 0  # a damaged state.yaml records nothing
+        if iteration > 0:
+            raise FacelabError(f"{self.model_dir} was saved at iteration {iteration} but holds no {WEIGHTS_NAME} "
+                               "(nor a previous or temporary save); restore it (e.g. from autobackups/) or use a new model dir")
 
     # ----------------------------------------------------------------------------------------- saving
     def save(self) -> None:

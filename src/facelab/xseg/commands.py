@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ed.add_argument("faceset", help="faceset folder to label, e.g. WS/data_dst/aligned")
     ed.add_argument("--port", type=int, default=8765, help="port to serve on (default: 8765; 0 = any free port)")
     ed.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default: 127.0.0.1, this machine only; use an SSH tunnel from afar)")
+                    help="loopback address to listen on (default: 127.0.0.1); the editor serves this machine only, "
+                         "reach it from afar through an SSH tunnel")
     ed.add_argument("--no-browser", action="store_true", help="only print the address, do not open a browser")
     ed.set_defaults(func=_cmd_edit)
 

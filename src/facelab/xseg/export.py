@@ -13,16 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from facelab.core.errors import FacelabError
-from facelab.core.export import FORMATS, checked_export
+from facelab.core.export import check_format, checked_export
 from facelab.core.files import atomic_write_bytes
 from facelab.xseg.model_dir import load_segmenter
 
 
 def export_segmenter(model_dir: str | Path, fmt: str, out: str | Path | None = None, seed: int = 0) -> tuple[Path, float]:
     """Write ``segmenter.onnx`` / ``segmenter.ts`` (or ``out``); (path, max abs difference to PyTorch)."""
-    if fmt not in FORMATS:
-        raise FacelabError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_format(fmt)
     model, cfg = load_segmenter(model_dir, "cpu")
     net = nn.Sequential(model, nn.Sigmoid()).eval()
     r = cfg.resolution

@@ -3,15 +3,13 @@ optimiser state and iteration; read without pickle), plus the logs and preview t
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
-import yaml
 
 from facelab.core.checkpoint import load_checkpoint
-from facelab.core.config import load_config
 from facelab.core.errors import FacelabError
+from facelab.core.model_kinds import load_model_config
 from facelab.masks.segmenter import Segmenter
 from facelab.xseg.config import XSegConfig
 
@@ -22,17 +20,7 @@ FORMAT = "facelab-xseg-1"
 
 def load_saved_config(model_dir: str | Path) -> XSegConfig | None:
     """The config of an existing XSeg model dir, None for a new folder; another model's folder is refused."""
-    path = Path(model_dir) / CONFIG_NAME
-    if not path.is_file():
-        return None
-    try:
-        keys = set(yaml.safe_load(path.read_text()) or {})
-    except (yaml.YAMLError, TypeError, ValueError):
-        keys = set()  # load_config names the YAML problem
-    if keys - {f.name for f in dataclasses.fields(XSegConfig)}:
-        raise FacelabError(f"{model_dir} is not an XSeg model dir (its {CONFIG_NAME} belongs to another model); "
-                           "use a folder made by `facelab xseg train`, or a new one")
-    return load_config(XSegConfig, path)
+    return load_model_config(XSegConfig, model_dir, "facelab xseg train")
 
 
 def read_checkpoint(model_dir: str | Path) -> dict:

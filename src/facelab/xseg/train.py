@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.checkpoint import save_checkpoint
+from facelab.core.checkpoint import resume_checkpoint, save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_bytes
+from facelab.core.files import atomic_write_bytes, ensure_folder
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, run_steps, start_run
 from facelab.masks.segmenter import Segmenter
@@ -75,8 +75,8 @@ class Trainer:
         self.scaler = grad_scaler(self.device, cfg.precision)
         self.iteration, self.saved_iteration = 0, None
         self._last_eval: tuple[int, float] | None = None
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        if (self.model_dir / WEIGHTS_NAME).is_file():
+        ensure_folder(self.model_dir, "model dir")
+        if resume_checkpoint(self.model_dir / WEIGHTS_NAME):
             self._resume()
         save_config(cfg, self.model_dir / CONFIG_NAME)
         self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration)
