@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file, and the previous version can be kept."""
+"""Atomic file writes (a reader, or a crash, never sees half a file; the previous version can be kept) and the cache folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def cache_root() -> Path:
+    """Where facelab keeps what it can rebuild (fetched photos, embeddings): ``$FACELAB_CACHE``, default
+    ``~/.cache/facelab``."""
+    return Path(os.environ.get("FACELAB_CACHE", Path.home() / ".cache" / "facelab"))
 
 
 def previous_path(path: Path) -> Path:
