@@ -27,6 +27,18 @@ def shared_videos() -> list[Path]:
     return sorted(folder.glob("*.mp4")) if folder.is_dir() else []
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): other
+    jobs share the CPU, and one thread keeps CPU training runs bit-for-bit repeatable."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def sample_clips(tmp_path_factory) -> list[Path]:
     """At least two single-person clips of different people: the shared ones, else rendered ones."""

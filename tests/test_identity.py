@@ -14,7 +14,6 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-import torch
 from conftest import SHARED_DATA
 
 from facelab.cli import main
@@ -31,12 +30,7 @@ need_lfw = pytest.mark.skipif(not (LFW / "pairs.txt").is_file(), reason="../shar
 need_videos = pytest.mark.skipif(not (VIDEOS / "lp_d0.mp4").is_file(), reason="../shared/data/videos is absent")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the rule ---------------------------------------------------------------------------------------

@@ -26,13 +26,7 @@ TINY = dict(model="saehd", resolution=64, archi="df-ud", ae_dims=32, e_dims=8, d
             workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Other jobs share the CPU; one thread also keeps CPU runs bit-for-bit repeatable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
