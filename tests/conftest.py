@@ -26,6 +26,18 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_PAIR = ("lp_d18.mp4", "lp_d19.mp4")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): other
+    jobs share the CPU, and one thread keeps CPU training runs bit-for-bit repeatable."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def sample_clips(tmp_path_factory) -> list[Path]:
     """Two single-person clips (src, dst) of different men with audio: the demo's real pair from

@@ -54,7 +54,9 @@ def test_swap_end_to_end(swapped):
     identity = json.loads((ws / "identity.json").read_text())
     # 20 iterations give a blur that may not even be detected as a face: check the report, not the swap
     assert identity["frames"] == (source.frame_count + 9) // 10
-    assert identity["faces"] + len(identity["no_face_frames"]) == identity["frames"]
+    assert identity["faces"] + len(identity["lost_frames"]) == identity["frames"]
+    shares = sum(identity[f"{who}_share"] for who in ("src", "dst", "neither", "lost"))
+    assert shares == pytest.approx(1) and identity["metric"] == "l2"
 
 
 def test_a_real_ctrl_c_during_merge_leaves_complete_frames_and_resumes(swapped, tmp_path):

@@ -19,12 +19,13 @@ from conftest import SHARED_DATA
 
 from facelab.cli import main
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
-from facelab.io.samples import sample_photos
+from facelab.io.samples import make_sample_clips, sample_photos
 from facelab.pfe.augment import blur, shrink
 from facelab.pfe.data import parse_pairs
 from facelab.pfe.features import FaceFinder
-from facelab.pfe.identity import make_template, score_video
+from facelab.pfe.identity import faces_of, score_video
 from facelab.pfe.model import PFEModel
+from facelab.pfe.rule import default_rule
 from facelab.pfe.uncertainty import UncertaintyModule
 
 # PFE's schedule (3000 steps, lr 1e-3 dropping tenfold at 2000): the module trains on a cached feature
@@ -108,6 +109,7 @@ def test_offline_backbone_and_mls_separate_people(trained, everyone, tmp_path):
     assert report["pairs_without_face"] == 0
     assert report["cosine"]["folds"] == 10
     assert report["cosine"]["accuracy_mean"] >= 0.95
+    assert report["l2"]["accuracy_mean"] >= 0.95
     assert report["mls"]["accuracy_mean"] >= 0.95
 
 
@@ -128,39 +130,44 @@ def test_blurred_and_tiny_faces_get_larger_sigma(trained, unseen):
             assert level[2] > level[1] and level[4] > level[3], f"{name}: stronger degradation, larger sigma^2"
 
 
-def test_identity_scores_a_video_against_source_and_dst(trained, everyone, sample_clips, tmp_path):
+@pytest.fixture(scope="module")
+def portrait_clips(tmp_path_factory) -> dict:
+    """2-second 720p clips rendered from the astronaut and Hopper portraits (one person each)."""
+    return make_sample_clips(tmp_path_factory.mktemp("portrait_clips"), seconds=2.0)
+
+
+def test_identity_judges_each_frame_with_the_pfe_model(trained, everyone, portrait_clips, tmp_path):
+    """With a trained PFE: the astronaut clip is the src person in every frame, the Hopper clip (a 'swap'
+    that kept the dst person) the dst person in every frame, and each frame carries its uncertainty."""
     _, model_dir = trained
-    data = everyone
     model = PFEModel.load(model_dir, "cpu")
-    source, dst = make_template(model, data / "astronaut"), make_template(model, data / "hopper")
-    clips = {p.stem: p for p in sample_clips}
-    records, summary = score_video(clips["astronaut"], model, source, dst, every=12)
-    assert summary["faces"] == len(records) >= 4 and summary["lost_frames"] == []
-    assert summary["cos_source_p5"] > summary["cos_dst_mean"]
-    # a "swap" that kept the dst person (the hopper clip) is flagged in every frame
-    records, summary = score_video(clips["hopper"], model, source, dst, every=12)
-    assert summary["lost_frames"] == [r.frame for r in records] and len(records) >= 4
-    assert all(r.mls_dst > r.mls_source for r in records)
+    assert model.rule == default_rule()  # no rule.json: dlib's LFW rule holds for dlib's mu
+    source, dst = faces_of(model, everyone / "astronaut"), faces_of(model, everyone / "hopper")
+    records, summary = score_video(portrait_clips["astronaut"], model, source, dst, every=12)
+    assert len(records) >= 4 and summary["src_share"] == 1 and summary["lost_frames"] == []
+    assert summary["score_src_p95"] < summary["score_dst_mean"] and np.isfinite(summary["log_sigma_sq_mean"])
+    records, summary = score_video(portrait_clips["hopper"], model, source, dst, every=12)
+    assert summary["dst_share"] == 1 and all(r.who == "dst" for r in records)
     csv_out, js = tmp_path / "id.csv", tmp_path / "id.json"
-    assert main(["identity", "--source", str(data / "astronaut"), "--video", str(clips["astronaut"]), "--every", "25",
-                 "--model", str(model_dir), "--device", "cpu", "-o", str(csv_out), "--summary", str(js)]) == 0
+    assert main(["identity", "--source", str(everyone / "astronaut"), "--video", str(portrait_clips["astronaut"]),
+                 "--every", "25", "--model", str(model_dir), "--device", "cpu", "-o", str(csv_out), "--summary",
+                 str(js)]) == 0
     assert json.loads(js.read_text())["faces"] == len(csv_out.read_text().splitlines()) - 1 >= 2
 
 
-def test_identity_works_without_a_trained_pfe(everyone, sample_clips, tmp_path):
-    """The offline backbone alone (unit variance): cosine still tells the people apart, no uncertainty."""
-    data = everyone
+def test_identity_works_without_a_trained_pfe(everyone, portrait_clips, tmp_path):
+    """The offline backbone alone (unit variance): the calibrated L2 rule tells the people apart, with no
+    dst given too; no uncertainty column."""
     model = PFEModel.deterministic(device="cpu")
-    source, dst = make_template(model, data / "astronaut"), make_template(model, data / "hopper")
-    clips = {p.stem: p for p in sample_clips}
-    records, summary = score_video(clips["astronaut"], model, source, dst, every=12)
-    assert summary["lost_frames"] == [] and "log_sigma_sq_mean" not in summary
-    records, summary = score_video(clips["hopper"], model, source, dst, every=12)
-    assert summary["lost_frames"] == [r.frame for r in records] and len(records) >= 4
+    source = faces_of(model, everyone / "astronaut")
+    records, summary = score_video(portrait_clips["astronaut"], model, source, every=12)
+    assert summary["src_share"] == 1 and "log_sigma_sq_mean" not in summary
+    records, summary = score_video(portrait_clips["hopper"], model, source, every=12)
+    assert summary["neither_share"] == 1 and len(records) >= 4
     js = tmp_path / "id.json"
-    assert main(["identity", "--source", str(data / "astronaut"), "--video", str(clips["hopper"]), "--every", "25",
-                 "--device", "cpu", "--summary", str(js)]) == 0
-    assert json.loads(js.read_text())["lost_frames"]
+    assert main(["identity", "--source", str(everyone / "astronaut"), "--video", str(portrait_clips["hopper"]),
+                 "--every", "25", "--device", "cpu", "--summary", str(js)]) == 0
+    assert json.loads(js.read_text())["not_src_frames"]
 
 
 def test_embed_and_export_cli(trained, tmp_path):

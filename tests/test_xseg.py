@@ -48,13 +48,7 @@ TINY = dict(resolution=RES, base_channels=8, batch_size=8, workers=0, device="cp
             eval_every=0, seed=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Other jobs share the CPU; one thread also keeps CPU runs repeatable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_label(meta) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file, and the previous version can be kept.
+"""Atomic file writes (a reader, or a crash, never sees half a file; the previous version can be kept) and
+the cache folder.
 
 Every write goes to a hidden temporary file next to its target (``.NAME.XXXXXXXX.tmp.EXT``) and is renamed
 over the target in one step. A process killed mid-write leaves only such a hidden file behind: listings
@@ -26,6 +27,12 @@ log = logging.getLogger("facelab")
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 _FORBIDDEN_ERRNOS = {errno.EACCES, errno.EPERM}
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def cache_root() -> Path:
+    """Where facelab keeps what it can rebuild (fetched photos, embeddings): ``$FACELAB_CACHE``, default
+    ``~/.cache/facelab``."""
+    return Path(os.environ.get("FACELAB_CACHE", Path.home() / ".cache" / "facelab"))
 
 
 def previous_path(path: Path) -> Path:

@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     srt.add_argument("folder")
     srt.add_argument("--by", required=True, choices=ops.SORT_KEYS,
                      help="blur: sharpest first; yaw/pitch: head pose; histogram: similar colours together; "
-                          "identity: faces of one person together (offline face embedding); "
+                          "identity: faces of one person together (dlib's L2 distance, the same-person rule's score); "
                           "size: largest source face first; source: source frame order; best: a pose-spread "
                           "subset of the sharpest faces (the rest moved to FOLDER_trash)")
     srt.add_argument("--best-count", type=int, default=None, help="with --by best: how many faces to keep")
@@ -111,13 +111,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     kp = fs.add_parser("keep", help="keep one person's faces, moving everybody else's to FOLDER_others",
                        description="For footage with several people: keep the faces that show the person of "
                                    "--like (a few photos or a video of them, or an aligned faceset), judged by "
-                                   "the offline face embedding; the other faces are moved to FOLDER_others, "
+                                   "the calibrated same-person rule (docs/pfe.md); the other faces are moved to FOLDER_others, "
                                    "not deleted.")
     kp.add_argument("folder")
     kp.add_argument("--like", required=True,
                     help="photos (a folder or one image), a video or an aligned faceset showing the person to keep")
     kp.add_argument("--threshold", type=float, default=None,
-                    help="cosine to the person's mean embedding a face needs (default: 0.91, dlib's same-person rule)")
+                    help="replace the same-person rule's threshold: the mean L2 distance to the person's faces a face "
+                         "must stay below (default: dlib's threshold fitted on LFW, docs/pfe.md)")
     kp.set_defaults(func=_cmd_keep)
 
     rs = fs.add_parser("resize", help="a copy of the faceset at another size or a tighter face type",

@@ -67,13 +67,11 @@ def _histograms(faceset: Faceset) -> np.ndarray:
     return np.stack(hists)
 
 
-def identity_vectors(faceset: Faceset, probe=None) -> np.ndarray:
-    """Unit face-recognition embeddings (metrics.identity) of every face, from its stored landmarks;
-    ``probe`` reuses an already loaded :class:`IdentityProbe`."""
-    from facelab.metrics.identity import IdentityProbe
-
+def identity_vectors(faceset: Faceset, probe) -> np.ndarray:
+    """Face-recognition embeddings (:class:`~facelab.metrics.identity.IdentityProbe`) of every face, from its
+    stored landmarks."""
     faces = progress((faceset.image(i) for i in range(len(faceset))), total=len(faceset), desc="identity", unit="face")
-    return (probe or IdentityProbe()).embed(faces, [m.landmarks for m in faceset.metas])
+    return probe.embed(faces, [m.landmarks for m in faceset.metas])
 
 
 def _chain_order(dist: np.ndarray) -> list[int]:
@@ -130,9 +128,11 @@ def sort_order(faceset: Faceset, by: str, best_count: int | None = None) -> list
     if by == "histogram":
         hists = _histograms(faceset)
         return _chain_order(np.abs(hists[:, None, :] - hists[None, :, :]).sum(-1))
-    if by == "identity":
-        vectors = identity_vectors(faceset)
-        return _chain_order(1.0 - vectors @ vectors.T)
+    if by == "identity":  # neighbours by the same-person rule's score (dlib's L2 distance)
+        from facelab.metrics.identity import IdentityProbe
+
+        probe = IdentityProbe()
+        return _chain_order(probe.distances(identity_vectors(faceset, probe)))
     return best_subset(faceset, best_count or len(faceset))
 
 
@@ -235,21 +235,27 @@ def dedupe_faceset(folder: str | Path, max_distance: int = 4) -> tuple[int, Path
 
 def keep_person(folder: str | Path, like: str | Path, threshold: float | None = None) -> tuple[int, int, Path | None]:
     """Keep the faces of ``folder`` that show the person of the aligned faceset ``like``; move the others to
-    ``<folder>_others``. A face is that person when the cosine of its embedding to the mean of ``like``'s
-    embeddings reaches ``threshold`` (default: dlib's same-person rule). Returns (kept, moved, aside)."""
-    from facelab.metrics.identity import SAME_PERSON_COSINE, IdentityProbe
+    ``<folder>_others``. A face is that person when the calibrated same-person rule accepts its mean score to
+    ``like``'s faces (default: dlib's L2 distance below the threshold fitted on LFW; ``threshold`` replaces
+    that threshold). Returns (kept, moved, aside)."""
+    from dataclasses import replace
+
+    from facelab.metrics.identity import IdentityProbe
 
     if threshold is not None:
         check_range(threshold, "threshold", "faceset keep", low=-1, high=1)
     folder = Path(folder)
-    faceset, reference, probe = _open_loose(folder), Faceset.open(like), IdentityProbe()
-    template = identity_vectors(reference, probe).mean(0)
-    scores = identity_vectors(faceset, probe) @ (template / np.linalg.norm(template))
-    threshold = SAME_PERSON_COSINE if threshold is None else threshold
-    if not (scores >= threshold).any():  # moving every face aside would only leave an empty faceset
-        raise FacelabError(f"no face of {folder} looks like the person of {like} (best cosine {scores.max():.3f} "
-                           f"< {threshold}); check --like, or lower --threshold")
-    others = [faceset.names[i] for i in np.nonzero(scores < threshold)[0]]
+    probe = IdentityProbe()
+    if threshold is not None:
+        probe.rule = replace(probe.rule, threshold=threshold)
+    faceset, reference = _open_loose(folder), Faceset.open(like)
+    scores = probe.scores(identity_vectors(faceset, probe), identity_vectors(reference, probe))
+    same = probe.same(scores)
+    if not same.any():  # moving every face aside would only leave an empty faceset
+        best = scores.min() if probe.rule.lower_is_same else scores.max()
+        raise FacelabError(f"no face of {folder} looks like the person of {like} (closest {probe.rule.metric} "
+                           f"{best:.3f}, same person when {probe.rule.describe()}); check --like, or pass --threshold")
+    others = [faceset.names[i] for i in np.nonzero(~same)[0]]
     aside = _move_aside(folder, others, "_others") if others else None
     return len(faceset) - len(others), len(others), aside
 

@@ -13,7 +13,6 @@ dependencies), keeps only the photos, and caches them under ``$FACELAB_CACHE`` (
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import tarfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_bytes
+from facelab.core.files import atomic_write_bytes, cache_root
 from facelab.io.images import read_image
 
 
@@ -65,7 +64,7 @@ KNOWN_PEOPLE = {**{(name, 0): person for name, person in PORTRAITS.items()},
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FACELAB_CACHE", Path.home() / ".cache" / "facelab")) / "photos"
+    return cache_root() / "photos"
 
 
 def _members(archive_path: Path) -> dict[str, bytes]:

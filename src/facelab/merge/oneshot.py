@@ -42,15 +42,15 @@ def _train(src_faces: Path, dst_faces: Path, model_dir: Path, model: str, iterat
 
 
 def score_identity(src_faces: Path, dst_faces: Path, video: Path, every: int) -> dict:
-    """Did the swap carry the source identity? Every ``every``-th frame of ``video`` against fused templates
-    of the src and dst facesets, with the offline face embedding (see :mod:`facelab.pfe.identity`)."""
-    from facelab.pfe.identity import make_template, score_video
+    """Did the swap carry the source identity? Every ``every``-th frame of ``video`` judged src person, dst
+    person or neither against the src and dst facesets, by the calibrated same-person rule with the offline
+    face embedding (see :mod:`facelab.pfe.identity`)."""
+    from facelab.pfe.identity import faces_of, score_video
     from facelab.pfe.model import PFEModel
 
     model = PFEModel.deterministic(device="cpu")
-    templates = [make_template(model, faces, every=max(1, len(list_images(faces)) // 30))
-                 for faces in (src_faces, dst_faces)]
-    return score_video(video, model, *templates, every=every)[1]
+    people = [faces_of(model, faces, every=max(1, len(list_images(faces)) // 30)) for faces in (src_faces, dst_faces)]
+    return score_video(video, model, *people, every=every)[1]
 
 
 def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: str | Path | None = None,
@@ -100,8 +100,9 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
     if identity_every:
         summary = score_identity(src_faces, dst_faces, output, identity_every)
         atomic_write_text(ws / "identity.json", json.dumps(summary, indent=2))
-        log.info("identity: cosine to src %.3f (5th percentile %.3f), to dst %.3f; identity lost in %d of %d "
-                 "scored frames (%s)", summary.get("cos_source_mean", float("nan")),
-                 summary.get("cos_source_p5", float("nan")), summary.get("cos_dst_mean", float("nan")),
-                 len(summary["lost_frames"]), summary["faces"], ws / "identity.json")
+        log.info("identity: %.0f%% of %d scored frames are the src person, %.0f%% the dst person, %.0f%% neither, "
+                 "%d lost (no face found); %s to src %.3f, to dst %.3f (%s)", 100 * summary["src_share"],
+                 summary["frames"], 100 * summary["dst_share"], 100 * summary["neither_share"],
+                 len(summary["lost_frames"]), summary["metric"], summary.get("score_src_mean", float("nan")),
+                 summary.get("score_dst_mean", float("nan")), ws / "identity.json")
     return stats

@@ -1,10 +1,11 @@
-"""Identity similarity: which person does a face show? Cosine of dlib's 128-d face embeddings (offline).
+"""Which person does an aligned face show? dlib's 128-d embedding judged by the calibrated same-person rule.
 
-Swap training reports it on held-out faces: each dst face swapped to src is compared with the src
-person and with the dst person (the mean embedding of their held-out faces). A swap that carries the
-source identity moves towards src as training goes on; SSIM alone cannot tell, since a model that
-returns the dst face unchanged reconstructs perfectly. Faces are aligned crops; the chip dlib expects is
-cut from their 68 landmarks, so no detection runs.
+Swap training reports it on held-out faces (each dst face swapped to src against the src person and the
+dst person), ``faceset keep --like`` and ``faceset sort --by identity`` use it on facesets. Faces are
+aligned crops; the chip dlib expects is cut from their stored 68 landmarks, so no detection runs. The
+rule is :func:`facelab.pfe.rule.default_rule`: the L2 distance of the raw embeddings (dlib's are not
+centred, so cosine is the wrong score) with the threshold fitted on LFW, the same rule as
+``facelab identity``. A face is compared with a person by its mean distance to that person's faces.
 """
 
 from __future__ import annotations
@@ -14,34 +15,43 @@ from typing import Iterable
 
 import numpy as np
 
-# Cosine on dlib's 128-d embedding matching its published same-person rule, distance < 0.6: its vectors
-# have norm ~1.45, so 1 - 0.6^2 / (2 * 1.45^2) = 0.91. Another backbone needs its own value (pfe eval
-# prints the thresholds it picks).
-SAME_PERSON_COSINE = 0.91
+from facelab.core.errors import FacelabError
+from facelab.pfe.rule import SameRule, default_rule
 
 
 class IdentityProbe:
-    def __init__(self):
+    def __init__(self, rule: SameRule | None = None):
         from facelab.detect.dlib_models import DlibEmbedder
 
+        self.rule = rule or default_rule()
+        if self.rule.metric == "mls" or self.rule.backbone != "dlib":
+            raise FacelabError(f"the identity probe embeds with dlib and has no uncertainty; its rule must be an L2 or "
+                               f"cosine rule for the dlib backbone, not {self.rule.describe()}")
         self._embedder = DlibEmbedder()
 
     def embed(self, faces: Iterable[np.ndarray], landmarks: Iterable[np.ndarray], chunk: int = 64) -> np.ndarray:
-        """Unit embeddings ``(N, 128)`` of aligned BGR faces (uint8, or float in 0..1; sizes may differ) with
-        their landmarks in their own pixels. ``faces`` may be a generator: ``chunk`` faces at a time are
-        cut into chips and embedded in one network call, so a large faceset is never all in memory."""
+        """dlib embeddings ``(N, 128)`` as the network gives them (not normalised) of aligned BGR faces (uint8,
+        or float in 0..1; sizes may differ) with their landmarks in their own pixels. ``faces`` may be a
+        generator: ``chunk`` faces at a time are cut into chips and embedded in one network call, so a large
+        faceset is never all in memory."""
         pairs, parts = zip(faces, landmarks), []
         while batch := list(islice(pairs, chunk)):
             parts.append(self._embedder.embed_chips([self._embedder.chip(_uint8(f), lm) for f, lm in batch]))
-        if not parts:
-            return np.zeros((0, 128), np.float32)
-        vectors = np.concatenate(parts)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.concatenate(parts) if parts else np.zeros((0, 128), np.float32)
 
-    def template(self, faces: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """One person: the normalised mean of the unit embeddings of their faces."""
-        mean = self.embed(faces, landmarks).mean(0)
-        return mean / np.linalg.norm(mean)
+    def scores(self, vectors: np.ndarray, person: np.ndarray) -> np.ndarray:
+        """Each embedding's mean score (by default L2 distance) to the embeddings of one person's faces."""
+        ones = np.ones_like
+        return self.rule.person_scores(vectors, ones(vectors), person, ones(person))
+
+    def same(self, scores: np.ndarray) -> np.ndarray:
+        return self.rule.same(scores)
+
+    def distances(self, vectors: np.ndarray) -> np.ndarray:
+        """All pair scores of a set of embeddings as a matrix, turned so that lower means more alike."""
+        ones = np.ones_like(vectors)
+        s = self.rule.score_matrix(vectors, ones, vectors, ones)
+        return s if self.rule.lower_is_same else -s
 
 
 def _uint8(face: np.ndarray) -> np.ndarray:

@@ -102,6 +102,7 @@ class Backbone(Protocol):
     name: str
     dim: int
     feature_dim: int
+    fingerprint: str  # what decides its outputs: cached embeddings are keyed by it
 
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray: ...
 
@@ -139,6 +140,7 @@ class DlibBackbone:
 
     name = "dlib"
     feature_dim = DETAIL_OCTAVES * DETAIL_GRID**2
+    fingerprint = f"dlib-resnet128-v1|chip68|detail{DETAIL_OCTAVES}x{DETAIL_GRID}"
 
     def __init__(self):
         from facelab.detect.dlib_models import DlibEmbedder
@@ -170,6 +172,8 @@ class SphereBackbone:
         self.name = str(model_dir)
         self.dim = cfg["embedding_size"]
         self.feature_dim = self.net.feature_dim
+        stat = path.stat()
+        self.fingerprint = f"sphere|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         return align_sphere(image, landmarks68)

@@ -15,6 +15,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path, atomic_write_text
 from facelab.io.images import is_image_file
 from facelab.pfe.config import BackboneConfig, PFEConfig
+from facelab.pfe.features import PICKS
 
 
 def _cmd_train_backbone(args: argparse.Namespace) -> int:
@@ -36,44 +37,53 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_pairs(model, pairs, aligned: bool, fars: list[float]) -> dict:
-    """Cosine and MLS over the pairs: 10-fold accuracy and TAR at each FAR (pairs without a face are dropped)."""
-    from facelab.pfe.features import FaceFinder, embed_files
-    from facelab.pfe.verify import cosine_scores, kfold_accuracy, mls_scores, tar_at_far
+def _load_model(args: argparse.Namespace):
+    """The PFE model of ``--model``, or the offline dlib backbone with unit variance."""
+    from facelab.pfe.model import PFEModel
 
-    files = sorted(set(pairs.first) | set(pairs.second))
-    row = {p: i for i, p in enumerate(files)}
-    mu, feats, found = embed_files(files, model.backbone, FaceFinder(aligned))
-    sigma_sq = model.sigma_sq(feats)
-    a, b = np.array([row[p] for p in pairs.first]), np.array([row[p] for p in pairs.second])
-    keep = found[a] & found[b]
-    if not keep.any():
-        raise FacelabError("no pair has a detectable face on both sides; check --data, or pass --aligned for face crops")
-    a, b, same, folds = a[keep], b[keep], pairs.same[keep], pairs.folds[keep]
-    report: dict = {"pairs": int(len(keep)), "pairs_without_face": int((~keep).sum()), "images": len(files)}
-    scores = {"cosine": cosine_scores(mu[a], mu[b]), "mls": mls_scores(mu[a], sigma_sq[a], mu[b], sigma_sq[b])}
-    for name, s in scores.items():
-        res = kfold_accuracy(s, same, folds)
-        report[name] = {"accuracy_mean": res.mean, "accuracy_std": res.std, "folds": len(res.accuracies),
-                        "threshold_mean": float(res.thresholds.mean())}
-        for far in fars:
-            tar, thr, got = tar_at_far(s, same, far)
-            report[name][f"tar@far={far:g}"] = {"tar": tar, "threshold": thr, "achieved_far": got}
-    return report
+    return PFEModel.load(args.model, args.device) if args.model else PFEModel.deterministic(device=args.device)
+
+
+def _print_scores(report: dict, names: list[str], indent: str = "") -> None:
+    for name in names:
+        r = report[name]
+        tars = ", ".join(f"TAR@FAR={k.split('=')[1]}: {v['tar']:.4f}" for k, v in r.items() if k.startswith("tar@"))
+        extra = (f"; all pairs {100 * r['accuracy_all_pairs']:.2f}%" if "accuracy_all_pairs" in r else
+                 f"; pair-fitted rule {100 * r['pair_rule_accuracy']:.2f}%")
+        print(f"{indent}{name:11s} accuracy {100 * r['accuracy_mean']:.2f}% +- {100 * r['accuracy_std']:.2f} "
+              f"({r['folds']} folds{extra}); {tars}; same when {r['same_when']} {r['threshold']:.4g}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from facelab.pfe.data import parse_pairs
-    from facelab.pfe.model import PFEModel
+    from facelab.pfe.evaluate import evaluate_pairs, metrics_of, rule_from_report
+    from facelab.pfe.features import FaceFinder
+    from facelab.pfe.rule import RULE_FILE, save_rule
 
+    if args.save_rule == "" and not args.model:
+        raise FacelabError("--save-rule without a path needs --model (the rule is stored in the model dir); "
+                           "for the offline dlib backbone give a file: --save-rule rule.json")
     pairs = parse_pairs(args.pairs, args.data)
-    report = evaluate_pairs(PFEModel.load(args.model, args.device), pairs, args.aligned, args.far)
-    print(f"{report['pairs']} pairs ({report['pairs_without_face']} dropped: no face found)")
-    for name in ("cosine", "mls"):
-        r = report[name]
-        tars = ", ".join(f"TAR@FAR={k.split('=')[1]}: {v['tar']:.4f}" for k, v in r.items() if k.startswith("tar@"))
-        print(f"{name:6s} accuracy {100 * r['accuracy_mean']:.2f}% +- {100 * r['accuracy_std']:.2f} "
-              f"({r['folds']} folds); {tars}")
+    model = _load_model(args)
+    finder = FaceFinder(args.aligned, pick=args.pick, cnn_fallback=True)
+    report = evaluate_pairs(model, pairs, finder, args.far, cache=not args.no_cache)
+    found = ", ".join(f"{k} {v}" for k, v in sorted(report["found_by"].items()))
+    print(f"{report['pairs']} pairs, {report['images']} images (faces found by: {found}); "
+          f"{report['images_without_face']} image(s) without a face, {report['pairs_without_face']} pair(s) not scored "
+          f"({report['embed_seconds']:.0f} s to embed)")
+    _print_scores(report, list(metrics_of(model)))
+    t = report["templates"]
+    print(f"templates (first side: the person's other images, {t['template_size_mean']:.1f} faces on average, "
+          f"{100 * t['share_with_more_than_one_face']:.0f}% with more than one; {t['pairs_scored']} pairs):")
+    _print_scores(t, [k for k in t if isinstance(t[k], dict)], indent="  ")
+    if args.save_rule is not None:
+        path = Path(args.save_rule or Path(args.model) / RULE_FILE)
+        pairs_file = Path(args.pairs).resolve()
+        folds = report[report["rule"]["metric"]]["folds"]
+        rule = rule_from_report(report, model.cfg.backbone, f"{pairs_file.parent.name}/{pairs_file.name}: "
+                                                            f"{report['pairs_scored']} pairs, {folds} folds")
+        save_rule(rule, path)
+        print(f"same-person rule {rule.describe()} saved to {path}")
     if args.output:
         atomic_write_text(args.output, json.dumps(report, indent=2))
     return 0
@@ -90,13 +100,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if not paths:
         raise FacelabError(f"{folder} holds no images")
     model = PFEModel.load(args.model, args.device)
-    mu, feats, found = embed_files(paths, model.backbone, FaceFinder(args.aligned))
-    sigma_sq = model.sigma_sq(feats)
-    sigma_sq[~found] = np.nan
+    emb = embed_files(paths, model.backbone, FaceFinder(args.aligned))
+    sigma_sq = model.sigma_sq(emb.features)
+    sigma_sq[~emb.found] = np.nan
     with atomic_path(args.output) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, paths=np.array([str(p.relative_to(folder)) for p in paths]), mu=mu, sigma_sq=sigma_sq,
-                 found=found)
-    print(f"wrote mu and sigma^2 of {int(found.sum())}/{len(paths)} faces to {args.output}")
+        np.savez(fh, paths=np.array([str(p.relative_to(folder)) for p in paths]), mu=emb.mu, sigma_sq=sigma_sq,
+                 found=emb.found)
+    print(f"wrote mu and sigma^2 of {int(emb.found.sum())}/{len(paths)} faces to {args.output}")
     return 0
 
 
@@ -125,39 +135,86 @@ def _cmd_make_samples(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_identity(args: argparse.Namespace) -> int:
-    from facelab.pfe.identity import make_template, records_table, score_video
-    from facelab.pfe.model import PFEModel
+def _write_csv(path: str, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["frame"])
+        writer.writeheader()
+        writer.writerows(rows)
 
-    model = PFEModel.load(args.model, args.device) if args.model else PFEModel.deterministic(device=args.device)
-    source = make_template(model, args.source)
-    dst = make_template(model, args.dst, every=args.every) if args.dst else None
-    records, summary = score_video(args.video, model, source, dst, args.every, args.threshold)
+
+def _cmd_identity(args: argparse.Namespace) -> int:
+    from facelab.pfe.identity import faces_of, records_table, score_video
+
+    if not (args.source and args.video):
+        raise FacelabError("facelab identity needs --source SRC and --video RESULT (or: identity compare A B, "
+                           "identity pairs PAIRS.csv)")
+    model = _load_model(args)
+    source = faces_of(model, args.source)
+    dst = faces_of(model, args.dst, every=args.every) if args.dst else None
+    records, summary = score_video(args.video, model, source, dst, args.every)
     if args.output:
-        rows = records_table(records)
-        with atomic_path(args.output) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["frame"])
-            writer.writeheader()
-            writer.writerows(rows)
+        _write_csv(args.output, records_table(records))
     if args.summary:
         atomic_write_text(args.summary, json.dumps(summary, indent=2))
-    print(f"{summary['faces']}/{summary['frames']} sampled frames with a face; cosine to source mean "
-          f"{summary.get('cos_source_mean', float('nan')):.3f}, 5th percentile {summary.get('cos_source_p5', float('nan')):.3f}; "
-          f"MLS to source mean {summary.get('mls_source_mean', float('nan')):.1f}; "
-          f"identity lost in {len(summary['lost_frames'])} frame(s)")
+    people = "src / dst / neither" if dst is not None else "src / not src"
+    shares = [summary["src_share"], summary["dst_share"], summary["neither_share"]] if dst is not None else \
+        [summary["src_share"], summary["neither_share"]]
+    print(f"{summary['frames']} sampled frames, {len(summary['lost_frames'])} lost (no face found); {people}: "
+          + " / ".join(f"{100 * v:.1f}%" for v in shares) + f" of the frames, by {summary['rule']}; "
+          f"{summary['metric']} to src mean {summary.get('score_src_mean', float('nan')):.3f}"
+          + (f", to dst {summary['score_dst_mean']:.3f}" if "score_dst_mean" in summary else "")
+          + (f"; mean log sigma^2 {summary['log_sigma_sq_mean']:.2f}" if "log_sigma_sq_mean" in summary else ""))
     return 0
 
 
-def _model_args(p: argparse.ArgumentParser, aligned: bool = True) -> None:
-    p.add_argument("--model", required=True, help="PFE model dir made by 'facelab pfe train'")
+def _cmd_identity_compare(args: argparse.Namespace) -> int:
+    from facelab.pfe.identity import compare, faces_of
+
+    model = _load_model(args)
+    out = compare(model.rule, faces_of(model, args.a, args.every), faces_of(model, args.b, args.every))
+    verdict = "same person" if out["same"] else "different people"
+    print(f"{out['faces_a']} face(s) in {args.a}, {out['faces_b']} in {args.b}: {out['metric']} {out['score']:.4f} "
+          f"-> {verdict} (rule: {out['rule']})")
+    if model.has_uncertainty:
+        print(f"uncertainty (mean log sigma^2): {out['uncertainty_a']:.3f} / {out['uncertainty_b']:.3f}")
+    if args.output:
+        atomic_write_text(args.output, json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_identity_pairs(args: argparse.Namespace) -> int:
+    from facelab.pfe.data import parse_pair_csv
+    from facelab.pfe.evaluate import score_pair_list
+    from facelab.pfe.features import FaceFinder
+
+    model = _load_model(args)
+    rows, summary = score_pair_list(model, parse_pair_csv(args.pairs, args.root), FaceFinder(cnn_fallback=True))
+    if args.output:
+        _write_csv(args.output, rows)
+    else:
+        for row in rows:
+            print(",".join(str(v) for v in row.values()))
+    line = f"{summary['pairs']} pairs ({summary['pairs_without_face']} without a face on a side), rule {summary['rule']}"
+    if "accuracy" in summary:
+        line += (f": accuracy {100 * summary['accuracy']:.2f}%, FAR {100 * summary['far']:.2f}% "
+                 f"({summary['impostor_pairs']} impostor pairs), FRR {100 * summary['frr']:.2f}% "
+                 f"({summary['genuine_pairs']} genuine pairs)")
+    print(line)
+    return 0
+
+
+MODEL_HELP = ("PFE model dir from 'facelab pfe train' (default: none, the offline dlib embedding with unit "
+              "variance, judged by dlib's L2 rule fitted on LFW; no uncertainty)")
+
+
+def _model_args(p: argparse.ArgumentParser, aligned: bool = True, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="PFE model dir made by 'facelab pfe train'" if required else MODEL_HELP)
     p.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: auto)")
     if aligned:
         p.add_argument("--aligned", action="store_true", help="images are aligned face crops: skip detection")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from facelab.pfe.identity import DEFAULT_THRESHOLD
-
     pfe = sub.add_parser("pfe", help="probabilistic face embeddings: train, evaluate, embed, export",
                          description="Probabilistic Face Embeddings (Shi & Jain 2019); see docs/pfe.md.")
     cmds = pfe.add_subparsers(dest="pfe_command", required=True, metavar="PFE_COMMAND")
@@ -172,12 +229,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, PFEConfig)
     p.set_defaults(func=_cmd_train)
 
-    p = cmds.add_parser("eval", help="LFW protocol: 10-fold accuracy (cosine and MLS) and TAR@FAR")
+    p = cmds.add_parser("eval", help="LFW protocol: 10-fold accuracy (L2, cosine, MLS; templates) and TAR@FAR",
+                        description="The standard LFW protocol on a pairs.txt: for each score the threshold is "
+                                    "chosen on nine folds and tested on the tenth. Embeddings are cached in "
+                                    "$FACELAB_CACHE/embeddings, so a re-run is fast. See docs/pfe.md.")
     p.add_argument("--pairs", required=True, help="pairs.txt in LFW format")
     p.add_argument("--data", required=True, help="image folder: DATA/<name>/<name>_0001.jpg")
     p.add_argument("--far", type=float, nargs="+", default=[1e-3], help="false-accept rates for TAR (default: 1e-3)")
+    p.add_argument("--pick", choices=PICKS, default="centre",
+                   help="which face of an image with several (default: centre, LFW's labelled face)")
+    p.add_argument("--save-rule", nargs="?", const="", default=None, metavar="PATH",
+                   help="store the most accurate score and its threshold fitted on all pairs as the same-person "
+                        "rule (default PATH: MODEL/rule.json); every identity figure of that model uses it")
+    p.add_argument("--no-cache", action="store_true", help="embed every image again instead of using the cache")
     p.add_argument("-o", "--output", help="also write the report as JSON")
-    _model_args(p)
+    _model_args(p, required=False)
     p.set_defaults(func=_cmd_eval)
 
     p = cmds.add_parser("embed", help="mu and sigma^2 of every face in a folder, to .npz")
@@ -201,17 +267,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_make_samples)
 
-    p = sub.add_parser("identity", help="per-frame identity score of a swapped video against the source faceset",
-                       description="Score whether each sampled frame of a swap shows the source person (PFE).")
-    p.add_argument("--source", required=True, help="source faceset: folder of images showing the source face")
-    p.add_argument("--video", required=True, help="the swapped (merged) video")
-    p.add_argument("--dst", help="the original dst person: a folder of face images or the original video")
+    p = sub.add_parser("identity", help="who is in a face: check a swap frame by frame, compare two inputs, score pairs",
+                       description="Face verification by the calibrated same-person rule (default: dlib's L2 "
+                                   "distance with the threshold fitted on LFW; docs/pfe.md). Without a sub-command: "
+                                   "is each sampled frame of --video the src person, the dst person or neither, "
+                                   "and which frames have no detectable face (lost).")
+    p.add_argument("--source", help="the src person: a faceset, a folder of images, an image or a video")
+    p.add_argument("--video", help="the swapped (merged) video")
+    p.add_argument("--dst", help="the original dst person: a faceset, a folder of images or the original video")
     p.add_argument("--every", type=int, default=1, help="score every N-th frame (default: 1)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"cosine to the source below which a frame lost the identity (default: {DEFAULT_THRESHOLD})")
     p.add_argument("-o", "--output", help="per-frame CSV")
     p.add_argument("--summary", help="summary JSON")
-    p.add_argument("--model", help="PFE model dir from 'facelab pfe train' (default: none, the offline dlib "
-                                    "embedding with unit variance: cosine and distance-based MLS, no uncertainty)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: auto)")
+    _model_args(p, aligned=False, required=False)
     p.set_defaults(func=_cmd_identity)
+    ids = p.add_subparsers(dest="identity_command", metavar="ACTION")
+
+    c = ids.add_parser("compare", help="are A and B the same person? (images, folders, facesets or videos)",
+                       description="The mean score over every pair of faces found in A and in B, and the rule's "
+                                   "decision; with a PFE model also each side's uncertainty.")
+    c.add_argument("a", help="an image, a folder of images, a faceset or a video")
+    c.add_argument("b", help="the same kinds")
+    c.add_argument("--every", type=int, default=1, help="with a video or folder: every N-th frame or image (default: 1)")
+    c.add_argument("-o", "--output", help="also write the result as JSON")
+    _model_args(c, aligned=False, required=False)
+    c.set_defaults(func=_cmd_identity_compare)
+
+    c = ids.add_parser("pairs", help="distance and decision for each pair of a CSV list; with labels accuracy, FAR, FRR",
+                       description="PAIRS.csv lines are file_x,file_y[,label] (label Yes/No or 1/0; a header row "
+                                   "'file_x,file_y,label' is optional).")
+    c.add_argument("pairs", help="the CSV pair list")
+    c.add_argument("--root", help="folder the relative paths start in (default: the CSV's folder)")
+    c.add_argument("-o", "--output", help="per-pair CSV (default: print it)")
+    _model_args(c, aligned=False, required=False)
+    c.set_defaults(func=_cmd_identity_pairs)

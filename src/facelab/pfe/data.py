@@ -20,20 +20,45 @@ class IdentityFolder:
     names: list[str]
 
 
+CELEBA_IDENTITIES = "identity_CelebA.txt"
+
+
+def _celeba_people(root: Path) -> dict[str, list[Path]]:
+    """CelebA's layout: ``images/`` and ``identity_CelebA.txt`` (``FILE IDENTITY`` lines)."""
+    people: dict[str, list[Path]] = {}
+    for lineno, line in enumerate((root / CELEBA_IDENTITIES).read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise FacelabError(f"{root / CELEBA_IDENTITIES}:{lineno}: expected 'FILE IDENTITY', got {line.strip()!r}")
+        path = root / "images" / parts[0]
+        if not path.is_file():
+            raise FacelabError(f"{root / CELEBA_IDENTITIES}:{lineno}: {path} not found; keep the images in {root / 'images'}")
+        people.setdefault(parts[1], []).append(path)
+    return {name: sorted(paths) for name, paths in people.items()}
+
+
 def scan_identities(root: str | Path, max_per_class: int = 0, min_per_class: int = 1) -> IdentityFolder:
+    """One sub-folder of images per person (CASIA-WebFace layout), or CelebA's ``images/`` with
+    ``identity_CelebA.txt``."""
     root = Path(root)
     if not root.is_dir():
         raise FacelabError(f"{root} is not a folder; give a folder with one sub-folder of face images per person")
+    if (root / CELEBA_IDENTITIES).is_file():
+        people = _celeba_people(root)
+    else:
+        people = {p.name: list_images(p) for p in sorted(root.iterdir()) if p.is_dir()}
     paths, labels, names = [], [], []
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        images = list_images(person)
+    for person in sorted(people):
+        images = people[person]
         if max_per_class:
             images = images[:max_per_class]
         if len(images) < min_per_class:
             continue
         paths += images
         labels += [len(names)] * len(images)
-        names.append(person.name)
+        names.append(person)
     if len(names) < 1:
         raise FacelabError(f"{root} has no sub-folder with at least {min_per_class} image(s); "
                            "put each person's faces in their own sub-folder (CASIA-WebFace layout)")
@@ -62,11 +87,11 @@ class BalancedBatchSampler:
 
 @dataclass
 class Pairs:
-    """Verification pairs: two image paths each, whether they show one person, and the fold."""
+    """Verification pairs: two image paths each, whether they show one person (None: not known), and the fold."""
 
     first: list[Path]
     second: list[Path]
-    same: np.ndarray
+    same: np.ndarray | None
     folds: np.ndarray
 
 
@@ -119,3 +144,41 @@ def parse_pairs(pairs_file: str | Path, data_dir: str | Path) -> Pairs:
         same.append(matched)
         folds.append(k // (2 * per_fold))
     return Pairs(first, second, np.array(same), np.array(folds))
+
+
+LABELS = {"yes": True, "1": True, "true": True, "same": True, "no": False, "0": False, "false": False, "different": False}
+
+
+def parse_pair_csv(csv_file: str | Path, root: str | Path | None = None) -> Pairs:
+    """A pair list ``file_x,file_y[,label]`` (a header row of those names is optional; label Yes/No or 1/0).
+    Relative paths are taken from ``root``, by default the CSV's folder. Either every row has a label or none."""
+    import csv
+
+    csv_file = Path(csv_file)
+    if not csv_file.is_file():
+        raise FacelabError(f"pair list {csv_file} not found; check the path")
+    base = Path(root) if root else csv_file.parent
+    with open(csv_file, newline="") as fh:
+        rows = [(i + 1, [c.strip() for c in r]) for i, r in enumerate(csv.reader(fh)) if any(c.strip() for c in r)]
+    if rows and [c.lower() for c in rows[0][1][:2]] == ["file_x", "file_y"]:
+        rows = rows[1:]
+    if not rows:
+        raise FacelabError(f"{csv_file} lists no pairs; write one 'file_x,file_y[,label]' line per pair")
+    first, second, labels = [], [], []
+    for lineno, cells in rows:
+        where = f"{csv_file}:{lineno}"
+        if len(cells) not in (2, 3):
+            raise FacelabError(f"{where}: expected 'file_x,file_y[,label]', got {len(cells)} fields")
+        if (len(cells) == 3) != (len(rows[0][1]) == 3):
+            raise FacelabError(f"{where}: give a label on every line or on none")
+        for name, out in zip(cells[:2], (first, second)):
+            path = base / name
+            if not path.is_file():
+                raise FacelabError(f"{where}: {path} not found; fix the path or give --root the folder the paths start in")
+            out.append(path)
+        if len(cells) == 3:
+            if cells[2].lower() not in LABELS:
+                raise FacelabError(f"{where}: label {cells[2]!r} is not Yes/No or 1/0")
+            labels.append(LABELS[cells[2].lower()])
+    same = np.array(labels, bool) if labels else None
+    return Pairs(first, second, same, np.zeros(len(first), int))

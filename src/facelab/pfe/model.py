@@ -13,6 +13,7 @@ from facelab.core.device import resolve_device
 from facelab.core.errors import FacelabError
 from facelab.pfe.backbones import Backbone, load_backbone
 from facelab.pfe.config import PFEConfig
+from facelab.pfe.rule import RULE_FILE, SameRule, default_rule, load_rule
 from facelab.pfe.uncertainty import UncertaintyModule
 
 PFE_FILE = "pfe.safetensors"
@@ -40,9 +41,11 @@ class PFEModel:
     any PFE training.
     """
 
-    def __init__(self, cfg: PFEConfig, backbone: Backbone, module: UncertaintyModule | None, device: torch.device):
-        self.cfg, self.backbone, self.device = cfg, backbone, device
+    def __init__(self, cfg: PFEConfig, backbone: Backbone, module: UncertaintyModule | None, device: torch.device,
+                 model_dir: Path | None = None):
+        self.cfg, self.backbone, self.device, self.model_dir = cfg, backbone, device, model_dir
         self.module = module.to(device).eval().requires_grad_(False) if module is not None else None
+        self._rule: SameRule | None = None
 
     @classmethod
     def deterministic(cls, backbone: str = "dlib", device: str = "auto") -> "PFEModel":
@@ -53,6 +56,22 @@ class PFEModel:
     def has_uncertainty(self) -> bool:
         return self.module is not None
 
+    @property
+    def rule(self) -> SameRule:
+        """The same-person rule stored with the model (``rule.json``, written by ``pfe eval --save-rule``);
+        without one, dlib's L2 rule fitted on LFW, which holds for any model on the dlib backbone (its
+        ``mu`` is dlib's embedding)."""
+        if self._rule is None:
+            path = self.model_dir / RULE_FILE if self.model_dir else None
+            if path is not None and path.is_file():
+                self._rule = load_rule(path)
+            elif self.cfg.backbone == "dlib":
+                self._rule = default_rule()
+            else:
+                raise FacelabError(f"{self.model_dir} has no {RULE_FILE}: calibrate it with 'facelab pfe eval --pairs "
+                                   f"PAIRS --data DIR --model {self.model_dir} --save-rule'")
+        return self._rule
+
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto") -> "PFEModel":
         state = load_checkpoint(Path(model_dir) / PFE_FILE)
@@ -60,7 +79,7 @@ class PFEModel:
         backbone = load_backbone(cfg.backbone, device)
         module = build_module(cfg, backbone)
         load_module_state(module, state, Path(model_dir) / PFE_FILE)
-        return cls(cfg, backbone, module, resolve_device(device))
+        return cls(cfg, backbone, module, resolve_device(device), Path(model_dir))
 
     @torch.no_grad()
     def sigma_sq(self, features: np.ndarray) -> np.ndarray:

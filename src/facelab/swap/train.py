@@ -94,7 +94,7 @@ class Trainer:
         self.iteration, self.saved_iteration, self._unused_state = 0, None, {}
         self._last_eval: tuple[int, tuple[float, float]] | None = None
         self._id_probe: IdentityProbe | None = None
-        self._id_templates: dict[str, np.ndarray] | None = None  # src and dst people, made at the first report
+        self._id_people: dict[str, np.ndarray] | None = None  # src and dst embeddings, made at the first report
         if resume_checkpoint(self.model_dir / WEIGHTS_NAME):
             self._resume()
         else:
@@ -280,15 +280,21 @@ class Trainer:
                                                        **self._identity(torch.cat(swapped))}
 
     def _identity(self, swapped: torch.Tensor) -> dict[str, float]:
-        """Mean cosine of the held-out dst faces swapped to src with the src and with the dst person
-        (metrics.identity): the swap should move from dst towards src as training goes on."""
-        if self._id_templates is None:
+        """Who the held-out dst faces swapped to src are, by the calibrated same-person rule (metrics.identity):
+        their mean score to the src and to the dst person's held-out faces (default: L2 distance) and the
+        share the rule calls each person. A swap that carries the src identity moves from dst to src."""
+        if self._id_people is None:
             self._id_probe = IdentityProbe()
-            self._id_templates = {side: self._id_probe.template(data.images, data.landmarks)
-                                  for side, data in (("src", self.src_hold), ("dst", self.dst_hold))}
+            self._id_people = {side: self._id_probe.embed(data.images, data.landmarks)
+                               for side, data in (("src", self.src_hold), ("dst", self.dst_hold))}
         faces = swapped.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy()
         vectors = self._id_probe.embed(faces, self.dst_hold.landmarks)
-        return {f"id_swap_{side}": float((vectors @ t).mean()) for side, t in self._id_templates.items()}
+        metric, out = self._id_probe.rule.metric, {}
+        for side, person in self._id_people.items():
+            scores = self._id_probe.scores(vectors, person)
+            out[f"id_swap_{metric}_{side}"] = float(scores.mean())
+            out[f"id_swap_is_{side}"] = float(self._id_probe.same(scores).mean())
+        return out
 
     def _tensors(self, data: FaceData) -> tuple[torch.Tensor, torch.Tensor]:
         faces = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(255).to(self.device)
@@ -321,8 +327,11 @@ class Trainer:
         self._last_eval = (self.iteration, (mean, std))
         if math.isfinite(mean):
             self.eval_log.write(self.iteration, {"ssim_mean": mean, "ssim_std": std, **sides})
-            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f}; swapped dst faces' "
-                     f"identity cosine to src {sides['id_swap_src']:.3f}, to dst {sides['id_swap_dst']:.3f}")
+            rule = self._id_probe.rule
+            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f}; dst faces swapped to src: "
+                     f"{100 * sides['id_swap_is_src']:.0f}% are the src person, {100 * sides['id_swap_is_dst']:.0f}% "
+                     f"the dst person ({rule.metric} to src {sides[f'id_swap_{rule.metric}_src']:.3f}, to dst "
+                     f"{sides[f'id_swap_{rule.metric}_dst']:.3f}; same person when {rule.describe()})")
         return mean, std
 
     # ----------------------------------------------------------------------------------------- loop
