@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args, load_config
+from facelab.core.config import (add_config_arguments, check_fixed_unchanged, config_from_args, config_from_dict,
+                                 load_config)
 from facelab.core.device import DEVICES, PRECISIONS, resolve_device
 from facelab.core.files import atomic_write_text
-
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -28,14 +28,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _data_for(args: argparse.Namespace, cfg):
-    """The test split, with the training run's data paths unless the user gives others."""
-    from facelab.stargan.data import CelebADataset, read_attributes, split
+    """The test split, with the training run's data paths and split unless the user gives others."""
+    from facelab.stargan.split import test_dataset
 
-    image_root = Path(args.image_root) if args.image_root else cfg.image_root
-    attr_path = Path(args.attr_path) if args.attr_path else cfg.attr_path
-    test_count = args.test_count if args.test_count is not None else cfg.test_count
-    table = split(read_attributes(attr_path, cfg.selected_attrs), test_count, "test")
-    return CelebADataset(image_root, table, cfg.crop_size, cfg.image_size)
+    names = ("image_root", "attr_path", "identity_path", "test_split", "test_identities", "test_count")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    return test_dataset(config_from_dict(type(cfg), given, source="command line", base=cfg))
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
@@ -89,10 +87,15 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
+    from facelab.stargan.config import TEST_SPLITS
+
     p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors of a training run")
     p.add_argument("--image-root", help="image folder (default: the training run's)")
     p.add_argument("--attr-path", help="attribute file (default: the training run's)")
-    p.add_argument("--test-count", type=int, help="size of the test split (default: the training run's)")
+    p.add_argument("--identity-path", help="identity file (default: the training run's)")
+    p.add_argument("--test-split", choices=TEST_SPLITS, help="identities or lines (default: the training run's)")
+    p.add_argument("--test-identities", type=int, help="people held out as the test split (default: the training run's)")
+    p.add_argument("--test-count", type=int, help="lines of the test split (default: the training run's)")
     p.add_argument("--max-images", type=int, help="use only the first N test images")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")

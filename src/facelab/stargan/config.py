@@ -13,6 +13,7 @@ from facelab.core.device import DEVICES, PRECISIONS
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+TEST_SPLITS = ("auto", "identities", "lines")
 
 
 @dataclasses.dataclass
@@ -22,7 +23,16 @@ class StarGANConfig:
     attr_path: Path = option(Path("data/celeba/list_attr_celeba.txt"), "CelebA attribute file (metadata path)")
     selected_attrs: list[str] = option(list(DEFAULT_ATTRS), "attributes used as domains", fixed=True)
     c_dim: int = option(5, "number of domains; must equal the number of selected attributes", fixed=True)
-    test_count: int = option(2000, "the first N lines of the attribute file form the test split")
+    identity_path: Path | None = option(None, "CelebA identity file (identity_CelebA.txt: NAME IDENTITY per line); "
+                                              "default: identity_CelebA.txt beside --attr-path, when it is there")
+    test_split: str = option("auto", "how the test split is chosen: 'identities' holds out whole people (the first "
+                                     "--test-identities identities of the attribute file, all their images), 'lines' "
+                                     "takes the first --test-count lines; 'auto': identities when the identity file "
+                                     "is there", choices=TEST_SPLITS)
+    test_identities: int = option(32, "people held out as the test split (--test-split identities)")
+    test_count: int = option(2000, "the first N lines of the attribute file form the test split (--test-split lines)")
+    train_identities: int = option(0, "train on only the first N people of the training split (0: all); for quick "
+                                      "trials and overfitting checks; needs the identity file")
     crop_size: int = option(178, "centre crop (pixels) before resizing", fixed=True)
     image_size: int = option(128, "image size the networks work at", fixed=True)
     num_workers: int = option(2, "data-loading worker processes (0 = load in the training process)")

@@ -1,4 +1,4 @@
-"""CelebA-format data: the attribute file, the test/train split, preprocessing and target labels.
+"""CelebA-format data: the attribute file, preprocessing and target labels (the split: :mod:`.split`).
 
 The attribute file is ``list_attr_celeba.txt``: a count line, a line of attribute names, then one line
 per image ``NAME v1 v2 ...`` with +1/-1 values. Every problem is reported with the file and line number,
@@ -71,16 +71,6 @@ def read_attributes(path: str | Path, selected: Sequence[str]) -> AttributeTable
         raise FacelabError(f"{path}:1: declares {declared} images but lists {len(names)}; fix the count line")
     return AttributeTable(names, np.asarray(labels, np.float32).reshape(len(names), len(selected)), list(selected),
                           path, linenos)
-
-
-def split(table: AttributeTable, test_count: int, mode: str) -> AttributeTable:
-    """The first ``test_count`` lines are the test split, the rest the training split."""
-    part = slice(0, test_count) if mode == "test" else slice(test_count, None)
-    names = table.names[part]
-    if not names:
-        raise FacelabError(f"the {mode} split is empty: the attribute file has {len(table.names)} images and "
-                           f"--test-count is {test_count}; lower --test-count or add images")
-    return AttributeTable(names, table.labels[part], table.attrs, table.source, table.lines[part])
 
 
 def preprocess(bgr: np.ndarray, crop_size: int, image_size: int) -> np.ndarray:
