@@ -251,4 +251,5 @@ def logged_fid(g: Generator, test_set: CelebADataset, cfg: StarGANConfig, device
                                  cfg.fid_images, cfg.precision)
     log.info("FID[%s] of %d test translations: %.2f", result["extractor"], result["images"],
              result[f"fid[{result['extractor']}]"])
-    return {"fid": result[f"fid[{result['extractor']}]"], **{f"fid/{a}": v for a, v in result["per_domain"].items()}}
+    return {"fid": result[f"fid[{result['extractor']}]"], **{f"fid/{a}": v for a, v in result["per_domain"].items()},
+            "fid/real_vs_real": math.nan if result["real_vs_real"] is None else result["real_vs_real"]}
