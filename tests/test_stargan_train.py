@@ -1,5 +1,5 @@
 """StarGAN training end to end on a few dozen real faces: losses fall, resume is exact, Ctrl-C saves,
-and the CLI's train -> test -> export -> fid chain works on the result."""
+and the CLI's train -> test -> export -> fid -> edit chain works on the result."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from facelab.cli import main
 from facelab.core.errors import FacelabError
-from facelab.io.images import read_image
+from facelab.io.images import read_image, write_image
+from facelab.metrics.inception import FIDInceptionV3
 from facelab.stargan.checkpoint import checkpoint_path, load_generator
 from facelab.stargan.config import StarGANConfig
 from facelab.stargan.samples import make_sample_celeba
@@ -139,11 +141,11 @@ def test_cli_sample_data(tmp_path):
     assert read_image(tmp_path / "images" / "000006.jpg").shape == (218, 178, 3)
 
 
-def test_cli_train_test_export_fid(celeba, tmp_path, capsys):
+def test_cli_train_test_export_fid_edit(celeba, sample_photos, tmp_path, capsys):
     image_root, attr_path = celeba
     out = tmp_path / "run"
     flags = ["--image-root", str(image_root), "--attr-path", str(attr_path), "--test-identities", "1",
-             "--train-identities", "2", "--image-size", "64",
+             "--train-identities", "2", "--fid-images", "8", "--image-size", "64",
              "--g-conv-dim", "8", "--d-conv-dim", "8", "--g-repeat-num", "1", "--d-repeat-num", "4",
              "--batch-size", "4", "--num-iters", "4", "--save-steps", "4", "--checkpoint-steps", "2",
              "--output-dir", str(out), "--num-workers", "0", "--device", "cpu", "--precision", "bf16"]
@@ -173,6 +175,31 @@ def test_cli_train_test_export_fid(celeba, tmp_path, capsys):
     assert result["extractor"] == "dlib-resnet128" and result["images"] == 8
     assert result["fid[dlib-resnet128]"] > 0
     assert set(result["per_domain"]) == {"Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"}
+    assert result["real_vs_real"] > 0
+    # the standard FID with user-supplied Inception-v3 weights (random ones the test makes)
+    torch.manual_seed(0)
+    weights = tmp_path / "pt_inception.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in FIDInceptionV3().state_dict().items()}, str(weights))
+    capsys.readouterr()
+    assert main(["stargan", "fid", "--checkpoint", str(ckpt), "--device", "cpu", "--max-images", "4",
+                 "--extractor", "inception-v3", "--inception-weights", str(weights)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["extractor"] == "inception-v3" and result["images"] == 4 and result["fid[inception-v3]"] > 0
+
+    # edit a real photo that is not CelebA-aligned, and a photo without a face (exit status 1)
+    photo = tmp_path / "photo.png"
+    write_image(photo, sample_photos["astronaut"])
+    write_image(tmp_path / "blank.png", np.full((200, 200, 3), 128, np.uint8))
+    capsys.readouterr()
+    assert main(["stargan", "edit", str(photo), str(tmp_path / "blank.png"), "--checkpoint", str(ckpt), "--set",
+                 "Blond_Hair=1", "--set", "Male=0", "-o", str(tmp_path / "edited"), "--device", "cpu"]) == 1
+    printed = capsys.readouterr().out
+    edited = read_image(tmp_path / "edited" / "photo.png")
+    assert edited.shape == sample_photos["astronaut"].shape and not np.array_equal(edited, sample_photos["astronaut"])
+    assert not (tmp_path / "edited" / "blank.png").exists() and "no face found in: " in printed
+    line = next(row for row in printed.splitlines() if "photo.png face 1:" in row)
+    target = line.split("->")[1].split()
+    assert "Blond_Hair" in target and not {"Black_Hair", "Brown_Hair", "Male"} & set(target)
 
     assert main(["stargan", "test", "--checkpoint", str(tmp_path / "nope.safetensors"), "--output-dir", "x"]) == 2
     assert "not found" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``facelab stargan train|test|export|fid``."""
+"""``facelab stargan train|test|export|fid|edit|sample-data``."""
 
 from __future__ import annotations
 
@@ -78,6 +78,22 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from facelab.stargan.config import EditConfig
+    from facelab.stargan.edit import edit_files
+
+    results = edit_files(args.images, args.output, args.checkpoint, args.set, config_from_args(EditConfig, args))
+    for path, faces in results.items():
+        for k, face in enumerate(faces):
+            print(f"{path} face {k + 1}: {' '.join(face.current) or '(none)'} -> {' '.join(face.target) or '(none)'}")
+    missed = [str(p) for p, faces in results.items() if not faces]
+    print(f"edited {sum(map(len, results.values()))} face(s) in {len(results) - len(missed)} of {len(results)} "
+          f"photo(s) into {args.output}")
+    if missed:
+        print(f"no face found in: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
 def _cmd_sample_data(args: argparse.Namespace) -> int:
     from facelab.stargan.samples import make_sample_celeba
 
@@ -104,7 +120,7 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from facelab.metrics.fid import EXTRACTORS
-    from facelab.stargan.config import StarGANConfig
+    from facelab.stargan.config import EditConfig, StarGANConfig
     from facelab.core.export import FORMATS
 
     stargan = sub.add_parser("stargan", help="StarGAN multi-domain facial attribute editing",
@@ -140,6 +156,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception-weights", help="pytorch-fid Inception-v3 weights (.pth or .safetensors)")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=_cmd_fid)
+
+    p = cmds.add_parser("edit", help="change attributes of the faces in any photo",
+                        description="Find every face, align it as CelebA's images are aligned, move it into the "
+                                    "domains given by --set (the other attributes stay as the model reads them; a "
+                                    "hair colour clears the others) and paste the change back into the photo. "
+                                    "Exit status 1 when a photo has no face.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos, or folders of photos")
+    p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors of a training run")
+    p.add_argument("--set", action="append", required=True, metavar="NAME=0|1",
+                   help="target value of one attribute, e.g. --set Blond_Hair=1 --set Male=0 (repeatable)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (same file names), or an image file when editing one photo")
+    add_config_arguments(p, EditConfig)
+    p.set_defaults(func=_cmd_edit)
 
     p = cmds.add_parser("sample-data", help="write a tiny CelebA-layout folder made from real photos",
                         description="Augmented crops of real face photos with CelebA's attribute file, for trying "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facelab.core.config import option
 from facelab.core.device import DEVICES, PRECISIONS
+from facelab.detect.base import DETECTORS, LANDMARKERS
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
@@ -66,3 +67,18 @@ class StarGANConfig:
     seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)")
     device: str = option("auto", "where to train", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)
+
+
+@dataclasses.dataclass
+class EditConfig:
+    """Options of ``facelab stargan edit``: how faces are found in a photo and pasted back."""
+
+    detector: str = option("hog", "face detector: hog (fast dlib HOG, faces of 80 px and more), dlib-cnn (slower, "
+                                  "finds turned and smaller faces) or s3fd (needs --detector-weights)", choices=DETECTORS)
+    detector_weights: str | None = option(None, "weights file for the s3fd detector")
+    landmarker: str = option("dlib68", "68-point landmarker: dlib68 (bundled) or fan (needs --landmarker-weights)",
+                             choices=LANDMARKERS)
+    landmarker_weights: str | None = option(None, "weights file for the fan landmarker")
+    min_face_size: int = option(40, "ignore faces smaller than this many pixels (detector box side)")
+    feather: float = option(0.08, "width of the soft edge of the pasted square, as a fraction of its side")
+    device: str = option("auto", "where to run the networks", choices=DEVICES)
