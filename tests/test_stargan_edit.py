@@ -12,11 +12,12 @@ from torch import nn
 
 from facelab.align.transform import transform_points
 from facelab.core.errors import FacelabError
-from facelab.detect.base import make_detector, make_landmarker
+from facelab.detect.registry import make_detector, make_landmarker
 from facelab.io.images import read_image
 from facelab.stargan.align import CELEBA_FACE, crop_matrix, measure_face_type
-from facelab.stargan.config import DEFAULT_ATTRS
-from facelab.stargan.edit import apply_settings, edit_faces, feathered_square, find_faces, output_paths, parse_settings
+from facelab.stargan.config import DEFAULT_ATTRS, EditConfig
+from facelab.stargan.edit import (apply_settings, edit_faces, edit_files, feathered_square, find_faces, output_paths,
+                                  parse_settings)
 
 from conftest import SHARED_DATA
 
@@ -129,6 +130,13 @@ def test_settings_keep_hair_colours_exclusive():
 def test_bad_settings_are_refused(items, message):
     with pytest.raises(FacelabError, match=message):
         parse_settings(items, DEFAULT_ATTRS)
+
+
+def test_bad_feather_and_inputs_are_refused(tmp_path):
+    with pytest.raises(FacelabError, match="--feather 0.7 must lie in"):
+        edit_files([tmp_path], tmp_path / "out", tmp_path / "x.safetensors", ["Male=1"], EditConfig(feather=0.7))
+    with pytest.raises(FacelabError, match="nope.jpg is not an image file or a folder"):
+        edit_files([tmp_path / "nope.jpg"], tmp_path / "out", tmp_path / "x.safetensors", ["Male=1"])
 
 
 def test_output_paths(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from facelab.core.config import option
 from facelab.core.device import DEVICES, PRECISIONS
-from facelab.detect.base import DETECTORS, LANDMARKERS
+from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
@@ -73,12 +73,10 @@ class StarGANConfig:
 class EditConfig:
     """Options of ``facelab stargan edit``: how faces are found in a photo and pasted back."""
 
-    detector: str = option("hog", "face detector: hog (fast dlib HOG, faces of 80 px and more), dlib-cnn (slower, "
-                                  "finds turned and smaller faces) or s3fd (needs --detector-weights)", choices=DETECTORS)
-    detector_weights: str | None = option(None, "weights file for the s3fd detector")
-    landmarker: str = option("dlib68", "68-point landmarker: dlib68 (bundled) or fan (needs --landmarker-weights)",
-                             choices=LANDMARKERS)
-    landmarker_weights: str | None = option(None, "weights file for the fan landmarker")
+    detector: str = option("hog", "face detector: " + choices_help(DETECTORS), choices=tuple(DETECTORS))
+    detector_weights: str | None = option(None, "weights file for a detector that needs one (s3fd)")
+    landmarker: str = option("dlib68", "68-point landmarker: " + choices_help(LANDMARKERS), choices=tuple(LANDMARKERS))
+    landmarker_weights: str | None = option(None, "weights file for a landmarker that needs one (fan)")
     min_face_size: int = option(40, "ignore faces smaller than this many pixels (detector box side)")
     feather: float = option(0.08, "width of the soft edge of the pasted square, as a fraction of its side")
     device: str = option("auto", "where to run the networks", choices=DEVICES)

@@ -27,7 +27,8 @@ from facelab.align.transform import warp_to_face, warp_to_image
 from facelab.core.device import resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
-from facelab.detect.base import Detector, Landmarker, make_detector, make_landmarker
+from facelab.detect.base import Detector, Landmarker
+from facelab.detect.registry import make_detector, make_landmarker
 from facelab.io.images import is_image_file, list_images, read_image, write_image
 from facelab.stargan.align import crop_matrix
 from facelab.stargan.checkpoint import load_models
@@ -149,6 +150,8 @@ def edit_files(inputs: Sequence[str | Path], output: str | Path, checkpoint: str
     """Edit every face of every input photo and write the results; maps each input to its faces' edits
     (an empty list: no face found, the photo is not written)."""
     cfg = cfg or EditConfig()
+    if not 0 < cfg.feather <= 0.5:
+        raise FacelabError(f"--feather {cfg.feather} must lie in (0, 0.5]: a fraction of the pasted square's side")
     paths = input_images(inputs)
     outs = output_paths(paths, Path(output))
     device = resolve_device(cfg.device)
@@ -164,7 +167,7 @@ def edit_files(inputs: Sequence[str | Path], output: str | Path, checkpoint: str
         faces = find_faces(image, detector, landmarker, cfg.min_face_size)
         results[path] = []
         if not faces:
-            log.warning("no face found in %s; not written (try --detector dlib-cnn for small or turned faces)", path)
+            log.warning("no face found in %s; not written (try --detector mtcnn for small or turned faces)", path)
             continue
         edited, labels = edit_faces(image, [lm for _, lm in faces], g, d, attrs, wanted, model_cfg.image_size,
                                     cfg.feather, device)
