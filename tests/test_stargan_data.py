@@ -56,6 +56,8 @@ def test_identity_split_holds_out_whole_people_in_order_of_first_appearance(tmp_
     assert load_split(_config(attr_path, test_identities=0), "test").names == []
     with pytest.raises(FacelabError, match=r"training split is empty.*--test-identities 4"):
         load_split(_config(attr_path, test_identities=4), "train")
+    with pytest.raises(FacelabError, match="--test-identities must be 0 or more, not -1"):
+        load_split(_config(attr_path, test_identities=-1), "test")
 
 
 def test_identity_file_errors_name_the_file(tmp_path):

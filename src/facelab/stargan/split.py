@@ -69,6 +69,9 @@ def resolved_mode(cfg: StarGANConfig) -> str:
 def load_split(cfg: StarGANConfig, part: str) -> AttributeTable:
     """The ``part`` ("test" or "train") of the attribute file under ``cfg``'s split options; the test
     part may be empty (``--test-identities 0`` / ``--test-count 0``), the training part may not."""
+    for name in ("test_identities", "test_count", "train_identities"):
+        if getattr(cfg, name) < 0:
+            raise FacelabError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(cfg, name)}")
     table = read_attributes(cfg.attr_path, cfg.selected_attrs)
     rows = np.arange(len(table.names))
     mode = resolved_mode(cfg)
