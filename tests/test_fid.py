@@ -47,6 +47,16 @@ def test_frechet_of_samples_against_scipy_and_itself():
     assert fid_from_features(few, few) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_small_sets_shortcut_equals_the_covariance_formula():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 64))  # fewer images than feature dimensions: the SVD shortcut
+    y = rng.normal(loc=0.3, scale=1.5, size=(30, 64)) + x[:1]
+    assert fid_from_features(x, y) == pytest.approx(frechet_distance(*statistics(x), *statistics(y)), rel=1e-7)
+    assert fid_from_features(x, y) == pytest.approx(scipy_frechet(*statistics(x), *statistics(y)), rel=1e-6)
+    with pytest.raises(FacelabError, match="do not match"):
+        fid_from_features(x, rng.normal(size=(20, 63)))
+
+
 def test_frechet_refuses_mismatched_statistics():
     with pytest.raises(FacelabError, match="do not match"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))

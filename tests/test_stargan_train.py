@@ -1,5 +1,5 @@
 """StarGAN training end to end on a few dozen real faces: losses fall, resume is exact, Ctrl-C saves,
-and the CLI's train -> test -> export -> fid chain works on the result."""
+and the CLI's train -> test -> export -> fid -> edit chain works on the result."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from facelab.cli import main
 from facelab.core.errors import FacelabError
-from facelab.io.images import read_image
+from facelab.io.images import read_image, write_image
+from facelab.metrics.inception import FIDInceptionV3
 from facelab.stargan.checkpoint import checkpoint_path, load_generator
 from facelab.stargan.config import StarGANConfig
 from facelab.stargan.samples import make_sample_celeba
+from facelab.stargan.split import load_split
 from facelab.stargan.train import Trainer, train
 
 from conftest import SHARED_DATA
@@ -33,18 +36,28 @@ def celeba(tmp_path_factory) -> tuple[Path, Path]:
     return make_sample_celeba(tmp_path_factory.mktemp("celeba"), count=48, fetched=True)
 
 
+def is_shared(celeba) -> bool:
+    return celeba[1].parent == SHARED_DATA / "celeba"
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
 
 
+# People held out and trained on: all 16 people of the fetched sample, or 2 + 4 of the shared CelebA's 160
+# (60 test and 120 training images), so the short runs below see a few people often enough to learn them.
+TEST_PEOPLE, TRAIN_PEOPLE = 2, 4
+
+
 def small_config(celeba, out: Path, **changes) -> StarGANConfig:
     """The reference architecture scaled down (64 px, thin layers) so a run takes seconds on a CPU."""
     image_root, attr_path = celeba
-    base = StarGANConfig(image_root=image_root, attr_path=attr_path, test_count=8, image_size=64, g_conv_dim=16,
-                         d_conv_dim=16, g_repeat_num=2, d_repeat_num=4, batch_size=8, num_iters=60, num_iters_decay=0,
-                         d_train_repeat=2, g_lr=1e-3, d_lr=1e-3, output_dir=out, summary_steps=2, save_steps=30,
-                         checkpoint_steps=30, num_workers=0, device="cpu")
+    base = StarGANConfig(image_root=image_root, attr_path=attr_path, test_identities=TEST_PEOPLE,
+                         train_identities=TRAIN_PEOPLE if is_shared(celeba) else 0, fid_images=8, image_size=64,
+                         g_conv_dim=16, d_conv_dim=16, g_repeat_num=2, d_repeat_num=4, batch_size=8, num_iters=60,
+                         num_iters_decay=0, d_train_repeat=2, g_lr=1e-3, d_lr=1e-3, output_dir=out, summary_steps=2,
+                         save_steps=30, checkpoint_steps=30, num_workers=0, device="cpu")
     return dataclasses.replace(base, **changes)
 
 
@@ -55,24 +68,32 @@ def read_log(out: Path) -> list[dict[str, float]]:
 
 def test_short_run_lowers_classification_and_reconstruction_losses(celeba, tmp_path):
     out = tmp_path / "run"
-    train(small_config(celeba, out, num_iters=120, save_steps=60, checkpoint_steps=60))
+    cfg = small_config(celeba, out, num_iters=200, save_steps=100, checkpoint_steps=100)
+    train(cfg)
     rows = read_log(out)
-    assert [r["step"] for r in rows] == list(range(2, 121, 2))
+    assert [r["step"] for r in rows] == list(range(2, 201, 2))
     first, last = rows[:5], rows[-5:]
-    # 16 real people with their own labels: the domain classifier learns them (3.2 -> 0.3 here); the
-    # cycle reconstruction falls more slowly while the adversarial game goes on (0.44 -> 0.35 here)
+    # Real people with their own labels (CelebA's 4 training people here: 120 images whose labels vary
+    # between photos of one person): the domain classifier learns them (3.02 -> 0.71), the cycle
+    # reconstruction falls more slowly while the adversarial game goes on (0.50 -> 0.36).
     for name, factor in (("D/loss_cls", 0.3), ("G/loss_rec", 0.9)):
         before, after = np.mean([r[name] for r in first]), np.mean([r[name] for r in last])
         assert after < factor * before, f"{name}: {before:.3f} -> {after:.3f}"
-    assert (out / "samples" / "000060.jpg").is_file() and (out / "samples" / "000120.jpg").is_file()
-    grid = read_image(out / "samples" / "000120.jpg")
+    # ... and it learns the images, not only how often each label is on: the best label-blind guess
+    # (the training labels' frequencies) scores their entropy, 2.19 nats here
+    p = load_split(cfg, "train").labels.mean(0).clip(1e-6, 1 - 1e-6)
+    blind = float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum())
+    assert np.mean([r["D/loss_cls"] for r in last]) < 0.5 * blind
+    assert (out / "samples" / "000100.jpg").is_file() and (out / "samples" / "000200.jpg").is_file()
+    grid = read_image(out / "samples" / "000200.jpg")
     assert grid.shape == (8 * 64, 6 * 64, 3)  # 8 rows: input + 5 domains
     assert checkpoint_path(out).is_file() and checkpoint_path(out).with_name("stargan.prev.safetensors").is_file()
     assert (out / "logs" / "tb").is_dir() and (out / "config.yaml").is_file()
     # FID of the test split's translations, logged at the end (fid_steps 10000 > num_iters)
+    assert (out / "test_split.txt").read_text().splitlines() == load_split(cfg, "test").names
     with open(out / "logs" / "fid.csv", newline="") as fh:
         fid_rows = list(csv.DictReader(fh))
-    assert [int(r["step"]) for r in fid_rows] == [120]
+    assert [int(r["step"]) for r in fid_rows] == [200]
     assert float(fid_rows[0]["fid"]) > 0 and all(f"fid/{a}" in fid_rows[0] for a in StarGANConfig().selected_attrs)
 
 
@@ -107,8 +128,8 @@ def test_ctrl_c_saves_a_checkpoint(celeba, tmp_path, monkeypatch):
 def test_bad_options_are_refused(celeba, tmp_path):
     with pytest.raises(FacelabError, match="--c-dim 4 does not match"):
         train(small_config(celeba, tmp_path / "x", c_dim=4))
-    with pytest.raises(FacelabError, match="fewer than --batch-size"):
-        train(small_config(celeba, tmp_path / "y", batch_size=64))
+    with pytest.raises(FacelabError, match="fewer than --batch-size"):  # 30 or 3 images of one person
+        train(small_config(celeba, tmp_path / "y", train_identities=1, batch_size=64))
     with pytest.raises(FacelabError, match="fp16 needs a CUDA device"):
         train(small_config(celeba, tmp_path / "z", precision="fp16"))
 
@@ -120,10 +141,11 @@ def test_cli_sample_data(tmp_path):
     assert read_image(tmp_path / "images" / "000006.jpg").shape == (218, 178, 3)
 
 
-def test_cli_train_test_export_fid(celeba, tmp_path, capsys):
+def test_cli_train_test_export_fid_edit(celeba, sample_photos, tmp_path, capsys):
     image_root, attr_path = celeba
     out = tmp_path / "run"
-    flags = ["--image-root", str(image_root), "--attr-path", str(attr_path), "--test-count", "8", "--image-size", "64",
+    flags = ["--image-root", str(image_root), "--attr-path", str(attr_path), "--test-identities", "1",
+             "--train-identities", "2", "--fid-images", "8", "--image-size", "64",
              "--g-conv-dim", "8", "--d-conv-dim", "8", "--g-repeat-num", "1", "--d-repeat-num", "4",
              "--batch-size", "4", "--num-iters", "4", "--save-steps", "4", "--checkpoint-steps", "2",
              "--output-dir", str(out), "--num-workers", "0", "--device", "cpu", "--precision", "bf16"]
@@ -136,20 +158,48 @@ def test_cli_train_test_export_fid(celeba, tmp_path, capsys):
     assert load_generator(ckpt)[2] == 6
 
     assert main(["stargan", "test", "--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "test"),
-                 "--batch-size", "4", "--device", "cpu"]) == 0
-    assert read_image(tmp_path / "test" / "grids" / "00001.jpg").shape == (4 * 64, 6 * 64, 3)
-    assert len(list((tmp_path / "test" / "domains" / "Blond_Hair").glob("*.png"))) == 8
+                 "--batch-size", "4", "--max-images", "8", "--device", "cpu"]) == 0
+    held_out = (out / "test_split.txt").read_text().split()  # the one held-out person: 30 or 3 images
+    assert read_image(tmp_path / "test" / "grids" / "00001.jpg").shape == (min(4, len(held_out)) * 64, 6 * 64, 3)
+    written = sorted(p.stem for p in (tmp_path / "test" / "domains" / "Blond_Hair").glob("*.png"))
+    assert written == sorted(Path(n).stem for n in held_out[:8])
 
     for fmt in ("onnx", "torchscript"):
         assert main(["stargan", "export", "--checkpoint", str(ckpt), "--format", fmt]) == 0
         assert "max |export - pytorch|" in capsys.readouterr().out
 
+    # the training run's split can be overridden: here the first 8 lines of the attribute file
     assert main(["stargan", "fid", "--checkpoint", str(ckpt), "--batch-size", "4", "--device", "cpu",
-                 "--json", str(tmp_path / "fid.json")]) == 0
+                 "--test-split", "lines", "--test-count", "8", "--json", str(tmp_path / "fid.json")]) == 0
     result = json.loads((tmp_path / "fid.json").read_text())
     assert result["extractor"] == "dlib-resnet128" and result["images"] == 8
     assert result["fid[dlib-resnet128]"] > 0
     assert set(result["per_domain"]) == {"Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"}
+    assert result["real_vs_real"] > 0
+    # the standard FID with user-supplied Inception-v3 weights (random ones the test makes)
+    torch.manual_seed(0)
+    weights = tmp_path / "pt_inception.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in FIDInceptionV3().state_dict().items()}, str(weights))
+    capsys.readouterr()
+    assert main(["stargan", "fid", "--checkpoint", str(ckpt), "--device", "cpu", "--max-images", "4",
+                 "--extractor", "inception-v3", "--inception-weights", str(weights)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["extractor"] == "inception-v3" and result["images"] == 4 and result["fid[inception-v3]"] > 0
+
+    # edit a real photo that is not CelebA-aligned, and a photo without a face (exit status 1)
+    photo = tmp_path / "photo.png"
+    write_image(photo, sample_photos["astronaut"])
+    write_image(tmp_path / "blank.png", np.full((200, 200, 3), 128, np.uint8))
+    capsys.readouterr()
+    assert main(["stargan", "edit", str(photo), str(tmp_path / "blank.png"), "--checkpoint", str(ckpt), "--set",
+                 "Blond_Hair=1", "--set", "Male=0", "-o", str(tmp_path / "edited"), "--device", "cpu"]) == 1
+    printed = capsys.readouterr().out
+    edited = read_image(tmp_path / "edited" / "photo.png")
+    assert edited.shape == sample_photos["astronaut"].shape and not np.array_equal(edited, sample_photos["astronaut"])
+    assert not (tmp_path / "edited" / "blank.png").exists() and "no face found in: " in printed
+    line = next(row for row in printed.splitlines() if "photo.png face 1:" in row)
+    target = line.split("->")[1].split()
+    assert "Blond_Hair" in target and not {"Black_Hair", "Brown_Hair", "Male"} & set(target)
 
     assert main(["stargan", "test", "--checkpoint", str(tmp_path / "nope.safetensors"), "--output-dir", "x"]) == 2
     assert "not found" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from facelab.core.config import config_from_dict
 from facelab.core.errors import FacelabError
 from facelab.core.checkpoint import load_checkpoint
 from facelab.stargan.config import StarGANConfig
-from facelab.stargan.models import Generator, build_models
+from facelab.stargan.models import Discriminator, Generator, build_models
 
 FORMAT = "facelab-stargan-1"
 
@@ -27,10 +27,18 @@ def read_stargan_checkpoint(path: str | Path, device: torch.device | str = "cpu"
     return state
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, StarGANConfig, int]:
-    """The trained generator in eval mode, its training config and the iteration it was saved at."""
+def load_models(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, Discriminator, StarGANConfig, int]:
+    """Both trained networks in eval mode (the critic's classifier reads a photo's attributes for
+    ``stargan edit``), their training config and the iteration they were saved at."""
     state = read_stargan_checkpoint(path, device)
     cfg = config_from_dict(StarGANConfig, state["config"], source=str(path))
-    g, _ = build_models(cfg)
+    g, d = build_models(cfg)
     g.load_state_dict(state["G"])
-    return g.to(device).eval(), cfg, int(state["step"])
+    d.load_state_dict(state["D"])
+    return g.to(device).eval(), d.to(device).eval(), cfg, int(state["step"])
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, StarGANConfig, int]:
+    """The trained generator in eval mode, its training config and the iteration it was saved at."""
+    g, _, cfg, step = load_models(path, device)
+    return g, cfg, step

@@ -1,4 +1,4 @@
-"""``facelab stargan train|test|export|fid``."""
+"""``facelab stargan train|test|export|fid|edit|sample-data``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args
+from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args, config_from_dict
 from facelab.core.device import DEVICES, PRECISIONS, resolve_device
 from facelab.core.files import atomic_write_text
 from facelab.core.model_kinds import load_model_config
-
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -28,14 +27,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _data_for(args: argparse.Namespace, cfg):
-    """The test split, with the training run's data paths unless the user gives others."""
-    from facelab.stargan.data import CelebADataset, read_attributes, split
+    """The test split, with the training run's data paths and split unless the user gives others."""
+    from facelab.stargan.split import test_dataset
 
-    image_root = Path(args.image_root) if args.image_root else cfg.image_root
-    attr_path = Path(args.attr_path) if args.attr_path else cfg.attr_path
-    test_count = args.test_count if args.test_count is not None else cfg.test_count
-    table = split(read_attributes(attr_path, cfg.selected_attrs), test_count, "test")
-    return CelebADataset(image_root, table, cfg.crop_size, cfg.image_size)
+    names = ("image_root", "attr_path", "identity_path", "test_split", "test_identities", "test_count")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    return test_dataset(config_from_dict(type(cfg), given, source="command line", base=cfg))
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
@@ -80,6 +77,22 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from facelab.stargan.config import EditConfig
+    from facelab.stargan.edit import edit_files
+
+    results = edit_files(args.images, args.output, args.checkpoint, args.set, config_from_args(EditConfig, args))
+    for path, faces in results.items():
+        for k, face in enumerate(faces):
+            print(f"{path} face {k + 1}: {' '.join(face.current) or '(none)'} -> {' '.join(face.target) or '(none)'}")
+    missed = [str(p) for p, faces in results.items() if not faces]
+    print(f"edited {sum(map(len, results.values()))} face(s) in {len(results) - len(missed)} of {len(results)} "
+          f"photo(s) into {args.output}")
+    if missed:
+        print(f"no face found in: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
 def _cmd_sample_data(args: argparse.Namespace) -> int:
     from facelab.stargan.samples import make_sample_celeba
 
@@ -89,10 +102,15 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
+    from facelab.stargan.config import TEST_SPLITS
+
     p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors of a training run")
     p.add_argument("--image-root", help="image folder (default: the training run's)")
     p.add_argument("--attr-path", help="attribute file (default: the training run's)")
-    p.add_argument("--test-count", type=int, help="size of the test split (default: the training run's)")
+    p.add_argument("--identity-path", help="identity file (default: the training run's)")
+    p.add_argument("--test-split", choices=TEST_SPLITS, help="identities or lines (default: the training run's)")
+    p.add_argument("--test-identities", type=int, help="people held out as the test split (default: the training run's)")
+    p.add_argument("--test-count", type=int, help="lines of the test split (default: the training run's)")
     p.add_argument("--max-images", type=int, help="use only the first N test images")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
@@ -101,7 +119,7 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from facelab.metrics.fid import EXTRACTORS
-    from facelab.stargan.config import StarGANConfig
+    from facelab.stargan.config import EditConfig, StarGANConfig
     from facelab.core.export import FORMATS
 
     stargan = sub.add_parser("stargan", help="StarGAN multi-domain facial attribute editing",
@@ -137,6 +155,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception-weights", help="pytorch-fid Inception-v3 weights (.pth or .safetensors)")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=_cmd_fid)
+
+    p = cmds.add_parser("edit", help="change attributes of the faces in any photo",
+                        description="Find every face, align it as CelebA's images are aligned, move it into the "
+                                    "domains given by --set (the other attributes stay as the model reads them; a "
+                                    "hair colour clears the others) and paste the change back into the photo. "
+                                    "Exit status 1 when a photo has no face.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos, or folders of photos")
+    p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors of a training run")
+    p.add_argument("--set", action="append", required=True, metavar="NAME=0|1",
+                   help="target value of one attribute, e.g. --set Blond_Hair=1 --set Male=0 (repeatable)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (same file names), or an image file when editing one photo")
+    add_config_arguments(p, EditConfig)
+    p.set_defaults(func=_cmd_edit)
 
     p = cmds.add_parser("sample-data", help="write a tiny CelebA-layout folder made from real photos",
                         description="Augmented crops of real face photos with CelebA's attribute file, for trying "

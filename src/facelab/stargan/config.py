@@ -10,9 +10,11 @@ from pathlib import Path
 
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICES, PRECISIONS
+from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+TEST_SPLITS = ("auto", "identities", "lines")
 
 
 @dataclasses.dataclass
@@ -22,7 +24,17 @@ class StarGANConfig(Validated):
     attr_path: Path = option(Path("data/celeba/list_attr_celeba.txt"), "CelebA attribute file (metadata path)")
     selected_attrs: list[str] = option(list(DEFAULT_ATTRS), "attributes used as domains", fixed=True)
     c_dim: int = option(5, "number of domains; must equal the number of selected attributes", fixed=True, low=1)
-    test_count: int = option(2000, "the first N lines of the attribute file form the test split", low=0)
+    identity_path: Path | None = option(None, "CelebA identity file (identity_CelebA.txt: NAME IDENTITY per line); "
+                                              "default: identity_CelebA.txt beside --attr-path, when it is there")
+    test_split: str = option("auto", "how the test split is chosen: 'identities' holds out whole people (the first "
+                                     "--test-identities identities of the attribute file, all their images), 'lines' "
+                                     "takes the first --test-count lines; 'auto': identities when the identity file "
+                                     "is there", choices=TEST_SPLITS)
+    test_identities: int = option(32, "people held out as the test split (--test-split identities)", low=0)
+    test_count: int = option(2000, "the first N lines of the attribute file form the test split (--test-split lines)",
+                             low=0)
+    train_identities: int = option(0, "train on only the first N people of the training split (0: all); for quick "
+                                      "trials and overfitting checks; needs the identity file", low=0)
     crop_size: int = option(178, "centre crop (pixels) before resizing", fixed=True, low=1)
     image_size: int = option(128, "image size the networks work at", fixed=True, low=8)
     num_workers: int = option(2, "data-loading worker processes (0 = load in the training process)", low=0)
@@ -56,3 +68,17 @@ class StarGANConfig(Validated):
     seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)", low=0)
     device: str = option("auto", "where to train", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)
+
+
+@dataclasses.dataclass
+class EditConfig(Validated):
+    """Options of ``facelab stargan edit``: how faces are found in a photo and pasted back."""
+
+    detector: str = option("hog", "face detector: " + choices_help(DETECTORS), choices=tuple(DETECTORS))
+    detector_weights: str | None = option(None, "weights file for a detector that needs one (s3fd)")
+    landmarker: str = option("dlib68", "68-point landmarker: " + choices_help(LANDMARKERS), choices=tuple(LANDMARKERS))
+    landmarker_weights: str | None = option(None, "weights file for a landmarker that needs one (fan)")
+    min_face_size: int = option(40, "ignore faces smaller than this many pixels (detector box side)", low=1)
+    feather: float = option(0.08, "width of the soft edge of the pasted square, as a fraction of its side",
+                            above=0, high=0.5)
+    device: str = option("auto", "where to run the networks", choices=DEVICES)

@@ -1,4 +1,4 @@
-"""CelebA-format data: the attribute file, the test/train split, preprocessing and target labels.
+"""CelebA-format data: the attribute file, preprocessing and target labels (the split: :mod:`.split`).
 
 The attribute file is ``list_attr_celeba.txt``: a count line, a line of attribute names, then one line
 per image ``NAME v1 v2 ...`` with +1/-1 values. Every problem is reported with the file and line number,
@@ -86,16 +86,6 @@ def first_images(dataset: Dataset, max_images: int | None, batch_size: int,
     return count, DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False,
                              num_workers=num_workers)
 
-
-def split(table: AttributeTable, test_count: int, mode: str) -> AttributeTable:
-    """The first ``test_count`` lines are the test split, the rest the training split."""
-    check_range(test_count, "test_count", "stargan", low=0)
-    part = slice(0, test_count) if mode == "test" else slice(test_count, None)
-    names = table.names[part]
-    if not names:
-        raise FacelabError(f"the {mode} split is empty: the attribute file has {len(table.names)} images and "
-                           f"--test-count is {test_count}; lower --test-count or add images")
-    return AttributeTable(names, table.labels[part], table.attrs, table.source, table.lines[part])
 
 
 def preprocess(bgr: np.ndarray, crop_size: int, image_size: int) -> np.ndarray:

@@ -14,7 +14,9 @@ from facelab.stargan.translate import translate_all
 
 def translation_fid(g: Generator, dataset: CelebADataset, extractor: FeatureExtractor, device: torch.device,
                     batch_size: int = 16, max_images: int | None = None, precision: str = "fp32") -> dict:
-    """``fid``: real test images vs all their translations pooled; ``per_domain``: vs those into one domain.
+    """``fid``: real test images vs all their translations pooled; ``per_domain``: vs those into one domain;
+    ``real_vs_real``: the even- vs the odd-numbered real images (disjoint halves of the same people), the
+    value a perfect generator would approach on sets half this size, so a reader can judge the scale.
 
     The real images go through the same crop and resize as the generator's inputs, so the distance
     measures the translation, not a resolution difference.
@@ -36,4 +38,5 @@ def translation_fid(g: Generator, dataset: CelebADataset, extractor: FeatureExtr
         "images": count,
         f"fid[{extractor.name}]": fid_from_features(real_f, np.concatenate(list(fake_f.values()))),
         "per_domain": {a: fid_from_features(real_f, f) for a, f in fake_f.items()},
+        "real_vs_real": fid_from_features(real_f[0::2], real_f[1::2]) if count >= 4 else None,
     }

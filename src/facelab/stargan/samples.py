@@ -23,6 +23,7 @@ import numpy as np
 from facelab.core.config import check_range
 from facelab.core.files import atomic_write_text
 from facelab.io.images import write_image
+from facelab.stargan.split import IDENTITY_FILE
 
 CELEBA_ATTRS = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
@@ -78,7 +79,9 @@ def _augment(photo: np.ndarray, tint: tuple[int, int, int] | None, rng: np.rando
 
 def make_sample_celeba(out_dir: str | Path, count: int = 48, seed: int = 0,
                        fetched: bool = False) -> tuple[Path, Path]:
-    """Write ``out_dir/images/NNNNNN.jpg`` and ``out_dir/list_attr_celeba.txt``; return (image root, attr file).
+    """Write ``out_dir/images/NNNNNN.jpg``, ``list_attr_celeba.txt`` and ``identity_CelebA.txt`` (one
+    identity per source person, so the identity split holds out whole people as on CelebA); return
+    (image root, attr file).
 
     Reuses a folder already made with the same ``count`` and source.
     """
@@ -89,7 +92,7 @@ def make_sample_celeba(out_dir: str | Path, count: int = 48, seed: int = 0,
     source = "fetched" if fetched else "bundled"
     stamp = out_dir / "source.txt"
     if attr_path.is_file() and attr_path.read_text().split("\n", 1)[0].strip() == str(count) \
-            and stamp.is_file() and stamp.read_text().strip() == source:
+            and stamp.is_file() and stamp.read_text().strip() == source and (out_dir / IDENTITY_FILE).is_file():
         return root, attr_path
     from facelab.io.samples import sample_photos
 
@@ -99,17 +102,20 @@ def make_sample_celeba(out_dir: str | Path, count: int = 48, seed: int = 0,
 
         people = {**{k: [v] for k, v in bundled.items()}, **people_photos()}
         # one entry per photo, each with its person's labels and no tint
-        sources = [(photo, FETCHED_ATTRS[who], None) for who, photos in people.items() for photo in photos]
+        sources = [(who, photo, FETCHED_ATTRS[who], None) for who, photos in people.items() for photo in photos]
     else:
-        sources = [(bundled[who], (PHOTO_ATTRS[who] - {"Gray_Hair"}) | {hair}, HAIR_TINTS[hair])
+        sources = [(who, bundled[who], (PHOTO_ATTRS[who] - {"Gray_Hair"}) | {hair}, HAIR_TINTS[hair])
                    for hair in HAIR_TINTS for who in bundled]
+    person_ids = {who: str(k + 1) for k, who in enumerate(dict.fromkeys(s[0] for s in sources))}
     rng = np.random.default_rng(seed)
-    lines = [str(count), " ".join(CELEBA_ATTRS)]
+    lines, identities = [str(count), " ".join(CELEBA_ATTRS)], []
     for i in range(count):
-        photo, on, tint = sources[i % len(sources)]
+        who, photo, on, tint = sources[i % len(sources)]
         name = f"{i + 1:06d}.jpg"
         write_image(root / name, _augment(photo, tint, rng))
         lines.append(name + " " + " ".join("1" if a in on else "-1" for a in CELEBA_ATTRS))
+        identities.append(f"{name} {person_ids[who]}\n")
     atomic_write_text(attr_path, "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / IDENTITY_FILE, "".join(identities))
     atomic_write_text(stamp, source + "\n")
     return root, attr_path

@@ -19,15 +19,17 @@ from facelab.core.config import check_fixed_unchanged, config_from_dict, config_
 from facelab.core.device import autocast, grad_scaler, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.files import ensure_folder
+from facelab.core.files import atomic_write_text
 from facelab.core.logs import MetricsLog
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
 from facelab.core.training import finish_step_first
 from facelab.stargan.checkpoint import FORMAT, checkpoint_path, read_stargan_checkpoint
 from facelab.stargan.config import StarGANConfig
-from facelab.stargan.data import CelebADataset, random_flip, read_attributes, split
+from facelab.stargan.data import CelebADataset, random_flip
 from facelab.stargan.losses import classification_loss, cycle_loss, gradient_penalty
 from facelab.stargan.models import Generator, build_models
+from facelab.stargan.split import load_split
 from facelab.stargan.translate import write_sample_grid
 
 log = logging.getLogger("facelab")
@@ -173,7 +175,7 @@ def training_batches(dataset: CelebADataset, cfg: StarGANConfig, start: int):
     """Endless (images, labels, indices) batches from iteration ``start`` on."""
     if len(dataset) < cfg.batch_size:
         raise FacelabError(f"the training split has {len(dataset)} images, fewer than --batch-size "
-                           f"{cfg.batch_size}; lower --batch-size or --test-count")
+                           f"{cfg.batch_size}; lower --batch-size or hold out fewer test images")
     sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start)
     return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                            pin_memory=torch.cuda.is_available()))
@@ -193,10 +195,10 @@ def train(cfg: StarGANConfig) -> Trainer:
         log.info("resuming %s at iteration %d", ckpt, trainer.step)
     save_config(cfg, out / "config.yaml")
 
-    table = read_attributes(cfg.attr_path, cfg.selected_attrs)
-    train_set = CelebADataset(cfg.image_root, split(table, cfg.test_count, "train"), cfg.crop_size, cfg.image_size)
-    sample_set = CelebADataset(cfg.image_root, split(table, cfg.test_count, "test"), cfg.crop_size,
-                               cfg.image_size) if cfg.test_count > 0 else train_set
+    train_set = CelebADataset(cfg.image_root, load_split(cfg, "train"), cfg.crop_size, cfg.image_size)
+    test_table = load_split(cfg, "test")
+    atomic_write_text(out / "test_split.txt", "".join(n + "\n" for n in test_table.names))
+    sample_set = CelebADataset(cfg.image_root, test_table, cfg.crop_size, cfg.image_size) if test_table.names else train_set
     fixed = [sample_set[i] for i in range(min(SAMPLE_COUNT, len(sample_set)))]
     fixed_images = torch.stack([f[0] for f in fixed]).to(device)
     fixed_labels = torch.stack([f[1] for f in fixed])
@@ -248,4 +250,5 @@ def logged_fid(g: Generator, test_set: CelebADataset, cfg: StarGANConfig, device
                                  cfg.fid_images, cfg.precision)
     log.info("FID[%s] of %d test translations: %.2f", result["extractor"], result["images"],
              result[f"fid[{result['extractor']}]"])
-    return {"fid": result[f"fid[{result['extractor']}]"], **{f"fid/{a}": v for a, v in result["per_domain"].items()}}
+    return {"fid": result[f"fid[{result['extractor']}]"], **{f"fid/{a}": v for a, v in result["per_domain"].items()},
+            "fid/real_vs_real": math.nan if result["real_vs_real"] is None else result["real_vs_real"]}
