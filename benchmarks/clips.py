@@ -14,6 +14,6 @@ def find_720p_clip(rendered: str = "astronaut") -> Path:
     for clip in sorted(shared.glob("*.mp4")) if shared.is_dir() else []:
         if probe(clip).height == 720:
             return clip
-    from facelab.io.samples import make_sample_clips
+    from facelab.samples.clips import make_sample_clips
 
     return make_sample_clips(Path(tempfile.gettempdir()) / "facelab-bench-clips", seconds=4.0)[rendered]

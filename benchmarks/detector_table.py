@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from facelab.core.device import device_name  # noqa: E402
 from facelab.extract.config import ExtractConfig  # noqa: E402
 from facelab.extract.pipeline import extract  # noqa: E402
-from facelab.faceset.metadata import read_meta  # noqa: E402
+from facelab.face.metadata import read_meta  # noqa: E402
 from facelab.io.images import list_images  # noqa: E402
-from facelab.io.imglab import read_boxes  # noqa: E402
+from facelab.metrics.imglab import read_boxes  # noqa: E402
 from facelab.metrics.iou import matched_boxes  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"

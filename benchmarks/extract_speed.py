@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/extract_speed.py [--clip PATH] [--workers N ...]
 Uses the first 720p clip in ../shared/data/videos, else renders the 720p sample clip
-(facelab.io.samples). Each run extracts into a fresh temporary folder.
+(facelab.samples.clips). Each run extracts into a fresh temporary folder.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from facelab.pfe.identity import faces_of
+from facelab.qa.identity import faces_of
 from facelab.pfe.model import PFEModel
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

@@ -3,7 +3,7 @@
 Usage: python benchmarks/merge_speed.py [--frames N] [--workers 1 2 ...] [--format png jpg] [--device cpu] [--repeat R]
                                       [--threads 1 2] [--mask-mode hull segmenter-prd ...]
 The dst frames and their faces come from the first 720p clip in ../shared/data/videos, else from the
-rendered 720p sample clip (facelab.io.samples); they are prepared once in a cache folder. The model has
+rendered 720p sample clip (facelab.samples.clips); they are prepared once in a cache folder. The model has
 the default SAEHD network at 128 px with untrained weights: speed does not depend on the weights.
 Each measurement merges every frame into a fresh folder (model, compositing and file writes included;
 process start-up of the worker pool included too, so short runs understate steady-state speed).
@@ -32,12 +32,12 @@ from clips import find_720p_clip  # noqa: E402
 from facelab.core.device import device_name, resolve_device  # noqa: E402
 from facelab.extract.config import ExtractConfig  # noqa: E402
 from facelab.extract.pipeline import extract  # noqa: E402
-from facelab.io.commands import frame_name  # noqa: E402
+from facelab.io.frames import frame_name  # noqa: E402
 from facelab.io.images import write_image  # noqa: E402
 from facelab.io.video import iter_frames, probe  # noqa: E402
 from facelab.core.checkpoint import save_checkpoint  # noqa: E402
 from facelab.core.config import save_config  # noqa: E402
-from facelab.masks.segmenter import Segmenter  # noqa: E402
+from facelab.xseg.network import Segmenter  # noqa: E402
 from facelab.merge.config import MergeConfig  # noqa: E402
 from facelab.merge.masks import MODE_MASKS, mask_inputs  # noqa: E402
 from facelab.merge import merger  # noqa: E402

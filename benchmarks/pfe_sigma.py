@@ -1,7 +1,7 @@
 """Mean log sigma^2 of real photos, sharp and at fixed blur / size levels (held-out degradations).
 
 The photos are the two bundled portraits and, with ``--fetched``, Obama's three photos and Biden's one
-(facelab.io.photos). Train the PFE with those people held out to see them as unseen people
+(facelab.samples.photos). Train the PFE with those people held out to see them as unseen people
 (docs/pfe.md). Prints one JSON line per photo, then one summary line: ``ordered`` is true when every
 degraded version has a larger sigma^2 than the sharp photo and the stronger level beats the weaker one.
 
@@ -16,8 +16,8 @@ import json
 import numpy as np
 import torch
 
-from facelab.io.photos import people_photos
-from facelab.io.samples import sample_photos
+from facelab.samples.photos import people_photos
+from facelab.samples.clips import sample_photos
 from facelab.pfe.augment import blur, shrink
 from facelab.pfe.features import FaceFinder
 from facelab.pfe.model import PFEModel

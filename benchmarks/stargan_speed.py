@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from facelab.core.device import device_name, resolve_device  # noqa: E402
 from facelab.stargan.config import StarGANConfig  # noqa: E402
 from facelab.stargan.data import CelebADataset, read_attributes  # noqa: E402
-from facelab.stargan.samples import make_sample_celeba  # noqa: E402
+from facelab.samples.celeba import make_sample_celeba  # noqa: E402
 from facelab.stargan.train import Trainer  # noqa: E402
 
 

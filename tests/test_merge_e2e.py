@@ -59,6 +59,7 @@ def test_swap_end_to_end(swapped):
     assert shares == pytest.approx(1) and identity["metric"] == "l2"
 
 
+@pytest.mark.slow  # about 40 s
 def test_a_real_ctrl_c_during_merge_leaves_complete_frames_and_resumes(swapped, tmp_path):
     """SIGINT to the merge's process group, as Ctrl-C sends it: every file on disk is a complete frame, and
     running the command again writes only the missing ones, giving the frames an uninterrupted merge gives."""

@@ -19,11 +19,11 @@ from conftest import SHARED_DATA
 
 from facelab.cli import main
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
-from facelab.io.samples import make_sample_clips, sample_photos
+from facelab.samples.clips import make_sample_clips, sample_photos
 from facelab.pfe.augment import blur, shrink
 from facelab.pfe.data import parse_pairs
 from facelab.pfe.features import FaceFinder
-from facelab.pfe.identity import faces_of, score_video
+from facelab.qa.identity import faces_of, score_video
 from facelab.pfe.model import PFEModel
 from facelab.pfe.rule import default_rule
 from facelab.pfe.uncertainty import UncertaintyModule
@@ -31,7 +31,7 @@ from facelab.pfe.uncertainty import UncertaintyModule
 # PFE's schedule (3000 steps, lr 1e-3 dropping tenfold at 2000): the module trains on a cached feature
 # pool, so the steps take seconds; encoding the pool is the slow part.
 TRAIN = ["--copies", "6", "--degrade-prob", "0.5", "--classes-per-batch", "8", "--samples-per-class", "8",
-         "--steps", "3000", "--save-every", "1000", "--device", "cpu", "--seed", "0"]
+         "--target-iter", "3000", "--save-every", "1000", "--device", "cpu", "--seed", "0"]
 UNSEEN = ("obama", "biden", "astronaut", "hopper")  # never in the PFE training data
 
 
@@ -65,6 +65,7 @@ def everyone(tmp_path_factory, people):
     return data
 
 
+@pytest.mark.slow  # trains PFE on CelebA: about 2 minutes
 def test_training_lowers_the_mls_loss_and_resumes(trained):
     data, model = trained
     rows = np.loadtxt(model / "pfe.csv", delimiter=",", skiprows=1)
@@ -73,7 +74,7 @@ def test_training_lowers_the_mls_loss_and_resumes(trained):
     assert (model / "pfe.prev.safetensors").is_file()
     # resume: the same command with more steps continues from step 3000 and reuses the feature pool
     args = TRAIN.copy()
-    args[args.index("--steps") + 1] = "3010"
+    args[args.index("--target-iter") + 1] = "3010"
     assert main(["pfe", "train", "--data", str(data), "--model-dir", str(model), *args]) == 0
     rows = np.loadtxt(model / "pfe.csv", delimiter=",", skiprows=1)
     assert rows[:, 0].tolist()[-2:] == [3000, 3010]
@@ -98,6 +99,7 @@ def test_offline_backbone_ranks_real_photo_pairs_of_unseen_people(people, unseen
     assert genuine.min() > impostor.max(), (genuine, np.sort(impostor)[-3:])
 
 
+@pytest.mark.slow  # trains PFE on CelebA: about 2 minutes
 def test_offline_backbone_and_mls_separate_people(trained, everyone, tmp_path):
     data, model = trained
     if data != SHARED_DATA / "identities":
@@ -113,6 +115,7 @@ def test_offline_backbone_and_mls_separate_people(trained, everyone, tmp_path):
     assert report["mls"]["accuracy_mean"] >= 0.95
 
 
+@pytest.mark.slow  # trains PFE on CelebA: about 2 minutes
 def test_blurred_and_tiny_faces_get_larger_sigma(trained, unseen):
     """Unseen people's untouched photos at fixed blur / size levels never seen in training: the uncertainty
     grows with the degradation for faces the module has never met."""
@@ -136,6 +139,7 @@ def portrait_clips(tmp_path_factory) -> dict:
     return make_sample_clips(tmp_path_factory.mktemp("portrait_clips"), seconds=2.0)
 
 
+@pytest.mark.slow  # trains PFE on CelebA: about 2 minutes
 def test_identity_judges_each_frame_with_the_pfe_model(trained, everyone, portrait_clips, tmp_path):
     """With a trained PFE: the astronaut clip is the src person in every frame, the Hopper clip (a 'swap'
     that kept the dst person) the dst person in every frame, and each frame carries its uncertainty."""
@@ -170,6 +174,7 @@ def test_identity_works_without_a_trained_pfe(everyone, portrait_clips, tmp_path
     assert json.loads(js.read_text())["not_src_frames"]
 
 
+@pytest.mark.slow  # trains PFE on CelebA: about 2 minutes
 def test_embed_and_export_cli(trained, tmp_path):
     data, model = trained
     person = sorted(p for p in data.iterdir() if p.is_dir())[0]
@@ -185,6 +190,7 @@ def test_embed_and_export_cli(trained, tmp_path):
     assert (tmp_path / "export" / "uncertainty.onnx").is_file() and (tmp_path / "export" / "uncertainty.pt").is_file()
 
 
+@pytest.mark.slow  # trains PFE on CelebA: about 2 minutes
 def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     data, model = trained
     bad = tmp_path / "pairs.txt"

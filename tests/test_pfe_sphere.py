@@ -12,7 +12,7 @@ from facelab.core.checkpoint import load_checkpoint
 from facelab.io.images import read_image, write_image
 from facelab.pfe.backbones import align_sphere
 from facelab.pfe.features import FaceFinder
-from facelab.pfe.samples import make_identity_samples
+from facelab.samples.identities import make_identity_samples
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +33,18 @@ def test_sphere_backbone_trains_resumes_and_exports_with_pfe(aligned_faces, tmp_
     bb = tmp_path / "backbone"
     common = ["--data", str(aligned_faces), "--model-dir", str(bb), "--depth", "20", "--embedding-size", "32",
               "--batch-size", "8", "--workers", "0", "--lr", "0.01", "--log-every", "1", "--device", "cpu"]
-    assert main(["pfe", "train-backbone", *common, "--steps", "3"]) == 0
+    assert main(["pfe", "train-backbone", *common, "--target-iter", "3"]) == 0
     assert load_checkpoint(bb / "backbone.safetensors")["step"] == 3
-    assert main(["pfe", "train-backbone", *common, "--steps", "5"]) == 0
+    assert main(["pfe", "train-backbone", *common, "--target-iter", "5"]) == 0
     assert load_checkpoint(bb / "backbone.safetensors")["step"] == 5
     rows = np.loadtxt(bb / "backbone.csv", delimiter=",", skiprows=1)
     assert rows[:, 0].tolist() == [1, 2, 3, 4, 5] and np.isfinite(rows).all()
-    assert main(["pfe", "train-backbone", *common, "--steps", "6", "--depth", "36"]) == 2  # fixed option
+    assert main(["pfe", "train-backbone", *common, "--target-iter", "6", "--depth", "36"]) == 2  # fixed option
 
     pfe = tmp_path / "pfe"
     assert main(["pfe", "train", "--data", str(aligned_faces), "--model-dir", str(pfe), "--backbone", str(bb),
                  "--aligned", "--hidden", "16", "--copies", "2", "--classes-per-batch", "2",
-                 "--samples-per-class", "4", "--steps", "3", "--device", "cpu"]) == 0
+                 "--samples-per-class", "4", "--target-iter", "3", "--device", "cpu"]) == 0
     with np.load(pfe / "pool.npz") as z:
         assert z["features"].shape == (24, 512 * 7 * 6) and z["mu"].shape == (24, 32)
     out = tmp_path / "export"

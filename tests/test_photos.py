@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from facelab.core.errors import FacelabError
-from facelab.io import photos
+from facelab.samples import photos
 
 
 def test_cached_photos_are_not_fetched_again(fetched_photos, monkeypatch):

@@ -6,7 +6,6 @@ reported; a full or read-only disk is one line naming the file."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -21,11 +20,11 @@ import torch
 
 from facelab.core.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_bytes, previous_path
+from facelab.core.files import previous_path
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.faceset import ops
-from facelab.faceset.metadata import read_meta
+from facelab.face.metadata import read_meta
 from facelab.faceset.store import PACK_NAME, Faceset, _write_pack, pack, unpack
 from facelab.io.images import decode_image, read_image
 
@@ -305,12 +304,12 @@ def test_a_damaged_feature_pool_cache_is_rebuilt(tmp_path, caplog):
     """`pfe train` caches the backbone features of its data in pool.npz; a damaged cache (a copy cut short,
     a disk error) is computed again, giving the same pool, instead of stopping the run with a traceback."""
     from facelab.cli import main
-    from facelab.pfe.samples import make_identity_samples
+    from facelab.samples.identities import make_identity_samples
 
     make_identity_samples(tmp_path / "data", per_identity=4)
     model_dir, pool = tmp_path / "pfe", tmp_path / "pfe" / "pool.npz"
     args = ["pfe", "train", "--data", str(tmp_path / "data"), "--model-dir", str(model_dir), "--classes-per-batch",
-            "2", "--samples-per-class", "2", "--device", "cpu", "--steps"]
+            "2", "--samples-per-class", "2", "--device", "cpu", "--target-iter"]
     assert main([*args, "1"]) == 0
     with np.load(pool) as z:
         features = z["features"]

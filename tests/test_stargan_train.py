@@ -19,7 +19,7 @@ from facelab.io.images import read_image, write_image
 from facelab.metrics.inception import FIDInceptionV3
 from facelab.stargan.checkpoint import checkpoint_path, load_generator
 from facelab.stargan.config import StarGANConfig
-from facelab.stargan.samples import make_sample_celeba
+from facelab.samples.celeba import make_sample_celeba
 from facelab.stargan.split import load_split
 from facelab.stargan.train import Trainer, train
 
@@ -29,7 +29,7 @@ from conftest import SHARED_DATA
 @pytest.fixture(scope="session")
 def celeba(tmp_path_factory) -> tuple[Path, Path]:
     """A CelebA-layout folder: ../shared/data/celeba when present, else 48 images of the 16 fetched people
-    with their hand-made labels (facelab.stargan.samples.FETCHED_ATTRS)."""
+    with their hand-made labels (facelab.samples.celeba.FETCHED_ATTRS)."""
     shared = SHARED_DATA / "celeba"
     if (shared / "list_attr_celeba.txt").is_file() and (shared / "images").is_dir():
         return shared / "images", shared / "list_attr_celeba.txt"
@@ -55,9 +55,9 @@ def small_config(celeba, out: Path, **changes) -> StarGANConfig:
     image_root, attr_path = celeba
     base = StarGANConfig(image_root=image_root, attr_path=attr_path, test_identities=TEST_PEOPLE,
                          train_identities=TRAIN_PEOPLE if is_shared(celeba) else 0, fid_images=8, image_size=64,
-                         g_conv_dim=16, d_conv_dim=16, g_repeat_num=2, d_repeat_num=4, batch_size=8, num_iters=60,
-                         num_iters_decay=0, d_train_repeat=2, g_lr=1e-3, d_lr=1e-3, output_dir=out, summary_steps=2,
-                         save_steps=30, checkpoint_steps=30, num_workers=0, device="cpu")
+                         g_conv_dim=16, d_conv_dim=16, g_repeat_num=2, d_repeat_num=4, batch_size=8, target_iter=60,
+                         num_iters_decay=0, d_train_repeat=2, g_lr=1e-3, d_lr=1e-3, model_dir=out, log_every=2,
+                         preview_every=30, save_every=30, workers=0, device="cpu")
     return dataclasses.replace(base, **changes)
 
 
@@ -68,7 +68,7 @@ def read_log(out: Path) -> list[dict[str, float]]:
 
 def test_short_run_lowers_classification_and_reconstruction_losses(celeba, tmp_path):
     out = tmp_path / "run"
-    cfg = small_config(celeba, out, num_iters=200, save_steps=100, checkpoint_steps=100)
+    cfg = small_config(celeba, out, target_iter=200, preview_every=100, save_every=100)
     train(cfg)
     rows = read_log(out)
     assert [r["step"] for r in rows] == list(range(2, 201, 2))
@@ -89,7 +89,7 @@ def test_short_run_lowers_classification_and_reconstruction_losses(celeba, tmp_p
     assert grid.shape == (8 * 64, 6 * 64, 3)  # 8 rows: input + 5 domains
     assert checkpoint_path(out).is_file() and checkpoint_path(out).with_name("stargan.prev.safetensors").is_file()
     assert (out / "logs" / "tb").is_dir() and (out / "config.yaml").is_file()
-    # FID of the test split's translations, logged at the end (fid_steps 10000 > num_iters)
+    # FID of the test split's translations, logged at the end (fid_every 10000 > target_iter)
     assert (out / "test_split.txt").read_text().splitlines() == load_split(cfg, "test").names
     with open(out / "logs" / "fid.csv", newline="") as fh:
         fid_rows = list(csv.DictReader(fh))
@@ -98,19 +98,19 @@ def test_short_run_lowers_classification_and_reconstruction_losses(celeba, tmp_p
 
 
 def test_resume_repeats_the_uninterrupted_run(celeba, tmp_path):
-    straight = train(small_config(celeba, tmp_path / "a", num_iters=6, checkpoint_steps=3, save_steps=100))
-    train(small_config(celeba, tmp_path / "b", num_iters=3, checkpoint_steps=3, save_steps=100))
-    resumed = train(small_config(celeba, tmp_path / "b", num_iters=6, checkpoint_steps=3, save_steps=100))
+    straight = train(small_config(celeba, tmp_path / "a", target_iter=6, save_every=3, preview_every=100))
+    train(small_config(celeba, tmp_path / "b", target_iter=3, save_every=3, preview_every=100))
+    resumed = train(small_config(celeba, tmp_path / "b", target_iter=6, save_every=3, preview_every=100))
     assert resumed.step == 6
     for name, value in straight.g.state_dict().items():
         assert torch.allclose(value, resumed.g.state_dict()[name], atol=1e-6), name
     assert [r["step"] for r in read_log(tmp_path / "b")] == [2, 4, 6]
     with pytest.raises(FacelabError, match="g_conv_dim cannot change"):
-        train(small_config(celeba, tmp_path / "b", num_iters=9, g_conv_dim=8))
+        train(small_config(celeba, tmp_path / "b", target_iter=9, g_conv_dim=8))
 
 
 def test_ctrl_c_saves_a_checkpoint(celeba, tmp_path, monkeypatch):
-    cfg = small_config(celeba, tmp_path / "run", num_iters=50, checkpoint_steps=1000, save_steps=1000)
+    cfg = small_config(celeba, tmp_path / "run", target_iter=50, save_every=1000, preview_every=1000)
     real_step = Trainer.train_step
 
     def interrupt_at_4(self, *args):
@@ -121,7 +121,7 @@ def test_ctrl_c_saves_a_checkpoint(celeba, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", interrupt_at_4)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
-    _, _, step = load_generator(checkpoint_path(cfg.output_dir))
+    _, _, step = load_generator(checkpoint_path(cfg.model_dir))
     assert step == 4
 
 
@@ -147,14 +147,14 @@ def test_cli_train_test_export_fid_edit(celeba, sample_photos, tmp_path, capsys)
     flags = ["--image-root", str(image_root), "--attr-path", str(attr_path), "--test-identities", "1",
              "--train-identities", "2", "--fid-images", "8", "--image-size", "64",
              "--g-conv-dim", "8", "--d-conv-dim", "8", "--g-repeat-num", "1", "--d-repeat-num", "4",
-             "--batch-size", "4", "--num-iters", "4", "--save-steps", "4", "--checkpoint-steps", "2",
-             "--output-dir", str(out), "--num-workers", "0", "--device", "cpu", "--precision", "bf16"]
+             "--batch-size", "4", "--target-iter", "4", "--preview-every", "4", "--save-every", "2",
+             "--model-dir", str(out), "--workers", "0", "--device", "cpu", "--precision", "bf16"]
     assert main(["stargan", "train", *flags]) == 0
     ckpt = checkpoint_path(out)
     # resuming with a changed architecture is refused, continuing further works
     assert main(["stargan", "train", *flags, "--g-conv-dim", "16"]) == 2
     assert "g_conv_dim cannot change" in capsys.readouterr().err
-    assert main(["stargan", "train", *flags, "--num-iters", "6"]) == 0
+    assert main(["stargan", "train", *flags, "--target-iter", "6"]) == 0
     assert load_generator(ckpt)[2] == 6
 
     assert main(["stargan", "test", "--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "test"),

@@ -10,7 +10,7 @@ import torch
 
 from facelab.core.errors import FacelabError
 from facelab.metrics.ssim import ssim
-from facelab.swap.config import SwapConfig, apply_preset, check_config, parse_archi
+from facelab.swap.config import SwapConfig, apply_preset, parse_archi
 from facelab.swap.discriminators import CodeDiscriminator, UNetPatchDiscriminator
 from facelab.swap.models import build_model
 
@@ -29,7 +29,7 @@ def _variants():
 def test_saehd_variant_shapes(archi, res):
     torch.manual_seed(0)
     cfg = SwapConfig(model="saehd", archi=archi, resolution=res, ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4)
-    check_config(cfg)
+    cfg.check()
     model = build_model(cfg)
     x = torch.rand(2, 3, res, res)
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_bad_archi_refused(bad):
 
 def test_bad_resolution_refused():
     with pytest.raises(FacelabError, match="steps of 32"):
-        check_config(SwapConfig(archi="df-d", resolution=80))
+        SwapConfig(archi="df-d", resolution=80).check()
 
 
 def test_discriminators_shapes():

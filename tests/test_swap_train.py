@@ -228,6 +228,7 @@ def test_ctrl_c_saves_and_resume_continues(facesets, tmp_path, monkeypatch):
     assert list(_losses(model_dir)) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow  # about 40 s
 def test_a_real_ctrl_c_saves_with_batch_workers_running(facesets, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the trainer and its spawned
     batch workers all get it; the model is saved at the last finished iteration, without tracebacks."""

@@ -22,15 +22,15 @@ from facelab.cli import main
 from facelab.core.errors import FacelabError
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
-from facelab.faceset.metadata import read_face, write_face
+from facelab.face.metadata import read_face, write_face
 from facelab.faceset.store import Faceset, pack, unpack
-from facelab.io.commands import frame_name
+from facelab.io.frames import frame_name
 from facelab.io.images import list_images, write_image
 from facelab.io.video import iter_frames
-from facelab.masks.applied import KEY as APPLIED_KEY, applied_mask, best_mask
-from facelab.masks.hull import hull_mask
-from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, label_mask
-from facelab.masks.segmenter import Segmenter
+from facelab.face.masks.applied import KEY as APPLIED_KEY, applied_mask, best_mask
+from facelab.face.masks.hull import hull_mask
+from facelab.face.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, label_mask
+from facelab.xseg.network import Segmenter
 from facelab.merge.composite import merge_frame
 from facelab.merge.config import MergeConfig
 from facelab.merge.merger import _face_inputs, plan_merge, run_merge

@@ -20,8 +20,8 @@ from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.faceset.store import Faceset, pack
 from facelab.io.images import decode_image
-from facelab.masks.applied import set_applied_mask
-from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, has_label, label_mask, paint_polygons
+from facelab.face.masks.applied import set_applied_mask
+from facelab.face.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, has_label, label_mask, paint_polygons
 from facelab.metrics.iou import mask_iou
 from facelab.xseg.editor import make_server
 

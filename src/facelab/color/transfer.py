@@ -23,13 +23,14 @@ masked face only; :func:`color_transfer` then insists on the masks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import cv2
 import numpy as np
 
 from facelab.core.errors import FacelabError
 
-BASE_MODES = ("none", "rct", "lct", "mkl", "idt", "sot", "mix")
-MODES = BASE_MODES + ("mkl-m", "idt-m", "sot-m", "mix-m")
 # Fewer selected pixels than this give no usable statistics; the source is then returned unchanged.
 MIN_PIXELS = 16
 _EPS = 1e-6
@@ -128,30 +129,49 @@ def _from_lab(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img.astype(np.float32), cv2.COLOR_LAB2BGR)
 
 
+def _mix(src: np.ndarray, idx: np.ndarray | None, s_sel: np.ndarray, t_sel: np.ndarray,
+         rng: np.random.Generator) -> np.ndarray:
+    """L* linearly, a*b* by sliced transport."""
+    out = np.empty_like(src)
+    out[:, :1] = _rct(src[:, :1], s_sel[:, :1], t_sel[:, :1])
+    out[:, 1:] = _sot(src[:, 1:], idx, t_sel[:, 1:], rng)
+    return out
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One colour transfer: ``fn(pixels, selected indices, selected source pixels, selected target
+    pixels, rng)`` -> the new pixels, in L*a*b* when ``lab`` (else RGB in [0, 1])."""
+
+    fn: Callable[[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+    lab: bool = False
+
+
+# The colour transfers by name; a new one is a function above and one line here.
+TRANSFERS: dict[str, Transfer] = {
+    "rct": Transfer(lambda src, idx, s_sel, t_sel, rng: _rct(src, s_sel, t_sel), lab=True),
+    "lct": Transfer(lambda src, idx, s_sel, t_sel, rng: _lct(src, s_sel, t_sel)),
+    "mkl": Transfer(lambda src, idx, s_sel, t_sel, rng: _mkl(src, s_sel, t_sel)),
+    "idt": Transfer(lambda src, idx, s_sel, t_sel, rng: _idt(src, idx, t_sel, rng)),
+    "sot": Transfer(lambda src, idx, s_sel, t_sel, rng: _sot(src, idx, t_sel, rng)),
+    "mix": Transfer(_mix, lab=True),
+}
+BASE_MODES = ("none", *TRANSFERS)
+MODES = BASE_MODES + ("mkl-m", "idt-m", "sot-m", "mix-m")
+
+
 def _transfer_one(mode: str, source: np.ndarray, target: np.ndarray, source_mask: np.ndarray | None,
                   target_mask: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     h, w = source.shape[:2]
-    lab = mode in ("rct", "mix")
+    transfer = TRANSFERS[mode]
+    lab = transfer.lab
     src = (_to_lab(source) if lab else source).reshape(-1, 3).astype(np.float64)
     tgt = (_to_lab(target) if lab else target).reshape(-1, 3).astype(np.float64)
     idx = _selection(source_mask)
     s_sel, t_sel = _pick(src, idx), _pick(tgt, _selection(target_mask))
     if len(s_sel) < MIN_PIXELS or len(t_sel) < MIN_PIXELS:
         return source.copy()
-    if mode == "rct":
-        out = _rct(src, s_sel, t_sel)
-    elif mode == "lct":
-        out = _lct(src, s_sel, t_sel)
-    elif mode == "mkl":
-        out = _mkl(src, s_sel, t_sel)
-    elif mode == "idt":
-        out = _idt(src, idx, t_sel, rng)
-    elif mode == "sot":
-        out = _sot(src, idx, t_sel, rng)
-    else:  # mix: L* linearly, a*b* by sliced transport
-        out = np.empty_like(src)
-        out[:, :1] = _rct(src[:, :1], s_sel[:, :1], t_sel[:, :1])
-        out[:, 1:] = _sot(src[:, 1:], idx, t_sel[:, 1:], rng)
+    out = transfer.fn(src, idx, s_sel, t_sel, rng)
     out = out.reshape(h, w, 3).astype(np.float32)
     if lab:
         out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from pathlib import Path
@@ -27,11 +28,14 @@ COMMAND_LINE = "command line"  # the source name of options typed as flags
 
 
 def option(default: Any, help: str, choices: Iterable[Any] | None = None, fixed: bool = False,
-           low: float | None = None, high: float | None = None, above: float | None = None) -> Any:
+           low: float | None = None, high: float | None = None, above: float | None = None,
+           aliases: Iterable[str] = ()) -> Any:
     """A dataclass field with the metadata the CLI and validation need; a number (or each number of a
-    list) must lie in ``low..high`` and be greater than ``above`` where those are given."""
+    list) must lie in ``low..high`` and be greater than ``above`` where those are given. ``aliases`` are
+    the option's old names: flags, YAML files and saved model configs that use one still work, for one
+    release, with a one-line note naming the new name."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "fixed": fixed,
-            "low": low, "high": high, "above": above}
+            "low": low, "high": high, "above": above, "aliases": tuple(aliases)}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -135,9 +139,29 @@ class Validated:
     def __post_init__(self) -> None:
         validate(self, type(self).__name__)
 
+    def check(self) -> None:
+        """Rules across options (what ``option``'s ranges cannot say), refused before any network is built;
+        the trainer calls it once the options are final (after presets and saved configs)."""
+
+
+def old_name_note(renamed: dict[str, str], source: str) -> None:
+    """The one line that old option names get (see ``aliases`` of :func:`option`)."""
+    names = ", ".join(f"'{old}' is now '{new}'" for old, new in renamed.items())
+    print(f"facelab: note: {source}: {names}; the old names are accepted until the next release", file=sys.stderr)
+
+
+def _renamed(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    """``data`` with old option names replaced by the current ones."""
+    new_names = {old: f.name for f in dataclasses.fields(cls) for old in f.metadata.get("aliases", ())}
+    used = {key: new_names[key] for key in data if key in new_names}
+    if used:
+        old_name_note(used, source)
+    return {used.get(key, key): value for key, value in data.items()}
+
 
 def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: T | None = None) -> T:
     """Build ``cls`` from a plain dict, starting from ``base`` (or the defaults); unknown keys are refused."""
+    data = _renamed(cls, data, source)
     types_ = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -207,7 +231,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: It
     """Add one kebab-case flag per field; flags the user does not give stay absent from the namespace."""
     types_ = _field_types(cls)
     skip = set(exclude)
+    topics = {first: title for title, first in getattr(cls, "HELP_TOPICS", {}).items()}
+    target: Any = parser
     for f in dataclasses.fields(cls):
+        if f.name in topics:  # `--help` lists the options by topic (a class's HELP_TOPICS)
+            target = parser.add_argument_group(topics[f.name])
         if f.name in skip:
             continue
         tp, _ = _unwrap_optional(types_[f.name])
@@ -228,7 +256,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: It
             kwargs["type"] = str
             if choices:
                 kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
-        parser.add_argument(flag_name(f.name), **kwargs)
+        target.add_argument(flag_name(f.name), **kwargs)
+        for old in f.metadata.get("aliases", ()):
+            target.add_argument(flag_name(old), **{**kwargs, "help": argparse.SUPPRESS, "action": _OldFlag,
+                                                   "new_flag": flag_name(f.name)})
+
+
+class _OldFlag(argparse.Action):
+    """An option's old flag spelling: stores the value like the new flag and prints the one-line note."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        old_name_note({option_string: self.new_flag}, COMMAND_LINE)
+        setattr(namespace, self.dest, values)
 
 
 def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:

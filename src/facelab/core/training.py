@@ -9,8 +9,9 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -82,6 +83,66 @@ def out_of_memory_as_error(batch_size: int, device: torch.device) -> Iterator[No
                            f"try --batch-size {max(1, batch_size // 2)}") from None
 
 
+@dataclass
+class Every:
+    """``action(iteration)`` after every ``n``-th iteration (``n`` 0: never), outside the step guard. At the
+    loop's last iteration: ``"if due"`` like any other, ``"never"`` (the caller's closing save covers it)
+    or ``"always"`` (a final figure, due or not)."""
+
+    n: int
+    action: Callable[[int], None]
+    at_end: str = "if due"
+
+    def due(self, iteration: int, end: float) -> bool:
+        if iteration == end and self.at_end != "if due":
+            return bool(self.n) and self.at_end == "always"
+        return bool(self.n) and iteration % self.n == 0
+
+
+def _postfix(values: dict[str, float]) -> dict[str, str]:
+    return {k: f"{v:.4f}" for k, v in values.items()}
+
+
+def step_loop(iteration: int, end: float, step: Callable[[Any], dict[str, float]], log_row: Callable[[int, dict], None],
+              log_every: int, desc: str, *, fetch: Callable[[], Any] = lambda: None, actions: Sequence[Every] = (),
+              after_step: Callable[[int], None] | None = None, log_last: bool = False, unit: str = "it",
+              postfix: Callable[[dict[str, float]], dict[str, str]] = _postfix) -> tuple[int, dict[str, float], str]:
+    """The one training loop of every trainer (swap, XSeg, StarGAN, PFE): from ``iteration`` until ``end``,
+    ``step(fetch())`` runs one iteration and returns its values; ``log_row(iteration, values)`` writes them
+    every ``log_every`` iterations (and at the last with ``log_last``); then each of ``actions`` at its
+    cadence and ``after_step(iteration)`` (time-based saves, backups).
+
+    Ctrl-C and SIGTERM wait for the step in hand and its log row (:func:`finish_step_first`), then end the
+    loop. Returns (iteration, last values, "target" when ``end`` was reached or "interrupted"); the caller
+    saves once afterwards, whichever way the loop ended.
+    """
+    values: dict[str, float] = {}
+    bar = progress(total=None if math.isinf(end) else int(end), initial=iteration, desc=desc, unit=unit)
+    try:
+        while iteration < end:
+            batch = fetch()
+            with finish_step_first():
+                values = step(batch)
+                iteration += 1
+                logged = iteration % log_every == 0 or (log_last and iteration == end)
+                if logged:
+                    log_row(iteration, values)
+            bar.update()
+            bar.set_postfix(postfix(values), refresh=False)
+            for every in actions:
+                if every.due(iteration, end):
+                    every.action(iteration)
+            if after_step is not None:
+                after_step(iteration)
+        stopped = "target"
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        log.info("interrupted at iteration %d: saving", iteration)
+    finally:
+        bar.close()
+    return iteration, values, stopped
+
+
 class SteppedTrainer(Protocol):
     """What :func:`run_steps` drives (the swap and XSeg trainers). ``cfg`` carries ``target_iter``,
     ``batch_size``, ``workers``, ``log_every``, ``preview_every``, ``eval_every`` and ``save_every_minutes``."""
@@ -100,8 +161,9 @@ class SteppedTrainer(Protocol):
 
 def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
               every_step: Callable[[float], None] | None = None) -> tuple[dict[str, float], str]:
-    """Step until the target iteration, ``max_steps`` more steps, or Ctrl-C; log, preview, evaluate and
-    save at the config's intervals, calling ``every_step(now)`` after each step (e.g. for backups).
+    """:func:`step_loop` for the swap and XSeg trainers: until the target iteration, ``max_steps`` more
+    steps, or Ctrl-C; batches from worker processes; preview, evaluation and time-based saves at the
+    config's intervals, ``every_step(now)`` after each step (e.g. for backups).
 
     Returns the last step's losses and how the loop stopped ("target", "limit" or "interrupted"); the
     caller does the final save, so Ctrl-C always ends in one.
@@ -110,36 +172,32 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     end = cfg.target_iter if cfg.target_iter else math.inf
     if max_steps is not None:
         end = min(end, trainer.iteration + max_steps)
-    losses: dict[str, float] = {}
     last_save = time.monotonic()
-    bar = progress(total=None if math.isinf(end) else int(end), initial=trainer.iteration, desc=desc)
-    stream = iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))
+    stream = [iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))]  # cleared to stop the workers
+
+    def step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        with out_of_memory_as_error(cfg.batch_size, trainer.device):
+            losses = trainer.step(batch)
+        trainer.iteration += 1
+        return losses
+
+    def after_step(iteration: int) -> None:
+        nonlocal last_save
+        now = time.monotonic()
+        if now - last_save >= cfg.save_every_minutes * 60:
+            trainer.save()
+            last_save = now
+        if every_step is not None:
+            every_step(now)
+
     try:
-        while trainer.iteration < end:
-            batch = next(stream)
-            with finish_step_first():
-                with out_of_memory_as_error(cfg.batch_size, trainer.device):
-                    losses = trainer.step(batch)
-                trainer.iteration += 1
-                if trainer.iteration % cfg.log_every == 0:
-                    trainer.metrics.write(trainer.iteration, losses)
-            bar.update()
-            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-            if trainer.iteration % cfg.preview_every == 0:
-                trainer.write_preview()
-            if cfg.eval_every and trainer.iteration % cfg.eval_every == 0:
-                trainer.report_eval()
-            now = time.monotonic()
-            if now - last_save >= cfg.save_every_minutes * 60:
-                trainer.save()
-                last_save = now
-            if every_step is not None:
-                every_step(now)
-        stopped = "target" if trainer.iteration == cfg.target_iter else "limit"
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-        log.info("interrupted: saving")
+        _, losses, stopped = step_loop(
+            trainer.iteration, end, step, trainer.metrics.write, cfg.log_every, desc, fetch=lambda: next(stream[0]),
+            actions=[Every(cfg.preview_every, lambda i: trainer.write_preview()),
+                     Every(cfg.eval_every, lambda i: trainer.report_eval())],
+            after_step=after_step)
     finally:
-        bar.close()
-        del stream  # stops the batch workers
+        stream.clear()  # the last reference: the batch workers stop
+    if stopped == "target" and trainer.iteration != cfg.target_iter:
+        stopped = "limit"
     return losses, stopped

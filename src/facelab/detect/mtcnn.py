@@ -14,8 +14,6 @@ square; :class:`MtcnnDetector` maps them to the box dlib's 68-point landmarker w
 
 from __future__ import annotations
 
-import importlib.util
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -24,7 +22,7 @@ import torch
 from torch import nn
 
 from facelab.core.device import resolve_device
-from facelab.core.errors import FacelabError
+from facelab.core.packaged import packaged_file
 from facelab.detect.base import Detection
 
 WHEEL = "facenet-pytorch==2.6.0"
@@ -40,15 +38,10 @@ PYRAMID_FACTOR = 0.709  # each pyramid level is this much smaller (area halves e
 TO_HOG_BOX = (-0.009, 0.223, 0.038, -0.052)
 
 
-@lru_cache(maxsize=None)
 def weights_dir() -> Path:
     """The folder with ``pnet.pt``, ``rnet.pt``, ``onet.pt`` inside the installed facenet-pytorch wheel."""
-    spec = importlib.util.find_spec("facenet_pytorch")  # finds the folder without running the package
-    folder = Path(spec.submodule_search_locations[0]) / "data" if spec and spec.submodule_search_locations else None
-    if folder is None or not all((folder / f"{n}.pt").is_file() for n in ("pnet", "rnet", "onet")):
-        raise FacelabError(f"the MTCNN weights are missing; install the wheel that ships them: "
-                           f"python3 -m pip install --no-deps {WHEEL}")
-    return folder
+    install = f"python3 -m pip install --no-deps {WHEEL}"
+    return [packaged_file("facenet_pytorch", f"data/{n}.pt", install) for n in ("pnet", "rnet", "onet")][0].parent
 
 
 class PNet(nn.Module):

@@ -29,8 +29,9 @@ from facelab.detect.base import Detection
 from facelab.detect.registry import DETECTORS, make_detector, make_landmarker
 from facelab.extract.config import ExtractConfig
 from facelab.extract.tracking import FaceTracker, TrackedFace
-from facelab.faceset.metadata import FaceMeta, write_face
+from facelab.face.metadata import FaceMeta, write_face
 from facelab.faceset.store import PACK_NAME
+from facelab.io.frames import frame_stem
 from facelab.io.images import is_image_file, list_images, read_image
 from facelab.io.video import is_video_file, iter_frames, probe
 
@@ -75,7 +76,7 @@ def _open_source(path: Path, fps: float | None) -> tuple[Iterator[Frame], int, b
         raise FacelabError(f"{path} is neither a video nor an image; give a video, a folder of images or an image")
     info = probe(path)
     total = info.frame_count if not fps else int(info.duration * min(fps, float(info.fps)))
-    frames = (Frame(f"{i + 1:05d}", path.name, i, img) for i, img in iter_frames(path, fps))
+    frames = (Frame(frame_stem(i), path.name, i, img) for i, img in iter_frames(path, fps))
     return frames, total, True
 
 
@@ -276,7 +277,7 @@ def faceset_of(source: str | Path, out: str | Path, face_type: str | None = None
     With ``face_type`` an aligned folder must hold that face type (a model needs it), and extraction uses
     it; without, any aligned folder will do and extraction uses the default.
     """
-    from facelab.faceset.metadata import read_meta
+    from facelab.face.metadata import read_meta
 
     source, out = Path(source), Path(out)
     if source.is_dir():

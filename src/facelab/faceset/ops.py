@@ -26,9 +26,9 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text, disk_errors, remove_stale_temps
 from facelab.core.progress import progress
 from facelab.faceset.store import PACK_NAME, SORT_JOURNAL, Faceset
-from facelab.masks.applied import has_applied_mask
-from facelab.masks.hull import hull_mask
-from facelab.masks.labels import has_label
+from facelab.face.masks.applied import has_applied_mask
+from facelab.face.masks.hull import hull_mask
+from facelab.face.masks.labels import has_label
 
 log = logging.getLogger("facelab")
 SORT_KEYS = ("blur", "yaw", "pitch", "histogram", "identity", "size", "source", "best")

@@ -24,10 +24,10 @@ from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes
 from facelab.core.progress import progress
-from facelab.faceset.metadata import FaceMeta, encode_face
+from facelab.face.metadata import FaceMeta, encode_face
 from facelab.faceset.store import Faceset
-from facelab.masks.applied import KEY as APPLIED_KEY, decode_mask, set_applied_mask
-from facelab.masks.labels import has_label, label_mask, set_label
+from facelab.face.masks.applied import KEY as APPLIED_KEY, decode_mask, set_applied_mask
+from facelab.face.masks.labels import has_label, label_mask, set_label
 
 log = logging.getLogger("facelab")
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path, atomic_write_bytes, is_hidden, remove_stale_temps
-from facelab.faceset.metadata import FaceMeta, embed_meta, meta_from_bytes, require_meta
+from facelab.face.metadata import FaceMeta, embed_meta, meta_from_bytes, require_meta
 from facelab.io.images import decode_image, is_image_file
 
 PACK_NAME = "faceset.pak"

@@ -13,9 +13,9 @@ import numpy as np
 
 from facelab.align.transform import align_matrix, compose, invert, transform_points
 from facelab.core.errors import FacelabError
-from facelab.faceset.metadata import FaceMeta
-from facelab.masks.applied import best_mask
-from facelab.masks.hull import hull_mask
+from facelab.face.metadata import FaceMeta
+from facelab.face.masks.applied import best_mask
+from facelab.face.masks.hull import hull_mask
 
 # Mask values below one 8-bit step are treated as zero so faint noise from a learned mask never leaks a
 # faint copy of the face into the frame.

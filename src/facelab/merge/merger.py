@@ -27,9 +27,9 @@ from facelab.core.files import atomic_path
 from facelab.core.prefetch import prefetch
 from facelab.core.progress import progress
 from facelab.core.workers import worker_pool
-from facelab.faceset.metadata import FaceMeta
+from facelab.face.metadata import FaceMeta
 from facelab.faceset.store import Faceset
-from facelab.io.commands import frame_name
+from facelab.io.frames import frame_name
 from facelab.io.images import list_images, read_image, write_image
 from facelab.io.video import is_video_file
 from facelab.merge.composite import FaceInput, merge_frame

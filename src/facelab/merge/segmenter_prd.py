@@ -20,7 +20,7 @@ import torch
 from facelab.align.transform import align_matrix, compose, invert
 from facelab.core.device import autocast
 from facelab.core.errors import FacelabError
-from facelab.masks.segmenter import Segmenter
+from facelab.xseg.network import Segmenter
 from facelab.xseg.config import XSegConfig
 from facelab.xseg.data import faces_to_tensor
 from facelab.xseg.model_dir import load_segmenter

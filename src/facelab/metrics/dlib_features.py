@@ -9,9 +9,6 @@ with Inception FIDs from papers.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import cv2
 import numpy as np
 
@@ -19,18 +16,6 @@ from facelab.core.errors import FacelabError
 
 CHIP_SIZE = 150
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-
-
-def model_path() -> Path:
-    """Locate the weights without importing the package (its ``__init__`` needs pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FacelabError("the dlib-resnet128 extractor needs the face-recognition-models package; "
-                           "run: pip install face-recognition-models")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILE
-    if not path.is_file():
-        raise FacelabError(f"{path} is missing; reinstall face-recognition-models")
-    return path
 
 
 class DlibFaceFeatures:
@@ -41,7 +26,9 @@ class DlibFaceFeatures:
             import dlib
         except ImportError:
             raise FacelabError("the dlib-resnet128 extractor needs dlib; run: pip install dlib-bin") from None
-        self._net = dlib.face_recognition_model_v1(str(model_path()))
+        from facelab.detect.dlib_models import model_path
+
+        self._net = dlib.face_recognition_model_v1(model_path(MODEL_FILE))
 
     def __call__(self, images_bgr: np.ndarray) -> np.ndarray:
         chips = [np.ascontiguousarray(cv2.resize(img, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA

@@ -2,5 +2,5 @@
 
 A frozen deterministic backbone gives mu; a small uncertainty module learns log sigma^2 from the backbone's
 last features with the mutual likelihood score (MLS) loss. Used for face verification and for scoring
-whether a swapped face carries the source identity (:mod:`facelab.pfe.identity`).
+whether a swapped face carries the source identity (:mod:`facelab.qa.identity`).
 """

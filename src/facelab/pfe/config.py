@@ -24,7 +24,7 @@ class BackboneConfig(Validated):
     aligned: bool = option(True, "images are already aligned 112x96 crops (as the PFE preprocessing writes); "
                                  "--no-aligned detects and aligns every image (slow)")
     batch_size: int = option(256, "faces per step", low=1)
-    steps: int = option(28000, "training steps", low=0)
+    target_iter: int = option(28000, "training steps", low=0, aliases=("steps",))
     lr: float = option(0.1, "initial SGD learning rate", above=0)
     lr_steps: list[int] = option([16000, 24000], "steps at which the learning rate drops tenfold", low=0)
     weight_decay: float = option(5e-4, "SGD weight decay", low=0)
@@ -58,7 +58,7 @@ class PFEConfig(Validated):
     max_per_class: int = option(0, "use at most this many images per identity (0: all)", low=0)
     classes_per_batch: int = option(64, "identities in a batch", low=1)
     samples_per_class: int = option(4, "faces of each identity in a batch", low=2)
-    steps: int = option(3000, "training steps", low=0)
+    target_iter: int = option(3000, "training steps", low=0, aliases=("steps",))
     lr: float = option(1e-3, "Adam learning rate", above=0)
     lr_steps: list[int] = option([2000], "steps at which the learning rate drops tenfold (PFE: 2000 of 3000)", low=0)
     weight_decay: float = option(5e-4, "weight decay of the uncertainty module", low=0)

@@ -1,7 +1,7 @@
 """The two training loops: the sphere backbone (AM-softmax) and the uncertainty module (MLS loss).
 
 Both share :func:`open_model_dir` (config saved next to the checkpoint, options that fix the network
-checked on resume) and :func:`step_loop` (progress bar, CSV/TensorBoard log, periodic atomic saves,
+checked on resume) and :func:`run_loop` (the shared step loop: progress bar, CSV/TensorBoard log, periodic atomic saves,
 a save on Ctrl-C). A run resumes from the checkpoint in its model dir.
 """
 
@@ -24,9 +24,8 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path, ensure_folder
 from facelab.core.model_kinds import load_model_config
 from facelab.core.logs import MetricsLog
-from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
-from facelab.core.training import finish_step_first
+from facelab.core.training import Every, step_loop
 from facelab.io.images import read_image
 from facelab.pfe.backbones import BACKBONE_FILE, SPHERE_SIZE, SphereNet, align_sphere, load_backbone, normalise_pixels
 from facelab.pfe.config import BackboneConfig, PFEConfig
@@ -69,31 +68,28 @@ def set_stepped_lr(opt: torch.optim.Optimizer, base: float, lr_steps: list[int],
     return lr
 
 
-def step_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int], None],
-              metrics: MetricsLog, log_every: int, save_every: int, desc: str) -> None:
-    """Call ``step_fn(step)`` until ``steps``; log, save every ``save_every`` and at the end; Ctrl-C saves first."""
-    step = start
+def run_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int], None],
+             metrics: MetricsLog, log_every: int, save_every: int, desc: str) -> None:
+    """``step_fn(step)`` until ``steps`` in the shared :func:`~facelab.core.training.step_loop`: a log row
+    every ``log_every`` steps and at the last, a save every ``save_every`` and at the end; Ctrl-C saves,
+    then stops the command."""
+    at = [start]
+
+    def step(_: Any) -> dict[str, float]:
+        values = step_fn(at[0])
+        at[0] += 1
+        return values
+
     try:
-        with progress(total=steps, initial=start, desc=desc, unit="step") as bar:
-            while step < steps:
-                with finish_step_first():
-                    values = step_fn(step)
-                    step += 1
-                    logged = step % log_every == 0 or step == steps
-                    if logged:
-                        metrics.write(step, values)
-                bar.update()
-                if logged:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
-                if step % save_every == 0 and step < steps:
-                    save_fn(step)
-    except KeyboardInterrupt:
-        save_fn(step)
-        log.info("saved step %d before stopping; run the same command again to resume", step)
-        raise
+        done, _, stopped = step_loop(start, steps, step, metrics.write, log_every, desc, log_last=True, unit="step",
+                                     actions=[Every(save_every, save_fn, at_end="never")],
+                                     postfix=lambda values: {k: f"{v:.4g}" for k, v in values.items()})
     finally:
         metrics.close()
-    save_fn(step)
+    save_fn(done)
+    if stopped == "interrupted":
+        log.info("saved step %d before stopping; run the same command again to resume", done)
+        raise KeyboardInterrupt
 
 
 # --- uncertainty module -------------------------------------------------------------------------------
@@ -182,8 +178,8 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
         save_checkpoint(model_dir / PFE_FILE, {"model": module.state_dict(), "optimizer": opt.state_dict(),
                                                "step": step, "config": config_to_dict(cfg)})
 
-    step_loop(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "pfe", resume_step=start), cfg.log_every,
-              cfg.save_every, "pfe")
+    run_loop(start, cfg.target_iter, step_fn, save, MetricsLog(model_dir, "pfe", resume_step=start), cfg.log_every,
+             cfg.save_every, "pfe")
     after = pool_loss(module, pool, device, cfg.seed)
     log.info("MLS loss on a fixed pool sample: %.2f -> %.2f (%d faces, %d identities)",
              before, after, len(pool.labels), len(np.unique(pool.labels)))
@@ -268,6 +264,6 @@ def train_backbone(cfg: BackboneConfig) -> dict[str, float]:
                                                     "optimizer": opt.state_dict(), "step": step,
                                                     "config": config_to_dict(cfg), "identities": ident.names})
 
-    step_loop(start, cfg.steps, step_fn, save, MetricsLog(model_dir, "backbone", resume_step=start), cfg.log_every,
-              cfg.save_every, f"sphere{cfg.depth}")
+    run_loop(start, cfg.target_iter, step_fn, save, MetricsLog(model_dir, "backbone", resume_step=start), cfg.log_every,
+             cfg.save_every, f"sphere{cfg.depth}")
     return last

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICES, PRECISIONS
+from facelab.core.errors import FacelabError
 from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
@@ -37,7 +38,8 @@ class StarGANConfig(Validated):
                                       "trials and overfitting checks; needs the identity file", low=0)
     crop_size: int = option(178, "centre crop (pixels) before resizing", fixed=True, low=1)
     image_size: int = option(128, "image size the networks work at", fixed=True, low=8)
-    num_workers: int = option(2, "data-loading worker processes (0 = load in the training process)", low=0)
+    workers: int = option(2, "data-loading worker processes (0 = load in the training process)", low=0,
+                          aliases=("num_workers",))
     # model
     g_conv_dim: int = option(64, "generator channels in its first layer", fixed=True, low=1)
     d_conv_dim: int = option(64, "discriminator channels in its first layer", fixed=True, low=1)
@@ -49,7 +51,7 @@ class StarGANConfig(Validated):
     lambda_gp: float = option(10.0, "weight of the WGAN-GP gradient penalty", low=0)
     # optimisation
     batch_size: int = option(16, "images per step", low=1)
-    num_iters: int = option(200000, "training iterations (discriminator steps)", low=1)
+    target_iter: int = option(200000, "training iterations (discriminator steps)", low=1, aliases=("num_iters",))
     num_iters_decay: int = option(100000, "the learning rates fall linearly to 0 over the last N iterations", low=0)
     lr_update_step: int = option(1000, "recompute the decayed learning rates every N iterations", low=1)
     g_lr: float = option(1e-4, "generator learning rate", above=0)
@@ -58,16 +60,25 @@ class StarGANConfig(Validated):
     beta2: float = option(0.999, "Adam beta2", low=0, high=1)
     d_train_repeat: int = option(5, "discriminator steps per generator step (n_critic)", low=1)
     # run
-    output_dir: Path = option(Path("workspace/stargan"), "run folder: checkpoints, samples, logs, config")
-    summary_steps: int = option(10, "log the losses every N iterations", low=1)
-    save_steps: int = option(1000, "write a sample grid every N iterations", low=1)
-    checkpoint_steps: int = option(10000, "save a resumable checkpoint every N iterations", low=1)
-    fid_steps: int = option(10000, "log FID (offline dlib-resnet128 features) of test-split translations every N "
-                                   "iterations and at the end, in logs/fid.csv (0 = never)", low=0)
+    model_dir: Path = option(Path("workspace/stargan"), "run folder: checkpoints, samples, logs, config",
+                              aliases=("output_dir",))
+    log_every: int = option(10, "log the losses every N iterations", low=1, aliases=("summary_steps",))
+    preview_every: int = option(1000, "write a sample grid every N iterations", low=1, aliases=("save_steps",))
+    save_every: int = option(10000, "save a resumable checkpoint every N iterations", low=1, aliases=("checkpoint_steps",))
+    fid_every: int = option(10000, "log FID (offline dlib-resnet128 features) of test-split translations every N "
+                                   "iterations and at the end, in logs/fid.csv (0 = never)", low=0,
+                             aliases=("fid_steps",))
     fid_images: int = option(500, "test images translated for the logged FID", low=2)
     seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)", low=0)
     device: str = option("auto", "where to train", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)
+
+    def check(self) -> None:
+        if self.c_dim != len(self.selected_attrs):
+            raise FacelabError(f"--c-dim {self.c_dim} does not match the {len(self.selected_attrs)} --selected-attrs "
+                               f"({' '.join(self.selected_attrs)}); make them agree")
+        if self.image_size % 2**self.d_repeat_num:
+            raise FacelabError(f"--image-size {self.image_size} must be divisible by 2**d_repeat_num = {2**self.d_repeat_num}")
 
 
 @dataclasses.dataclass

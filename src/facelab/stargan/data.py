@@ -75,16 +75,16 @@ def read_attributes(path: str | Path, selected: Sequence[str]) -> AttributeTable
 
 
 def first_images(dataset: Dataset, max_images: int | None, batch_size: int,
-                 num_workers: int = 0) -> tuple[int, DataLoader]:
+                 workers: int = 0) -> tuple[int, DataLoader]:
     """The first ``max_images`` images of ``dataset`` (all if None) in order, as (count, batches): what
     ``stargan test`` and ``stargan fid`` go through."""
     check_range(batch_size, "batch_size", "stargan", low=1)
-    check_range(num_workers, "num_workers", "stargan", low=0)
+    check_range(workers, "workers", "stargan", low=0)
     if max_images is not None:
         check_range(max_images, "max_images", "stargan", low=1)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     return count, DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False,
-                             num_workers=num_workers)
+                             num_workers=workers)
 
 
 

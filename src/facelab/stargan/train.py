@@ -21,9 +21,8 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import ensure_folder
 from facelab.core.files import atomic_write_text
 from facelab.core.logs import MetricsLog
-from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
-from facelab.core.training import finish_step_first
+from facelab.core.training import Every, step_loop
 from facelab.stargan.checkpoint import FORMAT, checkpoint_path, read_stargan_checkpoint
 from facelab.stargan.config import StarGANConfig
 from facelab.stargan.data import CelebADataset, random_flip
@@ -43,25 +42,17 @@ def learning_rate(base: float, step: int, cfg: StarGANConfig) -> float:
     ``num_iters_decay`` iterations, recomputed every ``lr_update_step`` (a pure function of the step,
     so resuming needs no schedule state)."""
     updated_at = step - step % max(1, cfg.lr_update_step)
-    decay_start = cfg.num_iters - cfg.num_iters_decay
+    decay_start = cfg.target_iter - cfg.num_iters_decay
     if cfg.num_iters_decay <= 0 or updated_at <= decay_start:
         return base
-    return base * max(0.0, (cfg.num_iters - updated_at) / cfg.num_iters_decay)
-
-
-def check_config(cfg: StarGANConfig) -> None:
-    if cfg.c_dim != len(cfg.selected_attrs):
-        raise FacelabError(f"--c-dim {cfg.c_dim} does not match the {len(cfg.selected_attrs)} --selected-attrs "
-                           f"({' '.join(cfg.selected_attrs)}); make them agree")
-    if cfg.image_size % 2**cfg.d_repeat_num:
-        raise FacelabError(f"--image-size {cfg.image_size} must be divisible by 2**d_repeat_num = {2**cfg.d_repeat_num}")
+    return base * max(0.0, (cfg.target_iter - updated_at) / cfg.num_iters_decay)
 
 
 class Trainer:
     """Networks, optimizers, loss scalers and the step counter of one StarGAN run."""
 
     def __init__(self, cfg: StarGANConfig, device: torch.device):
-        check_config(cfg)
+        cfg.check()
         self.cfg, self.device = cfg, device
         seed_everything(cfg.seed)
         self.g, self.d = (m.to(device).train() for m in build_models(cfg))
@@ -177,14 +168,14 @@ def training_batches(dataset: CelebADataset, cfg: StarGANConfig, start: int):
         raise FacelabError(f"the training split has {len(dataset)} images, fewer than --batch-size "
                            f"{cfg.batch_size}; lower --batch-size or hold out fewer test images")
     sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start)
-    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                            pin_memory=torch.cuda.is_available()))
 
 
 def train(cfg: StarGANConfig) -> Trainer:
-    """Train (or resume the run in ``cfg.output_dir``) up to ``cfg.num_iters``; Ctrl-C saves first."""
+    """Train (or resume the run in ``cfg.model_dir``) up to ``cfg.target_iter``; Ctrl-C saves first."""
     device = resolve_device(cfg.device)
-    out = Path(cfg.output_dir)
+    out = Path(cfg.model_dir)
     trainer = Trainer(cfg, device)
     ckpt = checkpoint_path(out)
     ensure_folder(ckpt.parent, "StarGAN checkpoint folder")
@@ -204,37 +195,33 @@ def train(cfg: StarGANConfig) -> Trainer:
     fixed_labels = torch.stack([f[1] for f in fixed])
 
     metrics = MetricsLog(out / "logs", "losses", resume_step=trainer.step)
-    fid_log = MetricsLog(out / "logs", "fid", resume_step=trainer.step) if cfg.fid_steps else None
+    fid_log = MetricsLog(out / "logs", "fid", resume_step=trainer.step) if cfg.fid_every else None
     batches = training_batches(train_set, cfg, trainer.step)
+    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        trainer.train_step(batch[0], batch[1])
+        return {**trainer.last, "lr/g": trainer.g_opt.param_groups[0]["lr"], "lr/d": trainer.d_opt.param_groups[0]["lr"]}
+
+    def sample_grid(step: int) -> None:
+        write_sample_grid(out / "samples" / f"{step:06d}.jpg", trainer.g, fixed_images, fixed_labels,
+                          cfg.selected_attrs, cfg.precision)
+
+    actions = [Every(cfg.preview_every, sample_grid),
+               Every(cfg.save_every, lambda step: trainer.save(ckpt), at_end="never")]  # the end: saved below
+    if fid_log is not None:
+        actions.append(Every(cfg.fid_every, lambda step: fid_log.write(step, logged_fid(trainer.g, sample_set, cfg, device)),
+                             at_end="always"))
     try:
-        with progress(total=cfg.num_iters, initial=trainer.step, desc="stargan", unit="it") as bar:
-            while trainer.step < cfg.num_iters:
-                images, labels, _ = next(batches)
-                with finish_step_first():
-                    trainer.train_step(images, labels)
-                    step = trainer.step
-                    summary = step % cfg.summary_steps == 0
-                    if summary:
-                        lr = {"lr/g": trainer.g_opt.param_groups[0]["lr"], "lr/d": trainer.d_opt.param_groups[0]["lr"]}
-                        metrics.write(step, {**trainer.last, **lr})
-                bar.update()
-                if summary:
-                    bar.set_postfix(d_cls=f"{trainer.last['D/loss_cls']:.3f}", g_rec=f"{trainer.last['G/loss_rec']:.3f}")
-                if step % cfg.save_steps == 0:
-                    write_sample_grid(out / "samples" / f"{step:06d}.jpg", trainer.g, fixed_images, fixed_labels,
-                                      cfg.selected_attrs, cfg.precision)
-                if fid_log is not None and (step % cfg.fid_steps == 0 or step == cfg.num_iters):
-                    fid_log.write(step, logged_fid(trainer.g, sample_set, cfg, device))
-                if step % cfg.checkpoint_steps == 0 or step == cfg.num_iters:
-                    trainer.save(ckpt)
-    except KeyboardInterrupt:
-        log.info("interrupted: saving iteration %d to %s", trainer.step, ckpt)
-        trainer.save(ckpt)
-        raise
+        _, _, stopped = step_loop(trainer.step, cfg.target_iter, step, metrics.write, cfg.log_every, "stargan",
+                                  fetch=lambda: next(batches), actions=actions,
+                                  postfix=lambda v: {"d_cls": f"{v['D/loss_cls']:.3f}", "g_rec": f"{v['G/loss_rec']:.3f}"})
     finally:
         metrics.close()
         if fid_log is not None:
             fid_log.close()
+    trainer.save(ckpt)  # at the end and on Ctrl-C
+    if stopped == "interrupted":
+        log.info("saved iteration %d to %s before stopping; run the same command again to resume", trainer.step, ckpt)
+        raise KeyboardInterrupt
     return trainer
 
 

@@ -38,10 +38,10 @@ def write_sample_grid(path: Path, g: Generator, images: torch.Tensor, labels: to
 
 
 def translate_split(g: Generator, dataset: CelebADataset, out_dir: Path, device: torch.device, batch_size: int,
-                    precision: str = "fp32", max_images: int | None = None, num_workers: int = 0) -> int:
+                    precision: str = "fp32", max_images: int | None = None, workers: int = 0) -> int:
     """Write ``grids/NNNNN.jpg`` (one per batch) and ``domains/<attr>/<image name>.png`` for the split."""
     table: AttributeTable = dataset.table
-    count, loader = first_images(dataset, max_images, batch_size, num_workers)
+    count, loader = first_images(dataset, max_images, batch_size, workers)
     for attr in table.attrs:
         (out_dir / "domains" / attr).mkdir(parents=True, exist_ok=True)
     with progress(total=count, desc="translate", unit="img") as bar:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.core.config import Validated, option
@@ -21,6 +22,12 @@ CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
 
 @dataclass
 class SwapConfig(Validated):
+    # `--help` topics: each starts at the named option and runs to the next topic's first option
+    HELP_TOPICS: ClassVar[dict[str, str]] = {
+        "network (fixed once the model exists)": "model", "training": "batch_size", "augmentation": "random_warp",
+        "learning rate, GAN and style losses": "lr_dropout", "optimiser": "clipgrad", "pretraining": "pretrain",
+        "saving, previews and reports": "autobackup_hours", "runtime": "workers"}
+
     model: str = option("saehd", "Model family: original (classic 64 px), saehd (configurable) or quick96 (zero-configuration preset).",
                         MODELS, fixed=True)
     resolution: int = option(128, "Face resolution in pixels, 64..640 in steps of 16 (32 for -d architectures); higher is sharper and slower.",
@@ -74,6 +81,17 @@ class SwapConfig(Validated):
     channels_last: bool = option(False, "Use channels_last memory format (faster convolutions on recent GPUs).")
     compile: bool = option(False, "Compile the model with torch.compile (slower start, faster steps).")
 
+    def check(self) -> None:
+        """Refuse impossible combinations before any network is built."""
+        kind, opts = parse_archi(self.archi)
+        step = 32 if "d" in opts else 16
+        if self.model == "saehd" and not (64 <= self.resolution <= 640 and self.resolution % step == 0):
+            raise FacelabError(f"resolution {self.resolution} is not valid for {self.archi}; use 64..640 in steps of {step}")
+        if self.true_face_power > 0 and kind != "df":
+            raise FacelabError("true_face_power works only with df architectures (liae has no separate src code); set it to 0")
+        if self.pretrain and not self.pretrain_faceset:
+            raise FacelabError("pretrain mode needs --pretrain-faceset FOLDER (any faceset of the model's face type)")
+
 
 ARCHI_TYPES = ("df", "liae")
 ARCHI_OPTS = "udt"
@@ -103,15 +121,3 @@ def apply_preset(cfg: SwapConfig, given: set[str] = frozenset()) -> SwapConfig:
         if name in given and name != "batch_size" and getattr(cfg, name) != value:
             raise FacelabError(f"{cfg.model} is a fixed preset: {name} is {value!r} there; use --model saehd to choose {name}")
     return dataclasses.replace(cfg, **preset)
-
-
-def check_config(cfg: SwapConfig) -> None:
-    """Refuse impossible combinations before any network is built."""
-    kind, opts = parse_archi(cfg.archi)
-    step = 32 if "d" in opts else 16
-    if cfg.model == "saehd" and not (64 <= cfg.resolution <= 640 and cfg.resolution % step == 0):
-        raise FacelabError(f"resolution {cfg.resolution} is not valid for {cfg.archi}; use 64..640 in steps of {step}")
-    if cfg.true_face_power > 0 and kind != "df":
-        raise FacelabError("true_face_power works only with df architectures (liae has no separate src code); set it to 0")
-    if cfg.pretrain and not cfg.pretrain_faceset:
-        raise FacelabError("pretrain mode needs --pretrain-faceset FOLDER (any faceset of the model's face type)")

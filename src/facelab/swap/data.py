@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from facelab.core.batches import hsv_jitter, warp_grids
 from facelab.faceset.resize import recropped
 from facelab.faceset.store import Faceset
-from facelab.masks.applied import applied_mask, has_applied_mask
-from facelab.masks.hull import hull_mask
+from facelab.face.masks.applied import applied_mask, has_applied_mask
+from facelab.face.masks.hull import hull_mask
 from facelab.swap.losses import gaussian_blur
 
 log = logging.getLogger("facelab")

@@ -16,7 +16,7 @@ from facelab.core.device import autocast, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig
 from facelab.swap.models import SwapModel, build_model
-from facelab.swap.train import CONFIG_NAME, WEIGHTS_NAME, load_saved_config
+from facelab.swap.model_dir import CONFIG_NAME, WEIGHTS_NAME, load_saved_config
 
 
 class SwapPredictor:

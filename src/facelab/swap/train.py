@@ -25,28 +25,21 @@ from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text, ensure_folder
 from facelab.core.logs import MetricsLog
-from facelab.core.model_kinds import load_model_config
 from facelab.core.training import check_finite_loss, run_steps, start_run
 from facelab.metrics.identity import IdentityProbe
 from facelab.metrics.ssim import ssim
-from facelab.swap.config import SwapConfig, apply_preset, check_config
+from facelab.swap.config import SwapConfig, apply_preset
 from facelab.swap.data import Augment, FaceData, SwapBatches, load_faces
 from facelab.swap.discriminators import CodeDiscriminator, UNetPatchDiscriminator, d_loss, g_loss
 from facelab.swap.losses import LossOptions, side_loss, soft_mask, style_losses
+from facelab.swap.model_dir import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, load_saved_config
 from facelab.swap.models import SwapModel, build_model
 from facelab.swap.optim import AdaBelief
 
 log = logging.getLogger("facelab")
 
-CONFIG_NAME = "config.yaml"
-WEIGHTS_NAME = "model.safetensors"
-STATE_NAME = "state.yaml"
 KEEP_BACKUPS = 15
 PREVIEW_FACES = 4
-
-
-def load_saved_config(model_dir: Path) -> SwapConfig | None:
-    return load_model_config(SwapConfig, model_dir, "facelab train")
 
 
 @dataclass
@@ -73,7 +66,7 @@ class Trainer:
     def __init__(self, cfg: SwapConfig, src_dir: str | Path | FaceData, dst_dir: str | Path | FaceData,
                  model_dir: str | Path):
         cfg = apply_preset(cfg, {"batch_size"})  # quick96/original pin their network even from the Python API
-        check_config(cfg)
+        cfg.check()
         self.cfg, self.model_dir = cfg, Path(model_dir)
         saved = load_saved_config(self.model_dir)
         ensure_folder(self.model_dir, "model dir")

@@ -12,8 +12,8 @@ from facelab.core.device import resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
 from facelab.faceset.store import Faceset
-from facelab.masks.applied import remove_applied_mask, set_applied_mask
-from facelab.masks.labels import clear_label
+from facelab.face.masks.applied import remove_applied_mask, set_applied_mask
+from facelab.face.masks.labels import clear_label
 from facelab.xseg.data import faces_to_tensor
 from facelab.xseg.model_dir import load_segmenter
 

@@ -42,8 +42,7 @@ class XSegConfig(Validated):
     precision: str = option("fp32", "Precision: fp32, bf16 (autocast) or fp16 (autocast with a loss scaler, CUDA only).",
                             PRECISIONS)
 
-
-def check_config(cfg: XSegConfig) -> None:
-    """Refuse impossible values before any network is built."""
-    if cfg.resolution % 32:
-        raise FacelabError(f"resolution {cfg.resolution} is not valid for XSeg; use 64..512 in steps of 32")
+    def check(self) -> None:
+        """Refuse impossible values before any network is built."""
+        if self.resolution % 32:
+            raise FacelabError(f"resolution {self.resolution} is not valid for XSeg; use 64..512 in steps of 32")

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from facelab.core.batches import hsv_jitter, warp_grids
 from facelab.core.errors import FacelabError
 from facelab.faceset.store import Faceset
-from facelab.masks.labels import has_label, label_mask
+from facelab.face.masks.labels import has_label, label_mask
 
 log = logging.getLogger("facelab")
 

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 
 from facelab.core.errors import FacelabError
 from facelab.faceset.store import Faceset
-from facelab.masks.applied import KEY as APPLIED_KEY, applied_mask, has_applied_mask
-from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, clear_label, editable_polygons, has_label, set_polygons
+from facelab.face.masks.applied import KEY as APPLIED_KEY, applied_mask, has_applied_mask
+from facelab.face.masks.labels import EXCLUDE_KEY, INCLUDE_KEY, clear_label, editable_polygons, has_label, set_polygons
 
 log = logging.getLogger("facelab")
 _FACE_URL = re.compile(r"^/api/faces/(\d+)/(image|label|applied-polygons)$")

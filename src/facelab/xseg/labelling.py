@@ -16,8 +16,8 @@ import numpy as np
 from facelab.core.errors import FacelabError
 from facelab.faceset.store import Faceset
 from facelab.io.images import list_images, read_image, write_image
-from facelab.masks.applied import best_mask
-from facelab.masks.labels import label_mask, set_label
+from facelab.face.masks.applied import best_mask
+from facelab.face.masks.labels import label_mask, set_label
 
 log = logging.getLogger("facelab")
 

@@ -10,7 +10,7 @@ import torch
 from facelab.core.checkpoint import load_checkpoint
 from facelab.core.errors import FacelabError
 from facelab.core.model_kinds import load_model_config
-from facelab.masks.segmenter import Segmenter
+from facelab.xseg.network import Segmenter
 from facelab.xseg.config import XSegConfig
 
 CONFIG_NAME = "config.yaml"

@@ -24,9 +24,9 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, ensure_folder
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, run_steps, start_run
-from facelab.masks.segmenter import Segmenter
+from facelab.xseg.network import Segmenter
 from facelab.metrics.iou import mask_iou
-from facelab.xseg.config import XSegConfig, check_config
+from facelab.xseg.config import XSegConfig
 from facelab.xseg.data import Augment, LabelledFaces, XSegBatches, faces_to_tensor, load_labelled, split_held_out
 from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME, load_saved_config, read_checkpoint
 
@@ -60,7 +60,7 @@ class XSegResult:
 
 class Trainer:
     def __init__(self, cfg: XSegConfig, facesets: list[str | Path], model_dir: str | Path):
-        check_config(cfg)
+        cfg.check()
         self.cfg, self.model_dir = cfg, Path(model_dir)
         self.device = start_run(cfg, load_saved_config(self.model_dir), self.model_dir)
         data = load_labelled(facesets, cfg.resolution, cfg.face_type)

@@ -9,12 +9,11 @@ from pathlib import Path
 from facelab.core.config import add_config_arguments, config_from_args, given_options, read_yaml_mapping
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig, apply_preset
+from facelab.swap.model_dir import load_saved_config
 
 
 def resolve_train_config(args: argparse.Namespace) -> SwapConfig:
     """Saved config of an existing model (or the defaults), then ``--config FILE``, then typed flags."""
-    from facelab.swap.train import load_saved_config
-
     saved = load_saved_config(Path(args.model_dir))
     given = set(given_options(args, SwapConfig))
     if getattr(args, "config", None):

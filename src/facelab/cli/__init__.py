@@ -1,6 +1,7 @@
 """The ``facelab`` command: a thin layer that hands each sub-command to its pipeline stage.
 
-Each module in ``COMMAND_MODULES`` has a ``register(subparsers)`` function that adds its commands and
+The parsers live here and nothing below imports them: the stages take typed config objects. Each
+module in ``COMMAND_MODULES`` has a ``register(subparsers)`` function that adds its commands and
 sets ``func`` on them. A :class:`FacelabError` becomes one line on stderr and exit code 2.
 """
 
@@ -16,16 +17,16 @@ from facelab.core.errors import FacelabError
 from facelab.core.logs import setup_logging
 
 COMMAND_MODULES = [
-    "facelab.io.commands",
-    "facelab.extract.commands",
-    "facelab.faceset.commands",
-    "facelab.swap.commands",
-    "facelab.xseg.commands",
-    "facelab.merge.commands",
-    "facelab.stargan.commands",
-    "facelab.pfe.commands",
-    "facelab.provenance.commands",
-    "facelab.demo",
+    "facelab.cli.frames",
+    "facelab.cli.extract",
+    "facelab.cli.faceset",
+    "facelab.cli.train",
+    "facelab.cli.xseg",
+    "facelab.cli.merge",
+    "facelab.cli.stargan",
+    "facelab.cli.pfe",
+    "facelab.cli.verify",
+    "facelab.cli.demo",
 ]
 
 

@@ -11,10 +11,10 @@ import numpy as np
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.faceset import ops
-from facelab.faceset.metadata import FaceMeta, read_meta, require_meta
+from facelab.face.metadata import FaceMeta, read_meta, require_meta
 from facelab.faceset.store import Faceset, pack, unpack
-from facelab.masks.applied import KEY as APPLIED_KEY, decode_mask, has_applied_mask
-from facelab.masks.labels import EXCLUDE_KEY, INCLUDE_KEY
+from facelab.face.masks.applied import KEY as APPLIED_KEY, decode_mask, has_applied_mask
+from facelab.face.masks.labels import EXCLUDE_KEY, INCLUDE_KEY
 
 
 def _meta_dict(meta: FaceMeta) -> dict:

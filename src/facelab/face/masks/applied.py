@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from facelab.core.errors import FacelabError
-from facelab.faceset.metadata import FaceMeta
-from facelab.masks.labels import label_mask
+from facelab.face.metadata import FaceMeta
+from facelab.face.masks.labels import label_mask
 
 KEY = "xseg_mask"
 

@@ -7,45 +7,43 @@ after an interruption (or with more iterations) continues instead of starting ov
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
-from facelab.core.config import check_range
+from facelab.core.config import check_fixed_unchanged, check_range
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
 from facelab.extract.pipeline import faceset_of
-from facelab.io.commands import extract_frames
+from facelab.io.frames import extract_frames
 from facelab.io.images import list_images
 from facelab.io.video import is_video_file, probe
 from facelab.merge.config import MergeConfig
 from facelab.merge.merger import MergeStats, run_merge
 from facelab.merge.video import assemble_video
+from facelab.swap.config import SwapConfig, apply_preset
+from facelab.swap.model_dir import load_saved_config
 
 log = logging.getLogger(__name__)
 
 
-def _train(src_faces: Path, dst_faces: Path, model_dir: Path, model: str, iterations: int,
-           train_args: list[str]) -> None:
-    """Train (or resume) to ``iterations`` exactly as ``facelab train`` would with these flags."""
-    from facelab.swap.commands import register, resolve_train_config
-    from facelab.swap.train import train
-
-    argv = ["train", "--src", str(src_faces), "--dst", str(dst_faces), "--model-dir", str(model_dir),
-            "--target-iter", str(iterations), *train_args]
-    if not (model_dir / "config.yaml").is_file():
-        argv += ["--model", model]
-    parser = argparse.ArgumentParser(prog="facelab")
-    register(parser.add_subparsers())
-    train(resolve_train_config(parser.parse_args(argv)), src_faces, dst_faces, model_dir)
+def training_config(model_dir: Path, iterations: int, model: str, train_cfg: SwapConfig | None) -> SwapConfig:
+    """What ``facelab train`` would use here: for a new model ``train_cfg`` (default: the ``model`` preset);
+    for an existing one its saved config, or ``train_cfg`` where given (whose network options must match
+    the saved ones); either way trained to ``iterations``."""
+    saved = load_saved_config(model_dir)
+    if saved is not None and train_cfg is not None:
+        check_fixed_unchanged(saved, train_cfg, str(model_dir))
+    cfg = train_cfg or saved or apply_preset(SwapConfig(model=model))
+    return dataclasses.replace(cfg, target_iter=iterations)
 
 
 def score_identity(src_faces: Path, dst_faces: Path, video: Path, every: int) -> dict:
     """Did the swap carry the source identity? Every ``every``-th frame of ``video`` judged src person, dst
     person or neither against the src and dst facesets, by the calibrated same-person rule with the offline
-    face embedding (see :mod:`facelab.pfe.identity`)."""
-    from facelab.pfe.identity import faces_of, score_video
+    face embedding (see :mod:`facelab.qa.identity`)."""
+    from facelab.qa.identity import faces_of, score_video
     from facelab.pfe.model import PFEModel
 
     model = PFEModel.deterministic(device="cpu")
@@ -55,15 +53,15 @@ def score_identity(src_faces: Path, dst_faces: Path, video: Path, every: int) ->
 
 def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: str | Path | None = None,
          iterations: int = 2000, model: str = "quick96", merge_cfg: MergeConfig | None = None,
-         train_args: list[str] = (), identity_every: int = 0, dst_person: str | Path | None = None) -> MergeStats:
-    """Run the whole workflow; returns the merge step's statistics. ``train_args`` are extra
-    `facelab train` flags (e.g. ``["--batch-size", "8"]``). With ``identity_every`` the result is also
+         train_cfg: SwapConfig | None = None, identity_every: int = 0,
+         dst_person: str | Path | None = None) -> MergeStats:
+    """Run the whole workflow; returns the merge step's statistics. ``train_cfg`` sets every training
+    option (default: the ``model`` preset; see :func:`training_config`). With ``identity_every`` the result is also
     scored for identity (every N-th frame) into ``WORKSPACE/identity.json``. With ``dst_person`` (photos,
     a video or a faceset of one person in DST) only that person is replaced: the other people's faces
     are moved to ``data_dst/aligned_others`` before training and merge."""
-    from facelab.swap.config import SwapConfig, apply_preset
     from facelab.swap.predictor import load_predictor
-    from facelab.swap.train import load_saved_config
+    from facelab.swap.train import train
 
     check_range(iterations, "iterations", "swap", low=1)
     check_range(identity_every, "identity_every", "swap", low=0)
@@ -72,7 +70,7 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
         raise FacelabError(f"{dst_video} is not a video file; facelab swap needs the dst video (the one to change)")
     ws = Path(workspace) if workspace else output.with_name(f"{output.stem}_workspace")
     model_dir = ws / "model"
-    face_type = (load_saved_config(model_dir) or apply_preset(SwapConfig(model=model))).face_type
+    train_cfg = training_config(model_dir, iterations, model, train_cfg)  # checked before any work
 
     frames_dir = ws / "data_dst"
     info = probe(dst_video)
@@ -81,15 +79,15 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
         log.info("step 1/5: frames of %s", dst_video)
         extract_frames(dst_video, frames_dir)
     log.info("step 2/5: faces")
-    src_faces = faceset_of(src, ws / "data_src" / "aligned", face_type)
-    dst_faces = faceset_of(frames_dir, frames_dir / "aligned", face_type)
+    src_faces = faceset_of(src, ws / "data_src" / "aligned", train_cfg.face_type)
+    dst_faces = faceset_of(frames_dir, frames_dir / "aligned", train_cfg.face_type)
     if dst_person:
         from facelab.faceset.ops import keep_person
 
         kept, moved, _ = keep_person(dst_faces, faceset_of(dst_person, ws / "dst_person" / "aligned"))
         log.info("kept %d faces of the dst person, %d other faces moved to %s_others", kept, moved, dst_faces)
     log.info("step 3/5: training to iteration %d", iterations)
-    _train(src_faces, dst_faces, model_dir, model, iterations, list(train_args))
+    train(train_cfg, src_faces, dst_faces, model_dir)
     log.info("step 4/5: merge")
     merge_cfg = merge_cfg or MergeConfig()
     predictor = load_predictor(model_dir, merge_cfg.device, merge_cfg.precision)

@@ -4,10 +4,10 @@ CelebA itself cannot ship with the package. :func:`make_sample_celeba` writes ``
 (random crops, flips, colour jitter) and a ``list_attr_celeba.txt`` with CelebA's 40 attribute names.
 Two sources:
 
-* the two bundled portraits (:func:`facelab.io.samples.sample_photos`), offline: two people cannot
+* the two bundled portraits (:func:`facelab.samples.clips.sample_photos`), offline: two people cannot
   span the hair-colour domains, so each image gets a hair tint and its hair label follows the tint
   actually painted;
-* ``fetched=True``: the 14 people of :func:`facelab.io.photos.people_photos` plus the bundled two, with
+* ``fetched=True``: the 14 people of :func:`facelab.samples.photos.people_photos` plus the bundled two, with
   their own hair colour, sex and age labelled by hand from the photos (:data:`FETCHED_ATTRS`), no tint:
   real faces with real labels, as in CelebA (whose labels are hand-made too, and as debatable for dark
   brown hair).
@@ -37,7 +37,7 @@ WIDTH, HEIGHT = 178, 218
 # Labels of the two bundled portraits (astronaut Eileen Collins, Grace Hopper), other than hair colour.
 PHOTO_ATTRS = {"astronaut": {"Smiling", "Young", "No_Beard", "Wearing_Lipstick"},
                "hopper": {"No_Beard", "Gray_Hair", "Wearing_Necktie", "Wearing_Hat", "Eyeglasses"}}
-# Hand labels of the people of facelab.io.photos (as seen in those photos) and of the bundled two.
+# Hand labels of the people of facelab.samples.photos (as seen in those photos) and of the bundled two.
 FETCHED_ATTRS = {
     "astronaut": {"Brown_Hair", "Young", "Smiling", "No_Beard", "Wearing_Lipstick"},
     "hopper": {"Gray_Hair", "No_Beard", "Wearing_Necktie", "Wearing_Hat", "Eyeglasses"},
@@ -94,11 +94,11 @@ def make_sample_celeba(out_dir: str | Path, count: int = 48, seed: int = 0,
     if attr_path.is_file() and attr_path.read_text().split("\n", 1)[0].strip() == str(count) \
             and stamp.is_file() and stamp.read_text().strip() == source and (out_dir / IDENTITY_FILE).is_file():
         return root, attr_path
-    from facelab.io.samples import sample_photos
+    from facelab.samples.clips import sample_photos
 
     bundled = sample_photos()
     if fetched:
-        from facelab.io.photos import people_photos
+        from facelab.samples.photos import people_photos
 
         people = {**{k: [v] for k, v in bundled.items()}, **people_photos()}
         # one entry per photo, each with its person's labels and no tint

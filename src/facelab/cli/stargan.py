@@ -17,12 +17,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from facelab.stargan.train import train
 
     cfg = config_from_args(StarGANConfig, args)
-    saved = load_model_config(StarGANConfig, cfg.output_dir, "facelab stargan train")
+    saved = load_model_config(StarGANConfig, cfg.model_dir, "facelab stargan train")
     if saved is not None:  # resuming: the saved run's options, then what the user typed now
         cfg = config_from_args(StarGANConfig, args, base=saved)
-        check_fixed_unchanged(saved, cfg, str(cfg.output_dir))
+        check_fixed_unchanged(saved, cfg, str(cfg.model_dir))
     trainer = train(cfg)
-    print(f"trained {trainer.step} iterations; checkpoint in {Path(cfg.output_dir) / 'checkpoints'}")
+    print(f"trained {trainer.step} iterations; checkpoint in {Path(cfg.model_dir) / 'checkpoints'}")
     return 0
 
 
@@ -42,7 +42,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     g, cfg, step = load_generator(args.checkpoint, device)
     n = translate_split(g, _data_for(args, cfg), Path(args.output_dir), device, args.batch_size, args.precision,
-                        args.max_images, args.num_workers)
+                        args.max_images, args.workers)
     print(f"translated {n} test images with the iteration-{step} generator into {args.output_dir}")
     return 0
 
@@ -94,7 +94,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
-    from facelab.stargan.samples import make_sample_celeba
+    from facelab.samples.celeba import make_sample_celeba
 
     root, attr_path = make_sample_celeba(args.output, args.count, args.seed, fetched=args.fetched)
     print(f"wrote {args.count} images to {root} and {attr_path}")
@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds = stargan.add_subparsers(dest="stargan_command", required=True, metavar="STEP")
 
     p = cmds.add_parser("train", help="train or resume a StarGAN run",
-                        description="Train StarGAN; rerun with the same --output-dir to resume from its checkpoint.")
+                        description="Train StarGAN; rerun with the same --model-dir to resume from its checkpoint.")
     p.add_argument("--config", help="YAML file of options (flags override it)")
     add_config_arguments(p, StarGANConfig)
     p.set_defaults(func=_cmd_train)
@@ -136,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Write grids/NNNNN.jpg (input, then one column per domain) and domains/ATTR/NAME.png.")
     _inference_args(p)
     p.add_argument("--output-dir", required=True, help="where to write the grids and per-domain images")
-    p.add_argument("--num-workers", type=int, default=0, help="data-loading workers (default: 0)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading workers (default: 0)")
     p.set_defaults(func=_cmd_test)
 
     p = cmds.add_parser("export", help="export the generator to ONNX or TorchScript",

@@ -2,7 +2,7 @@
 
 By default the people are the two portraits that ship in installed packages (astronaut Eileen Collins,
 Grace Hopper); ``people`` may add the 14 people of the photos fetched from PyPI archives
-(:func:`facelab.io.photos.people_photos`). Each person's folder holds mild variations (crop, small
+(:func:`facelab.samples.photos.people_photos`). Each person's folder holds mild variations (crop, small
 rotation, scale, brightness, slight blur) of that person's photos, cycling through them, so a person
 with several real photos (Obama, Middleditch) also gives genuine pairs across different photos. With one
 photo a person, the genuine pairs are variations of one picture: easier than real verification (see
@@ -19,7 +19,7 @@ import numpy as np
 from facelab.core.config import check_range
 from facelab.core.files import atomic_write_text
 from facelab.io.images import write_image
-from facelab.io.samples import sample_photos
+from facelab.samples.clips import sample_photos
 
 
 def vary(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -119,9 +119,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_samples(args: argparse.Namespace) -> int:
-    from facelab.io.photos import people_photos
-    from facelab.io.samples import sample_photos
-    from facelab.pfe.samples import make_identity_samples
+    from facelab.samples.photos import people_photos
+    from facelab.samples.clips import sample_photos
+    from facelab.samples.identities import make_identity_samples
 
     people = {name: [photo] for name, photo in sample_photos().items()}
     if args.fetched:
@@ -143,7 +143,7 @@ def _write_csv(path: str, rows: list[dict]) -> None:
 
 
 def _cmd_identity(args: argparse.Namespace) -> int:
-    from facelab.pfe.identity import faces_of, records_table, score_video
+    from facelab.qa.identity import faces_of, records_table, score_video
 
     if not (args.source and args.video):
         raise FacelabError("facelab identity needs --source SRC and --video RESULT (or: identity compare A B, "
@@ -168,7 +168,7 @@ def _cmd_identity(args: argparse.Namespace) -> int:
 
 
 def _cmd_identity_compare(args: argparse.Namespace) -> int:
-    from facelab.pfe.identity import compare, faces_of
+    from facelab.qa.identity import compare, faces_of
 
     model = _load_model(args)
     out = compare(model.rule, faces_of(model, args.a, args.every), faces_of(model, args.b, args.every))

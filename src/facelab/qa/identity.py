@@ -18,7 +18,7 @@ import numpy as np
 from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
-from facelab.faceset.metadata import meta_from_bytes
+from facelab.face.metadata import meta_from_bytes
 from facelab.faceset.store import PACK_NAME, Faceset
 from facelab.io.images import is_image_file, list_images, read_image
 from facelab.io.video import is_video_file, iter_frames

@@ -44,7 +44,7 @@ class FaceMeta:
     yaw: float = 0.0
     pitch: float = 0.0
     roll: float = 0.0
-    extra: dict = field(default_factory=dict)  # later stages: XSeg labels and applied mask (facelab.masks)
+    extra: dict = field(default_factory=dict)  # later stages: XSeg labels and applied mask (facelab.face.masks)
 
     def to_json(self) -> bytes:
         d = asdict(self)

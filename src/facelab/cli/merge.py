@@ -11,6 +11,7 @@ from facelab.io.images import write_image
 from facelab.merge.config import MergeConfig
 from facelab.merge.merger import Predictor, check_output_dirs, preview, run_merge
 from facelab.merge.video import assemble_video
+from facelab.swap.config import MODELS
 
 
 def load_model(model_dir: str | Path, device: str, precision: str = "fp32") -> Predictor:
@@ -48,7 +49,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 
 def _cmd_swap(args: argparse.Namespace) -> int:
-    from facelab.merge.oneshot import swap
+    from facelab.workflow.swap import swap
 
     cfg = config_from_args(MergeConfig, args)
     stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg,
@@ -95,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("-o", "--output", required=True, help="output video file")
     w.add_argument("--workspace", help="folder for frames, faces, model and merged frames (default: OUTPUT_workspace)")
     w.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000; more is better)")
-    w.add_argument("--model", choices=("quick96", "original", "saehd"), default="quick96",
+    w.add_argument("--model", choices=MODELS, default="quick96",
                    help="model family for a new workspace (default: quick96)")
     w.add_argument("--dst-person", metavar="PATH",
                    help="photos, a video or a faceset of the one person in DST to replace when DST shows several "

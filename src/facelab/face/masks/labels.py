@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from facelab.core.errors import FacelabError
-from facelab.faceset.metadata import FaceMeta
+from facelab.face.metadata import FaceMeta
 
 INCLUDE_KEY = "seg_polygons"
 EXCLUDE_KEY = "seg_exclude_polygons"

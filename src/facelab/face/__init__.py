@@ -1,0 +1,1 @@
+"""What every stage knows about one aligned face: its metadata (landmarks, transform, source) and its masks."""

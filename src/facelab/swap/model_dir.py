@@ -1,0 +1,19 @@
+"""A face-swap model folder: ``config.yaml`` (the options), ``model.safetensors`` (weights, optimiser state,
+iteration and RNG state; read without pickle) and ``state.yaml`` (what the last save recorded), beside the
+logs and previews training writes. Training, prediction and the workflows all find a model through here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facelab.core.model_kinds import load_model_config
+from facelab.swap.config import SwapConfig
+
+CONFIG_NAME = "config.yaml"
+WEIGHTS_NAME = "model.safetensors"
+STATE_NAME = "state.yaml"
+
+
+def load_saved_config(model_dir: str | Path) -> SwapConfig | None:
+    """The config of an existing swap model dir, None for a new folder; another model's folder is refused."""
+    return load_model_config(SwapConfig, model_dir, "facelab train")

@@ -1,0 +1,1 @@
+"""Workflows that chain the stages (frames -> faces -> train -> merge -> video), configured by typed objects."""
