@@ -66,6 +66,7 @@ def read_log(out: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
+@pytest.mark.slow  # about 40 s
 def test_short_run_lowers_classification_and_reconstruction_losses(celeba, tmp_path):
     out = tmp_path / "run"
     cfg = small_config(celeba, out, target_iter=200, preview_every=100, save_every=100)

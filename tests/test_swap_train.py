@@ -74,6 +74,7 @@ def test_training_lowers_loss_and_raises_held_out_ssim(facesets, tmp_path):
     assert after["id_swap_l2_src"] < before["id_swap_l2_src"] - 0.03, (before, after)
 
 
+@pytest.mark.slow  # about 25 s
 def test_identity_probe_tells_the_two_people_apart_at_training_size(facesets):
     """The held-out identity report's metric on real aligned faces at 64 px: by the calibrated rule, each
     person's faces are that person (against the other faces of the same person) and not the other one."""
