@@ -26,6 +26,21 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_PAIR = ("lp_d18.mp4", "lp_d19.mp4")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def provenance_home(tmp_path_factory):
+    """Every command that signs its outputs makes this installation's key on first use: the tests make
+    theirs in a folder of their own, never in the user's ~/.config/facelab."""
+    import os
+
+    old = os.environ.get("FACELAB_HOME")
+    os.environ["FACELAB_HOME"] = str(tmp_path_factory.mktemp("facelab_home"))
+    yield
+    if old is None:
+        os.environ.pop("FACELAB_HOME", None)
+    else:
+        os.environ["FACELAB_HOME"] = old
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): other

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import safetensors.torch
 import torch
 
 from facelab.cli import main
+from facelab.provenance.verify import verify
 from facelab.core.errors import FacelabError
 from facelab.io.images import read_image, write_image
 from facelab.metrics.inception import FIDInceptionV3
@@ -164,6 +166,11 @@ def test_cli_train_test_export_fid_edit(celeba, sample_photos, tmp_path, capsys)
     assert read_image(tmp_path / "test" / "grids" / "00001.jpg").shape == (min(4, len(held_out)) * 64, 6 * 64, 3)
     written = sorted(p.stem for p in (tmp_path / "test" / "domains" / "Blond_Hair").glob("*.png"))
     assert written == sorted(Path(n).stem for n in held_out[:8])
+    # translations are synthetic: each carries the mark and a signed manifest naming the action and the model
+    grid = verify(tmp_path / "test" / "grids" / "00001.jpg")
+    assert grid.by_facelab and grid.valid and grid.action == "attribute edit" and grid.watermark, grid
+    assert grid.model_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert verify(tmp_path / "test" / "domains" / "Blond_Hair" / f"{Path(held_out[0]).stem}.png").valid
 
     for fmt in ("onnx", "torchscript"):
         assert main(["stargan", "export", "--checkpoint", str(ckpt), "--format", fmt]) == 0
@@ -197,6 +204,8 @@ def test_cli_train_test_export_fid_edit(celeba, sample_photos, tmp_path, capsys)
     printed = capsys.readouterr().out
     edited = read_image(tmp_path / "edited" / "photo.png")
     assert edited.shape == sample_photos["astronaut"].shape and not np.array_equal(edited, sample_photos["astronaut"])
+    report = verify(tmp_path / "edited" / "photo.png")
+    assert report.by_facelab and report.valid and report.action == "attribute edit" and report.watermark, report
     assert not (tmp_path / "edited" / "blank.png").exists() and "no face found in: " in printed
     line = next(row for row in printed.splitlines() if "photo.png face 1:" in row)
     target = line.split("->")[1].split()

@@ -11,7 +11,10 @@ from facelab.io.images import write_image
 from facelab.merge.config import MergeConfig
 from facelab.merge.merger import Predictor, check_output_dirs, preview, run_merge
 from facelab.merge.video import assemble_video
+from facelab.provenance.signing import Credentials
+from facelab.provenance.stamp import EMBEDDED_NOTE, Stamp, warn_if_off
 from facelab.swap.config import MODELS
+from facelab.swap.model_dir import credentials
 
 
 def load_model(model_dir: str | Path, device: str, precision: str = "fp32") -> Predictor:
@@ -35,16 +38,22 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         write_image(out, preview(predictor, cfg, Path(args.input_dir), args.preview, aligned))
         print(f"wrote {out} (original | merged | mask)")
         return 0
-    stats = run_merge(predictor, cfg, Path(args.input_dir), Path(args.output_dir), mask_dir, aligned, args.overwrite)
+    warn_if_off(cfg.provenance)
+    stats = run_merge(predictor, cfg, Path(args.input_dir), Path(args.output_dir), mask_dir, aligned, args.overwrite,
+                      credentials(args.model_dir))
     resumed = f", {stats.skipped} already done" if stats.skipped else ""
+    marked = f"; the frames with a swapped face {EMBEDDED_NOTE}" if stats.marked else ""
     print(f"{args.output_dir}: merged {stats.merged} frames ({stats.faces} faces{resumed}) in {stats.seconds:.1f} s, "
-          f"{stats.fps:.1f} frames/s")
+          f"{stats.fps:.1f} frames/s{marked}")
     return 0
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    n = assemble_video(args.frames, args.output, args.like, args.fps, args.crf, audio=not args.no_audio)
-    print(f"wrote {args.output} ({n} frames)")
+    warn_if_off(args.provenance)
+    stamp = Stamp(Credentials("face swap")) if args.provenance else None
+    n = assemble_video(args.frames, args.output, args.like, args.fps, args.crf, audio=not args.no_audio, stamp=stamp)
+    print(f"wrote {args.output} ({n} frames)" + (f"; it carries a signed C2PA manifest (check with `facelab verify "
+                                                 f"{args.output}`)" if stamp else ""))
     return 0
 
 
@@ -52,9 +61,11 @@ def _cmd_swap(args: argparse.Namespace) -> int:
     from facelab.workflow.swap import swap
 
     cfg = config_from_args(MergeConfig, args)
+    warn_if_off(cfg.provenance)
     stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg,
                  identity_every=args.identity_every, dst_person=args.dst_person)
-    print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped)")
+    marked = f"; the video and the frames with a swapped face {EMBEDDED_NOTE}" if stats.marked else ""
+    print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped){marked}")
     return 0
 
 
@@ -85,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--fps", type=float, help="frame rate when there is no --like video (overrides it otherwise)")
     v.add_argument("--crf", type=int, default=18, help="H.264 quality: 0 lossless .. 51 worst (default: 18)")
     v.add_argument("--no-audio", action="store_true", help="leave the audio out (e.g. for the mask video)")
+    v.add_argument("--provenance", action=argparse.BooleanOptionalAction, default=True,
+                   help="sign the video with a C2PA manifest saying facelab made it (default: on; --no-provenance "
+                        "is for research pipelines and prints a warning)")
     v.set_defaults(func=_cmd_video)
 
     w = sub.add_parser("swap", help="one shot: extract, train, merge and make the video",

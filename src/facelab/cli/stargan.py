@@ -10,6 +10,8 @@ from facelab.core.config import add_config_arguments, check_fixed_unchanged, con
 from facelab.core.device import DEVICES, PRECISIONS, resolve_device
 from facelab.core.files import atomic_write_text
 from facelab.core.model_kinds import load_model_config
+from facelab.provenance.signing import Credentials
+from facelab.provenance.stamp import EMBEDDED_NOTE, Stamp, model_sha256, warn_if_off
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -41,9 +43,12 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     g, cfg, step = load_generator(args.checkpoint, device)
+    warn_if_off(args.provenance)
+    stamp = Stamp(Credentials("attribute edit", model_sha256(args.checkpoint))) if args.provenance else None
     n = translate_split(g, _data_for(args, cfg), Path(args.output_dir), device, args.batch_size, args.precision,
-                        args.max_images, args.workers)
-    print(f"translated {n} test images with the iteration-{step} generator into {args.output_dir}")
+                        args.max_images, args.workers, stamp)
+    marked = f"; {EMBEDDED_NOTE}" if stamp else ""
+    print(f"translated {n} test images with the iteration-{step} generator into {args.output_dir}{marked}")
     return 0
 
 
@@ -81,13 +86,16 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     from facelab.stargan.config import EditConfig
     from facelab.stargan.edit import edit_files
 
-    results = edit_files(args.images, args.output, args.checkpoint, args.set, config_from_args(EditConfig, args))
+    cfg = config_from_args(EditConfig, args)
+    warn_if_off(cfg.provenance)
+    results = edit_files(args.images, args.output, args.checkpoint, args.set, cfg)
     for path, faces in results.items():
         for k, face in enumerate(faces):
             print(f"{path} face {k + 1}: {' '.join(face.current) or '(none)'} -> {' '.join(face.target) or '(none)'}")
     missed = [str(p) for p, faces in results.items() if not faces]
+    marked = f"; {EMBEDDED_NOTE}" if cfg.provenance and len(results) > len(missed) else ""
     print(f"edited {sum(map(len, results.values()))} face(s) in {len(results) - len(missed)} of {len(results)} "
-          f"photo(s) into {args.output}")
+          f"photo(s) into {args.output}{marked}")
     if missed:
         print(f"no face found in: {', '.join(missed)}")
     return 1 if missed else 0
@@ -137,6 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _inference_args(p)
     p.add_argument("--output-dir", required=True, help="where to write the grids and per-domain images")
     p.add_argument("--workers", type=int, default=0, help="data-loading workers (default: 0)")
+    p.add_argument("--provenance", action=argparse.BooleanOptionalAction, default=True,
+                   help="mark every translation with facelab's invisible watermark and sign each file with a C2PA "
+                        "manifest (default: on; --no-provenance is for research pipelines and prints a warning)")
     p.set_defaults(func=_cmd_test)
 
     p = cmds.add_parser("export", help="export the generator to ONNX or TorchScript",

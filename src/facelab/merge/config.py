@@ -47,6 +47,9 @@ class MergeConfig(Validated):
                                         "outside the mask)", low=0, high=100)
     color_degrade_power: int = option(0, "reduce the output frame to 256 colours, blended 0..100 (changes pixels "
                                       "outside the mask)", low=0, high=100)
+    provenance: bool = option(True, "mark every pasted face with facelab's invisible watermark and sign every merged "
+                              "frame that holds one with a C2PA manifest; --no-provenance is for research "
+                              "pipelines (it prints a warning)")
     output_format: str = option("png", "merged frame format", OUTPUT_FORMATS)
     jpeg_quality: int = option(95, "JPEG quality 1..100 when --output-format jpg", low=1, high=100)
     batch_size: int = option(8, "faces per model call", low=1, high=1024)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from facelab.io.video import is_video_file
 from facelab.merge.composite import FaceInput, merge_frame
 from facelab.merge.config import MergeConfig
 from facelab.merge.masks import mask_inputs, segmenter_mask_in_crop
+from facelab.provenance.signing import Credentials
+from facelab.provenance.stamp import Stamp
 
 if TYPE_CHECKING:  # torch is imported only when a mask mode runs the segmenter
     from facelab.merge.segmenter_prd import PredictedFaceSegmenter
@@ -72,6 +75,7 @@ class MergeStats:
     skipped: int  # frames already done (resume)
     faces: int  # faces swapped by this run
     seconds: float
+    marked: bool = False  # the swapped faces carry the watermark, their frames a signed manifest
 
     @property
     def fps(self) -> float:
@@ -142,8 +146,11 @@ class FrameTask:
 _WORKER: dict = {}
 
 
-def _init_worker(cfg: MergeConfig, face_type: str, resolution: int) -> None:
+def _init_worker(cfg: MergeConfig, face_type: str, resolution: int, credentials: Credentials | None) -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would only contend
+    if "stamp" not in _WORKER or _WORKER.get("credentials") != credentials:  # threads share one stamp
+        _WORKER.update(stamp=Stamp(credentials) if credentials else None, credentials=credentials,
+                       sign_lock=threading.Lock())
     _WORKER.update(cfg=cfg, face_type=face_type, resolution=resolution)
 
 
@@ -166,11 +173,17 @@ def _run_task(task: FrameTask) -> int:
         out, mask = merge_frame(frame, task.faces, cfg, _WORKER["face_type"], _WORKER["resolution"])
     else:
         out, mask = frame, np.zeros((height, width), np.uint8)
+    stamp: Stamp | None = _WORKER["stamp"] if task.faces else None  # a frame without a face is not synthetic
+    if stamp is not None:
+        out = stamp.mark(out, mask)
     if not needs_work and task.frame.suffix.lower() == task.output.suffix.lower():
         with atomic_path(task.output) as tmp:  # a frame without a face: copy its bytes, no re-encode
             shutil.copyfile(task.frame, tmp)
     else:
         write_image(task.output, out, cfg.jpeg_quality)
+    if stamp is not None:
+        with _WORKER["sign_lock"]:
+            stamp.sign(task.output)
     if task.mask_output is not None:
         write_image(task.mask_output, mask)
     return len(task.faces)
@@ -285,8 +298,11 @@ def output_paths(plan: MergePlan, k: int, output_dir: Path, mask_dir: Path | Non
 
 
 def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_dir: Path,
-              mask_dir: Path | None = None, aligned_dir: Path | None = None, overwrite: bool = False) -> MergeStats:
-    """Merge every frame of ``input_dir`` into ``output_dir`` (frames without a face are copied through)."""
+              mask_dir: Path | None = None, aligned_dir: Path | None = None, overwrite: bool = False,
+              credentials: Credentials | None = None) -> MergeStats:
+    """Merge every frame of ``input_dir`` into ``output_dir`` (frames without a face are copied through).
+    With ``cfg.provenance`` every pasted face is watermarked and its frame signed with ``credentials``
+    (default: "face swap" without a model hash)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_output_dirs(input_dir, output_dir, mask_dir)
     plan = plan_merge(input_dir, Path(aligned_dir) if aligned_dir else input_dir / "aligned")
@@ -302,7 +318,10 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
         if overwrite or not out.exists() or (mask is not None and not mask.exists()):
             todo.append(k)
     workers = _worker_count(cfg, str(getattr(predictor, "device", "cpu")).startswith("cpu"))
-    init_args = (cfg, predictor.face_type, predictor.resolution)
+    if cfg.provenance:
+        credentials = credentials or Credentials("face swap")
+        Stamp(credentials).mark_id  # the signing identity is made (or refused) once, before the workers start
+    init_args = (cfg, predictor.face_type, predictor.resolution, credentials if cfg.provenance else None)
     cv2_threads = cv2.getNumThreads()
     pool, size = _compositing_pool(workers, init_args)
     pending: deque = deque()
@@ -334,7 +353,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
         pool.join()
         cv2.setNumThreads(cv2_threads)
     return MergeStats(len(plan.frames), len(todo), len(plan.frames) - len(todo), merged_faces,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, cfg.provenance)
 
 
 def find_frame(plan: MergePlan, frame: str) -> int:

@@ -15,6 +15,7 @@ from facelab.core.files import atomic_path
 from facelab.core.progress import progress
 from facelab.io.images import list_images, read_image
 from facelab.io.video import probe, write_video
+from facelab.provenance.stamp import Stamp
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ def _frames(paths: list[Path], bar) -> Iterator[np.ndarray]:
 
 
 def assemble_video(frames_dir: str | Path, output: str | Path, like: str | Path | None = None,
-                   fps: float | None = None, crf: int = 18, audio: bool = True) -> int:
+                   fps: float | None = None, crf: int = 18, audio: bool = True, stamp: Stamp | None = None) -> int:
     """Encode the images of ``frames_dir`` (sorted by name) as H.264; returns the frame count.
 
     With ``like`` the frame rate and the audio track (copied, not re-encoded) come from that video.
-    The file appears only when complete (written under a temporary name, then renamed).
+    The file appears only when complete (written under a temporary name, then renamed); with ``stamp``
+    it is signed (the frames carry their marks from the merge).
     """
     frames_dir, output = Path(frames_dir), Path(output)
     paths = list_images(frames_dir)
@@ -59,4 +61,6 @@ def assemble_video(frames_dir: str | Path, output: str | Path, like: str | Path 
             count = write_video(partial, _frames(paths, bar), Fraction(fps), crf, audio_from=audio_from)
     except OSError as exc:
         raise FacelabError(f"cannot write {output} ({exc.strerror or exc}); choose a writable path") from None
+    if stamp is not None:
+        stamp.sign(output)
     return count

@@ -93,3 +93,6 @@ class EditConfig(Validated):
     feather: float = option(0.08, "width of the soft edge of the pasted square, as a fraction of its side",
                             above=0, high=0.5)
     device: str = option("auto", "where to run the networks", choices=DEVICES)
+    provenance: bool = option(True, "mark the edited region with facelab's invisible watermark and sign each edited "
+                                    "photo with a C2PA manifest; --no-provenance is for research pipelines (it "
+                                    "prints a warning)")

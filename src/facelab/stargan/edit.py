@@ -30,6 +30,8 @@ from facelab.core.progress import progress
 from facelab.detect.base import Detector, Landmarker
 from facelab.detect.registry import make_detector, make_landmarker
 from facelab.io.images import is_image_file, list_images, read_image, write_image
+from facelab.provenance.signing import Credentials
+from facelab.provenance.stamp import Stamp, model_sha256
 from facelab.stargan.align import crop_matrix
 from facelab.stargan.checkpoint import load_models
 from facelab.stargan.config import HAIR_COLOURS, EditConfig
@@ -102,12 +104,22 @@ def edit_faces(image: np.ndarray, landmarks: Sequence[np.ndarray], g: Generator,
     target = apply_settings(current, attrs, settings)
     edited, kept = g(torch.cat([x, x]), torch.cat([target, current])).float().chunk(2)
     change = ((edited - kept) * 127.5).permute(0, 2, 3, 1).flip(3).cpu().numpy()  # BGR pixel units
-    mask = feathered_square(image_size, feather)
     out = image.astype(np.float32)
-    for mat, delta in zip(mats, change):
-        soft = warp_to_image(mask, mat, w, h, cv2.INTER_LINEAR)
+    for mat, delta, soft in zip(mats, change, _soft_squares(mats, image_size, feather, w, h)):
         out += warp_to_image(delta, mat, w, h) * soft[..., None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8), list(zip(current.cpu(), target.cpu()))
+
+
+def _soft_squares(mats: Sequence[np.ndarray], image_size: int, feather: float, w: int, h: int) -> list[np.ndarray]:
+    """Each face's feathered square in photo coordinates: where (and how much) its edit is pasted."""
+    mask = feathered_square(image_size, feather)
+    return [warp_to_image(mask, mat, w, h, cv2.INTER_LINEAR) for mat in mats]
+
+
+def edit_region(landmarks: Sequence[np.ndarray], image_size: int, feather: float, shape: tuple) -> np.ndarray:
+    """The part of the photo that the edit of these faces changes (0..1): where the mark goes."""
+    squares = _soft_squares([crop_matrix(lm, image_size) for lm in landmarks], image_size, feather, shape[1], shape[0])
+    return np.maximum.reduce(squares)
 
 
 def find_faces(image: np.ndarray, detector: Detector, landmarker: Landmarker, min_size: int):
@@ -158,6 +170,7 @@ def edit_files(inputs: Sequence[str | Path], output: str | Path, checkpoint: str
     attrs = model_cfg.selected_attrs
     detector = make_detector(cfg.detector, cfg.detector_weights, cfg.device)
     landmarker = make_landmarker(cfg.landmarker, cfg.landmarker_weights, cfg.device)
+    stamp = Stamp(Credentials("attribute edit", model_sha256(checkpoint))) if cfg.provenance else None
     log.info("editing with the iteration-%d generator of %s", step, checkpoint)
     results: dict[Path, list[FaceEdit]] = {}
     for path, out in progress(list(zip(paths, outs)), desc="edit", unit="photo"):
@@ -167,9 +180,13 @@ def edit_files(inputs: Sequence[str | Path], output: str | Path, checkpoint: str
         if not faces:
             log.warning("no face found in %s; not written (try --detector mtcnn for small or turned faces)", path)
             continue
-        edited, labels = edit_faces(image, [lm for _, lm in faces], g, d, attrs, wanted, model_cfg.image_size,
-                                    cfg.feather, device)
+        landmarks = [lm for _, lm in faces]
+        edited, labels = edit_faces(image, landmarks, g, d, attrs, wanted, model_cfg.image_size, cfg.feather, device)
+        if stamp is not None:
+            edited = stamp.mark(edited, edit_region(landmarks, model_cfg.image_size, cfg.feather, image.shape))
         write_image(out, edited)
+        if stamp is not None:
+            stamp.sign(out)
         results[path] = [FaceEdit(tuple(map(float, box)), _names(cur, attrs), _names(trg, attrs))
                          for (box, _), (cur, trg) in zip(faces, labels)]
     return results

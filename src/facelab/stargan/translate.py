@@ -12,6 +12,7 @@ from facelab.core.device import autocast
 from facelab.core.progress import progress
 from facelab.io.images import write_image
 from facelab.stargan.data import AttributeTable, CelebADataset, first_images, target_labels, to_bgr8
+from facelab.provenance.stamp import Stamp
 from facelab.stargan.models import Generator
 
 
@@ -38,8 +39,16 @@ def write_sample_grid(path: Path, g: Generator, images: torch.Tensor, labels: to
 
 
 def translate_split(g: Generator, dataset: CelebADataset, out_dir: Path, device: torch.device, batch_size: int,
-                    precision: str = "fp32", max_images: int | None = None, workers: int = 0) -> int:
-    """Write ``grids/NNNNN.jpg`` (one per batch) and ``domains/<attr>/<image name>.png`` for the split."""
+                    precision: str = "fp32", max_images: int | None = None, workers: int = 0,
+                    stamp: Stamp | None = None) -> int:
+    """Write ``grids/NNNNN.jpg`` (one per batch) and ``domains/<attr>/<image name>.png`` for the split;
+    with ``stamp`` every translation carries the mark and each file a signed manifest."""
+
+    def write(path: Path, image: np.ndarray) -> None:
+        write_image(path, stamp.mark(image) if stamp else image)
+        if stamp:
+            stamp.sign(path)
+
     table: AttributeTable = dataset.table
     count, loader = first_images(dataset, max_images, batch_size, workers)
     for attr in table.attrs:
@@ -48,9 +57,9 @@ def translate_split(g: Generator, dataset: CelebADataset, out_dir: Path, device:
         for batch, (images, labels, indices) in enumerate(loader):
             images = images.to(device)
             translated = translate_all(g, images, labels, table.attrs, precision)
-            write_image(out_dir / "grids" / f"{batch + 1:05d}.jpg", grid_rows(images, translated))
+            write(out_dir / "grids" / f"{batch + 1:05d}.jpg", grid_rows(images, translated))
             for attr, out in zip(table.attrs, translated):
                 for name_index, img in zip(indices.tolist(), to_bgr8(out)):
-                    write_image(out_dir / "domains" / attr / f"{Path(table.names[name_index]).stem}.png", img)
+                    write(out_dir / "domains" / attr / f"{Path(table.names[name_index]).stem}.png", img)
             bar.update(len(indices))
     return count

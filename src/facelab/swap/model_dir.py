@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from facelab.core.model_kinds import load_model_config
+from facelab.provenance.signing import Credentials
+from facelab.provenance.stamp import model_sha256
 from facelab.swap.config import SwapConfig
 
 CONFIG_NAME = "config.yaml"
@@ -17,3 +19,8 @@ STATE_NAME = "state.yaml"
 def load_saved_config(model_dir: str | Path) -> SwapConfig | None:
     """The config of an existing swap model dir, None for a new folder; another model's folder is refused."""
     return load_model_config(SwapConfig, model_dir, "facelab train")
+
+
+def credentials(model_dir: str | Path) -> Credentials:
+    """What the outputs of this model say about themselves: a face swap, and the hash of its weights."""
+    return Credentials("face swap", model_sha256(Path(model_dir) / WEIGHTS_NAME))

@@ -23,7 +23,8 @@ from facelab.merge.config import MergeConfig
 from facelab.merge.merger import MergeStats, run_merge
 from facelab.merge.video import assemble_video
 from facelab.swap.config import SwapConfig, apply_preset
-from facelab.swap.model_dir import load_saved_config
+from facelab.provenance.stamp import Stamp
+from facelab.swap.model_dir import credentials, load_saved_config
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,12 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
     log.info("step 4/5: merge")
     merge_cfg = merge_cfg or MergeConfig()
     predictor = load_predictor(model_dir, merge_cfg.device, merge_cfg.precision)
+    signed_as = credentials(model_dir)
     stats = run_merge(predictor, merge_cfg, frames_dir, frames_dir / "merged",
-                      frames_dir / "merged_mask", dst_faces, overwrite=True)
+                      frames_dir / "merged_mask", dst_faces, overwrite=True, credentials=signed_as)
     log.info("step 5/5: video")
-    assemble_video(frames_dir / "merged", output, like=dst_video)
+    assemble_video(frames_dir / "merged", output, like=dst_video,
+                   stamp=Stamp(signed_as) if merge_cfg.provenance else None)
     if identity_every:
         summary = score_identity(src_faces, dst_faces, output, identity_every)
         atomic_write_text(ws / "identity.json", json.dumps(summary, indent=2))
