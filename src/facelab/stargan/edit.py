@@ -116,12 +116,6 @@ def _soft_squares(mats: Sequence[np.ndarray], image_size: int, feather: float, w
     return [warp_to_image(mask, mat, w, h, cv2.INTER_LINEAR) for mat in mats]
 
 
-def edit_region(landmarks: Sequence[np.ndarray], image_size: int, feather: float, shape: tuple) -> np.ndarray:
-    """The part of the photo that the edit of these faces changes (0..1): where the mark goes."""
-    squares = _soft_squares([crop_matrix(lm, image_size) for lm in landmarks], image_size, feather, shape[1], shape[0])
-    return np.maximum.reduce(squares)
-
-
 def find_faces(image: np.ndarray, detector: Detector, landmarker: Landmarker, min_size: int):
     """(box, 68 landmarks) of every face of at least ``min_size`` pixels, largest first."""
     found = sorted((d for d in detector.detect(image) if d.size >= min_size), key=lambda d: -d.size)
@@ -182,9 +176,7 @@ def edit_files(inputs: Sequence[str | Path], output: str | Path, checkpoint: str
             continue
         landmarks = [lm for _, lm in faces]
         edited, labels = edit_faces(image, landmarks, g, d, attrs, wanted, model_cfg.image_size, cfg.feather, device)
-        if stamp is not None:
-            edited = stamp.mark(edited, edit_region(landmarks, model_cfg.image_size, cfg.feather, image.shape))
-        write_image(out, edited)
+        write_image(out, stamp.mark(edited) if stamp else edited)  # the whole photo: a region alone reads too weakly
         if stamp is not None:
             stamp.sign(out)
         results[path] = [FaceEdit(tuple(map(float, box)), _names(cur, attrs), _names(trg, attrs))
