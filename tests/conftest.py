@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +31,6 @@ SHARED_PAIR = ("lp_d18.mp4", "lp_d19.mp4")
 def provenance_home(tmp_path_factory):
     """Every command that signs its outputs makes this installation's key on first use: the tests make
     theirs in a folder of their own, never in the user's ~/.config/facelab."""
-    import os
-
     old = os.environ.get("FACELAB_HOME")
     os.environ["FACELAB_HOME"] = str(tmp_path_factory.mktemp("facelab_home"))
     yield
@@ -39,6 +38,15 @@ def provenance_home(tmp_path_factory):
         os.environ.pop("FACELAB_HOME", None)
     else:
         os.environ["FACELAB_HOME"] = old
+
+
+def marked(image: np.ndarray) -> np.ndarray:
+    """``image`` as merge writes a frame with a swapped face (provenance on): with this installation's
+    invisible mark over the whole frame. Outside the pasted face a merged frame is exactly this."""
+    from facelab.provenance.signing import identity
+    from facelab.provenance.watermark import embed
+
+    return embed(image, identity().mark_id)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +135,6 @@ def interrupt_at(trainer, iteration: int, monkeypatch) -> None:
 def random_faces(n: int = 12, res: int = 32, seed: int = 0, box: tuple[int, int, int, int] = (8, 24, 8, 24)):
     """Training data for the batch producer's tests: random texture, one rectangular face mask
     ``box = (top, bottom, left, right)`` (also the eyes/mouth mask), yaws spread over +-60 degrees."""
-    import numpy as np
 
     from facelab.swap.data import FaceData
 

@@ -175,7 +175,7 @@ def _run_task(task: FrameTask) -> int:
         out, mask = frame, np.zeros((height, width), np.uint8)
     stamp: Stamp | None = _WORKER["stamp"] if task.faces else None  # a frame without a face is not synthetic
     if stamp is not None:
-        out = stamp.mark(out, mask)
+        out = stamp.mark(out)  # the whole frame: on the face alone it does not survive (docs/provenance.md)
     if not needs_work and task.frame.suffix.lower() == task.output.suffix.lower():
         with atomic_path(task.output) as tmp:  # a frame without a face: copy its bytes, no re-encode
             shutil.copyfile(task.frame, tmp)
