@@ -47,7 +47,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     stamp = Stamp(Credentials("attribute edit", model_sha256(args.checkpoint))) if args.provenance else None
     n = translate_split(g, _data_for(args, cfg), Path(args.output_dir), device, args.batch_size, args.precision,
                         args.max_images, args.workers, stamp)
-    marked = f"; {EMBEDDED_NOTE}" if stamp else ""
+    marked = f"; the translations {EMBEDDED_NOTE}" if stamp else ""
     print(f"translated {n} test images with the iteration-{step} generator into {args.output_dir}{marked}")
     return 0
 
@@ -93,7 +93,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         for k, face in enumerate(faces):
             print(f"{path} face {k + 1}: {' '.join(face.current) or '(none)'} -> {' '.join(face.target) or '(none)'}")
     missed = [str(p) for p, faces in results.items() if not faces]
-    marked = f"; {EMBEDDED_NOTE}" if cfg.provenance and len(results) > len(missed) else ""
+    marked = f"; the edited photos {EMBEDDED_NOTE}" if cfg.provenance and len(results) > len(missed) else ""
     print(f"edited {sum(map(len, results.values()))} face(s) in {len(results) - len(missed)} of {len(results)} "
           f"photo(s) into {args.output}{marked}")
     if missed:

@@ -21,7 +21,7 @@ from facelab.provenance.watermark import embed
 
 NO_PROVENANCE_WARNING = ("facelab: warning: --no-provenance: these outputs carry no content credentials and no "
                          "watermark; media that AI made or changed must be marked as such (EU AI Act Art. 50)")
-EMBEDDED_NOTE = "each carries facelab's invisible mark and a signed C2PA manifest (check with `facelab verify FILE`)"
+EMBEDDED_NOTE = "carry facelab's invisible mark and a signed C2PA manifest (check with `facelab verify FILE`)"
 
 
 def warn_if_off(enabled: bool) -> None:
