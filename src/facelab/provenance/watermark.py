@@ -7,9 +7,9 @@ synthetic image also carries this mark. It is a spread-spectrum pattern of our o
   signs carry the payload (24 bits of the signing installation's id and an 8-bit checksum), all drawn
   from a fixed public seed, so anyone can check an image without a secret;
 - the tile repeats over the whole image and is added to all three colour channels (the luma) at
-  :data:`AMPLITUDE` grey levels, weighted by the picture's local detail (:func:`_weights`): a quarter
-  of it on flat walls and skies, where +-2 levels showed as a fine speckle, up to twice it in hair and
-  fabric, where texture hides it; about 40-44 dB PSNR.
+  :data:`AMPLITUDE` grey levels, weighted by the picture's local detail (:func:`_weights`): half of it
+  on flat walls and skies, where +-2 levels showed as a fine speckle, up to twice it in hair and fabric,
+  where texture hides it; about 41-44 dB PSNR.
 
 To read it, the image's fine detail (image minus a blurred copy) is folded onto one tile: the hundreds of
 tiles of a frame, and of several frames of a video, add up while the picture beneath them averages out.
@@ -39,7 +39,7 @@ SEED = 0xFACE1AB  # public: the mark says "made by facelab", it does not hide wh
 # rescale factors tried when reading: 1 (untouched), 2 (the image was halved), and resizes in between
 SCALES = (1.0, 2.0, 1.5, 4 / 3, 1.25, 1 / 1.25, 0.5)
 DETAIL_REF = 3.0  # local detail (mean |Laplacian|, grey levels) at which the mark has its full amplitude
-WEIGHT_RANGE = (0.25, 2.0)
+WEIGHT_RANGE = (0.5, 2.0)
 MIN_CONFIDENCE = 6.5  # peak distance in standard deviations: unmarked real media reach 5.5 at most (docs/provenance.md)
 _DETAIL_SIGMA = 2.0  # the blur removed before folding: keeps the mark's band, drops the picture's broad shapes
 
