@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facelab.core.model_kinds import load_model_config
+from facelab.core.model_kinds import CONFIG_NAME, load_model_config
 from facelab.provenance.signing import Credentials
 from facelab.provenance.stamp import model_sha256
 from facelab.swap.config import SwapConfig
 
-CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "state.yaml"
+__all__ = ["CONFIG_NAME", "STATE_NAME", "WEIGHTS_NAME", "credentials", "load_saved_config"]
 
 
 def load_saved_config(model_dir: str | Path) -> SwapConfig | None:

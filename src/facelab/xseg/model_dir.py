@@ -9,11 +9,10 @@ import torch
 
 from facelab.core.checkpoint import load_checkpoint
 from facelab.core.errors import FacelabError
-from facelab.core.model_kinds import load_model_config
+from facelab.core.model_kinds import CONFIG_NAME, load_model_config
 from facelab.xseg.network import Segmenter
 from facelab.xseg.config import XSegConfig
 
-CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "segmenter.safetensors"
 FORMAT = "facelab-xseg-1"
 
