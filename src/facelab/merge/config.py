@@ -8,6 +8,7 @@ means the same on a small face in the background and a close-up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
@@ -21,6 +22,11 @@ OUTPUT_FORMATS = ("png", "jpg")
 
 @dataclass
 class MergeConfig(Validated):
+    # `--help` topics: each starts at the named option and runs to the next topic's first option
+    HELP_TOPICS: ClassVar[dict[str, str]] = {
+        "mask": "mask_mode", "colour and blending": "color_transfer", "sharpening and degrading": "sharpen_mode",
+        "output": "provenance", "runtime": "batch_size"}
+
     mask_mode: str = option("hull", "which mask cuts the face: the dst landmark hull, the model's learned src/dst "
                             "masks (or their product / sum / product with the hull), the dst face's XSeg mask "
                             "(applied by `facelab xseg apply`, else its labels), the learned src mask times it, "

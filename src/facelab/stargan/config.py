@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICES, PRECISIONS
@@ -20,6 +21,11 @@ TEST_SPLITS = ("auto", "identities", "lines")
 
 @dataclasses.dataclass
 class StarGANConfig(Validated):
+    # `--help` topics: each starts at the named option and runs to the next topic's first option
+    HELP_TOPICS: ClassVar[dict[str, str]] = {
+        "data and test split": "image_root", "networks (fixed once the run exists)": "g_conv_dim",
+        "losses": "lambda_cls", "optimisation": "batch_size", "run folder, logs and samples": "model_dir",
+        "runtime": "device"}
     # data
     image_root: Path = option(Path("data/celeba/images"), "folder holding the CelebA images")
     attr_path: Path = option(Path("data/celeba/list_attr_celeba.txt"), "CelebA attribute file (metadata path)")
