@@ -257,6 +257,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> No
         assert word in lines[0]
 
 
+@pytest.mark.slow  # six CLI processes, about 30 s (tests/test_bad_input.py covers extract in the default run)
 def test_bad_inputs_give_one_line_errors(sample_clips, tmp_path):
     _assert_one_line_error(_run_cli("extract", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o")), "missing.mp4")
     text = tmp_path / "notes.mp4"

@@ -222,6 +222,7 @@ def _qa(tmp_path, *args) -> dict:
 
 
 @need_videos
+@pytest.mark.slow  # about 35 s
 def test_the_unswapped_dst_clip_is_not_the_src_person(facesets, tmp_path):
     """A 'swap' that changed nothing: the dst clip itself, checked against another man's faceset."""
     summary = _qa(tmp_path, "--source", str(facesets / "lp_d18"), "--video", str(VIDEOS / "lp_d19.mp4"), "--every", "5")
