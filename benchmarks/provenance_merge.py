@@ -38,6 +38,7 @@ from facelab.provenance import watermark  # noqa: E402
 from facelab.provenance.signing import Credentials  # noqa: E402
 from facelab.provenance.stamp import Stamp  # noqa: E402
 from facelab.provenance.verify import verify  # noqa: E402
+from watermark_robustness import CHANGES  # noqa: E402  (the same changes, one definition)
 
 DATA = REPO.parent / "shared" / "data" / "videos"
 CLIPS = ["dreamtalk_W011_front_neutral_level1_001.mp4", "lp_d19.mp4", "lp_d0.mp4", "retalking_face4.mp4",
@@ -55,16 +56,6 @@ class PassThrough:
         n, r = len(faces), self.resolution
         ones = np.ones((n, r, r), np.float32)
         return faces.astype(np.float32) / 255.0, ones if src_mask else None, ones if dst_mask else None
-
-
-def changed_images(frame: np.ndarray) -> dict[str, np.ndarray]:
-    h, w = frame.shape[:2]
-    ok, jpg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 75])
-    dy, dx = h // 20 + 3, w // 20 + 3
-    shifted = np.clip(255.0 * (frame / 255.0) ** 0.9 * 1.1 + 8, 0, 255).astype(np.uint8)
-    return {"jpeg_q75": cv2.imdecode(jpg, cv2.IMREAD_COLOR),
-            "resize_0.5x": cv2.resize(frame, (w // 2, h // 2), interpolation=cv2.INTER_AREA),
-            "crop_10pct": frame[dy:h - h // 20, dx:w - w // 20], "colour_shift": shifted}
 
 
 def reencode(video: Path, out: Path, crf: int) -> Path:
@@ -101,8 +92,10 @@ def measure(clip: Path, frames: int, work: Path) -> dict:
         r = verify(reencode(video, work / f"crf{crf}.mp4", crf))
         row[f"h264_crf{crf}"] = {"found": r.watermark, "confidence": r.watermark_confidence}
     picks = [outs[i] for i in np.linspace(0, len(outs) - 1, 5).round().astype(int)]
-    for name in changed_images(picks[0]):
-        readings = [watermark.read([changed_images(p)[name]]) for p in picks]
+    for name, change in CHANGES.items():
+        if name == "untouched":
+            continue
+        readings = [watermark.read([change(p)]) for p in picks]
         row[name] = {"found": sum(r.found for r in readings), "of": len(readings),
                      "min_confidence": round(min(r.confidence for r in readings), 1)}
     return row

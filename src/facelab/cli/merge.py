@@ -40,7 +40,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         return 0
     warn_if_off(cfg.provenance)
     stats = run_merge(predictor, cfg, Path(args.input_dir), Path(args.output_dir), mask_dir, aligned, args.overwrite,
-                      credentials(args.model_dir))
+                      credentials(args.model_dir) if cfg.provenance else None)
     resumed = f", {stats.skipped} already done" if stats.skipped else ""
     marked = f"; the frames with a swapped face {EMBEDDED_NOTE}" if stats.marked else ""
     print(f"{args.output_dir}: merged {stats.merged} frames ({stats.faces} faces{resumed}) in {stats.seconds:.1f} s, "

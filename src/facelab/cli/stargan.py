@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from facelab.core.config import add_config_arguments, check_fixed_unchanged, config_from_args, config_from_dict
+from facelab.core.config import OldFlag, add_config_arguments, check_fixed_unchanged, config_from_args, config_from_dict
 from facelab.core.device import DEVICES, PRECISIONS, resolve_device
 from facelab.core.files import atomic_write_text
 from facelab.core.model_kinds import load_model_config
@@ -145,6 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _inference_args(p)
     p.add_argument("--output-dir", required=True, help="where to write the grids and per-domain images")
     p.add_argument("--workers", type=int, default=0, help="data-loading workers (default: 0)")
+    p.add_argument("--num-workers", dest="workers", type=int, action=OldFlag, new_flag="--workers",
+                   help=argparse.SUPPRESS)  # the old spelling, for one release
     p.add_argument("--provenance", action=argparse.BooleanOptionalAction, default=True,
                    help="mark every translation with facelab's invisible watermark and sign each file with a C2PA "
                         "manifest (default: on; --no-provenance is for research pipelines and prints a warning)")

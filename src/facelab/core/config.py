@@ -258,12 +258,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: It
                 kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
         target.add_argument(flag_name(f.name), **kwargs)
         for old in f.metadata.get("aliases", ()):
-            target.add_argument(flag_name(old), **{**kwargs, "help": argparse.SUPPRESS, "action": _OldFlag,
+            target.add_argument(flag_name(old), **{**kwargs, "help": argparse.SUPPRESS, "action": OldFlag,
                                                    "new_flag": flag_name(f.name)})
 
 
-class _OldFlag(argparse.Action):
-    """An option's old flag spelling: stores the value like the new flag and prints the one-line note."""
+class OldFlag(argparse.Action):
+    """An option's old flag spelling: stores the value like the new flag and prints the one-line note
+    (``parser.add_argument(OLD, dest=..., action=OldFlag, new_flag=NEW, help=argparse.SUPPRESS)``)."""
 
     def __init__(self, option_strings, dest, new_flag: str, **kwargs):
         super().__init__(option_strings, dest, **kwargs)

@@ -36,7 +36,7 @@ from facelab.io.video import is_video_file
 from facelab.merge.composite import FaceInput, merge_frame
 from facelab.merge.config import MergeConfig
 from facelab.merge.masks import mask_inputs, segmenter_mask_in_crop
-from facelab.provenance.signing import Credentials
+from facelab.provenance.signing import Credentials, identity
 from facelab.provenance.stamp import Stamp
 
 if TYPE_CHECKING:  # torch is imported only when a mask mode runs the segmenter
@@ -75,7 +75,7 @@ class MergeStats:
     skipped: int  # frames already done (resume)
     faces: int  # faces swapped by this run
     seconds: float
-    marked: bool = False  # the swapped faces carry the watermark, their frames a signed manifest
+    marked: bool = False  # the frames with a swapped face carry the watermark and a signed manifest
 
     @property
     def fps(self) -> float:
@@ -301,7 +301,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
               mask_dir: Path | None = None, aligned_dir: Path | None = None, overwrite: bool = False,
               credentials: Credentials | None = None) -> MergeStats:
     """Merge every frame of ``input_dir`` into ``output_dir`` (frames without a face are copied through).
-    With ``cfg.provenance`` every pasted face is watermarked and its frame signed with ``credentials``
+    With ``cfg.provenance`` every frame with a swapped face is watermarked and signed with ``credentials``
     (default: "face swap" without a model hash)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_output_dirs(input_dir, output_dir, mask_dir)
@@ -320,7 +320,7 @@ def run_merge(predictor: Predictor, cfg: MergeConfig, input_dir: Path, output_di
     workers = _worker_count(cfg, str(getattr(predictor, "device", "cpu")).startswith("cpu"))
     if cfg.provenance:
         credentials = credentials or Credentials("face swap")
-        Stamp(credentials).mark_id  # the signing identity is made (or refused) once, before the workers start
+        identity()  # the signing identity is made (or refused) once, before the workers start
     init_args = (cfg, predictor.face_type, predictor.resolution, credentials if cfg.provenance else None)
     cv2_threads = cv2.getNumThreads()
     pool, size = _compositing_pool(workers, init_args)

@@ -41,16 +41,9 @@ class Stamp:
 
     credentials: Credentials
     _signer: Signer | None = field(default=None, init=False, repr=False)
-    _mark_id: int | None = field(default=None, init=False, repr=False)
-
-    @property
-    def mark_id(self) -> int:
-        if self._mark_id is None:
-            self._mark_id = identity().mark_id
-        return self._mark_id
 
     def mark(self, image: np.ndarray) -> np.ndarray:
-        return embed(image, self.mark_id)
+        return embed(image, identity().mark_id)  # identity() is made once per process
 
     def sign(self, path: str | Path) -> None:
         if self._signer is None:

@@ -9,7 +9,8 @@ as in training, where they form one exclusive group.
 What goes back into the photo is the *change* the generator makes, ``G(face, target) - G(face, current)``,
 warped back to the photo and added under a feathered square: the photo keeps its own resolution and
 everything the generator cannot reproduce (at 128 px it blurs), and a face whose target equals its reading
-is left as it was. Pixels outside the pasted squares are never touched.
+is left as it was. The edit touches no pixel outside the pasted squares; the provenance mark then covers the
+whole photo (:mod:`facelab.provenance.stamp`), unless ``--no-provenance``.
 """
 
 from __future__ import annotations
@@ -104,16 +105,12 @@ def edit_faces(image: np.ndarray, landmarks: Sequence[np.ndarray], g: Generator,
     target = apply_settings(current, attrs, settings)
     edited, kept = g(torch.cat([x, x]), torch.cat([target, current])).float().chunk(2)
     change = ((edited - kept) * 127.5).permute(0, 2, 3, 1).flip(3).cpu().numpy()  # BGR pixel units
+    mask = feathered_square(image_size, feather)
     out = image.astype(np.float32)
-    for mat, delta, soft in zip(mats, change, _soft_squares(mats, image_size, feather, w, h)):
+    for mat, delta in zip(mats, change):
+        soft = warp_to_image(mask, mat, w, h, cv2.INTER_LINEAR)
         out += warp_to_image(delta, mat, w, h) * soft[..., None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8), list(zip(current.cpu(), target.cpu()))
-
-
-def _soft_squares(mats: Sequence[np.ndarray], image_size: int, feather: float, w: int, h: int) -> list[np.ndarray]:
-    """Each face's feathered square in photo coordinates: where (and how much) its edit is pasted."""
-    mask = feathered_square(image_size, feather)
-    return [warp_to_image(mask, mat, w, h, cv2.INTER_LINEAR) for mat in mats]
 
 
 def find_faces(image: np.ndarray, detector: Detector, landmarker: Landmarker, min_size: int):
@@ -174,8 +171,8 @@ def edit_files(inputs: Sequence[str | Path], output: str | Path, checkpoint: str
         if not faces:
             log.warning("no face found in %s; not written (try --detector mtcnn for small or turned faces)", path)
             continue
-        landmarks = [lm for _, lm in faces]
-        edited, labels = edit_faces(image, landmarks, g, d, attrs, wanted, model_cfg.image_size, cfg.feather, device)
+        edited, labels = edit_faces(image, [lm for _, lm in faces], g, d, attrs, wanted, model_cfg.image_size,
+                                    cfg.feather, device)
         write_image(out, stamp.mark(edited) if stamp else edited)  # the whole photo: a region alone reads too weakly
         if stamp is not None:
             stamp.sign(out)

@@ -92,12 +92,12 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
     log.info("step 4/5: merge")
     merge_cfg = merge_cfg or MergeConfig()
     predictor = load_predictor(model_dir, merge_cfg.device, merge_cfg.precision)
-    signed_as = credentials(model_dir)
+    signed_as = credentials(model_dir) if merge_cfg.provenance else None  # hashing the weights only when signing
     stats = run_merge(predictor, merge_cfg, frames_dir, frames_dir / "merged",
                       frames_dir / "merged_mask", dst_faces, overwrite=True, credentials=signed_as)
     log.info("step 5/5: video")
     assemble_video(frames_dir / "merged", output, like=dst_video,
-                   stamp=Stamp(signed_as) if merge_cfg.provenance else None)
+                   stamp=Stamp(signed_as) if signed_as else None)
     if identity_every:
         summary = score_identity(src_faces, dst_faces, output, identity_every)
         atomic_write_text(ws / "identity.json", json.dumps(summary, indent=2))
