@@ -109,11 +109,29 @@ def test_metrics_log_writes_csv_and_readable_tensorboard_events(tmp_path):
     assert read_scalars(events) == [(1, "loss", 0.5), (1, "ssim", 0.25), (2, "loss", 0.25), (2, "ssim", 0.5)]
 
 
+def test_every_config_takes_cuda_n_and_refuses_other_names():
+    """``--device cuda:N`` picks one GPU in every command: the option's choices admit any index."""
+    from facelab.extract.config import ExtractConfig
+    from facelab.merge.config import MergeConfig
+    from facelab.pfe.config import BackboneConfig, PFEConfig
+    from facelab.stargan.config import EditConfig, StarGANConfig
+    from facelab.swap.config import SwapConfig
+    from facelab.xseg.config import XSegConfig
+
+    for cls in (ExtractConfig, MergeConfig, BackboneConfig, PFEConfig, EditConfig, StarGANConfig, SwapConfig, XSegConfig):
+        assert cls(device="cuda:1").device == "cuda:1"
+        for bad in ("cuda:N", "cuda:", "gpu", "cuda:1x"):
+            with pytest.raises(FacelabError, match="not one of: auto, cpu, cuda, cuda:N"):
+                cls(device=bad)
+
+
 def test_devices_and_precision():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(FacelabError):
         resolve_device("tpu")
+    with pytest.raises(FacelabError, match="cuda:7" if torch.cuda.is_available() else "no CUDA GPU"):
+        resolve_device("cuda:7" if torch.cuda.device_count() <= 7 else "cuda:99")
     with autocast(torch.device("cpu"), "bf16"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with pytest.raises(FacelabError, match="fp16"):

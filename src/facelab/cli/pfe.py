@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.core.config import add_config_arguments, config_from_args
-from facelab.core.device import DEVICES
+from facelab.core.device import DEVICE_HELP, DEVICES
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path, atomic_write_text
 from facelab.io.images import is_image_file
@@ -209,7 +209,8 @@ MODEL_HELP = ("PFE model dir from 'facelab pfe train' (default: none, the offlin
 
 def _model_args(p: argparse.ArgumentParser, aligned: bool = True, required: bool = True) -> None:
     p.add_argument("--model", required=required, help="PFE model dir made by 'facelab pfe train'" if required else MODEL_HELP)
-    p.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: auto)")
+    p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICES) + "}",
+                   help=f"compute device: {DEVICE_HELP} (default: auto)")
     if aligned:
         p.add_argument("--aligned", action="store_true", help="images are aligned face crops: skip detection")
 

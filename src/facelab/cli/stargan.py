@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from facelab.core.config import OldFlag, add_config_arguments, check_fixed_unchanged, config_from_args, config_from_dict
-from facelab.core.device import DEVICES, PRECISIONS, resolve_device
+from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS, resolve_device
 from facelab.core.files import atomic_write_text
 from facelab.core.model_kinds import load_model_config
 from facelab.provenance.signing import Credentials
@@ -121,7 +121,8 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-count", type=int, help="lines of the test split (default: the training run's)")
     p.add_argument("--max-images", type=int, help="use only the first N test images")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (default: auto)")
+    p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICES) + "}",
+                   help=f"where to run: {DEVICE_HELP} (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision (default: fp32)")
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from facelab.core.config import add_config_arguments, config_from_args
+from facelab.core.device import DEVICE_HELP, DEVICES
 from facelab.xseg.config import XSegConfig
 
 
@@ -111,7 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "masked SAEHD training and merge --mask-mode segmenter then use it.")
     ap.add_argument("faceset", help="faceset folder, e.g. WS/data_dst/aligned")
     ap.add_argument("--model-dir", required=True, help="a segmenter folder made by facelab xseg train")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    ap.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICES) + "}",
+                    help=f"where the segmenter runs: {DEVICE_HELP} (default: auto)")
     ap.add_argument("--batch-size", type=int, default=16, help="faces per segmenter call (default: 16)")
     ap.set_defaults(func=_cmd_apply)
 

@@ -33,7 +33,8 @@ def option(default: Any, help: str, choices: Iterable[Any] | None = None, fixed:
     """A dataclass field with the metadata the CLI and validation need; a number (or each number of a
     list) must lie in ``low..high`` and be greater than ``above`` where those are given. ``aliases`` are
     the option's old names: flags, YAML files and saved model configs that use one still work, for one
-    release, with a one-line note naming the new name."""
+    release, with a one-line note naming the new name. A choice ending in ``:N`` (``cuda:N``) admits that
+    prefix with any index (``cuda:1``)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "fixed": fixed,
             "low": low, "high": high, "above": above, "aliases": tuple(aliases)}
     if isinstance(default, (list, dict, set)):
@@ -109,6 +110,14 @@ def check_range(value: float, name: str, source: str, low: float | None = None, 
         raise FacelabError(f"{source}: {shown} is out of range; use {range_text(low, high, above)}")
 
 
+def _is_choice(value: Any, choice: Any) -> bool:
+    """``value`` is ``choice``, or ``choice`` ends in ``:N`` (e.g. ``cuda:N``) and ``value`` is its prefix with an index."""
+    if isinstance(choice, str) and choice.endswith(":N") and isinstance(value, str):
+        prefix, _, index = value.partition(":")
+        return prefix == choice[:-2] and index.isdigit()
+    return value == choice
+
+
 def _check_values(cls: type, values: dict[str, Any], source: str) -> None:
     for f in dataclasses.fields(cls):
         value = values.get(f.name)
@@ -118,7 +127,7 @@ def _check_values(cls: type, values: dict[str, Any], source: str) -> None:
         choices = f.metadata.get("choices")
         bounds = {k: f.metadata.get(k) for k in ("low", "high", "above")}
         for v in items:
-            if choices is not None and v not in choices:
+            if choices is not None and not any(_is_choice(v, c) for c in choices):
                 allowed = ", ".join(map(str, choices))
                 raise FacelabError(f"{source}: {f.name}={v!r} is not one of: {allowed}")
             if any(b is not None for b in bounds.values()) and isinstance(v, (int, float)) and not isinstance(v, bool):

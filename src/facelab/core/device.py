@@ -1,4 +1,8 @@
-"""Device and precision selection shared by every model: ``auto|cpu|cuda`` and ``fp32|bf16|fp16`` autocast."""
+"""Device and precision selection shared by every model: ``auto|cpu|cuda|cuda:N`` and ``fp32|bf16|fp16`` autocast.
+
+torch is imported inside the functions, so that configs which only name the choices (extraction's, whose
+default HOG detector never needs torch) do not load it.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,43 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import ContextManager
-
-import torch
+from typing import TYPE_CHECKING, ContextManager
 
 from facelab.core.errors import FacelabError
 
-DEVICES = ("auto", "cpu", "cuda")
+if TYPE_CHECKING:
+    import torch
+
+# "cuda:N" stands for any GPU index (core.config's option choices read a trailing ":N" so)
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICE_HELP = ("auto (the first GPU when there is one, else the CPU), cpu, cuda or cuda:N (GPU number N); under "
+               "torchrun each process takes the GPU of its LOCAL_RANK")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (the first GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a GPU that is
+    not there is refused in one line."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FacelabError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if name not in DEVICES and not name.startswith("cuda:"):
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
         raise FacelabError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FacelabError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise FacelabError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                           f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def device_name(device: torch.device) -> str:
     """What a measurement ran on, for benchmark records: the GPU's name, or the CPU's model and whether it
     has AVX512-BF16 (CPU figures differ more between this VM's hosts than between runs on one)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model, bf16 = platform.processor() or platform.machine(), False
@@ -43,16 +60,24 @@ def device_name(device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:
-    """Autocast for ``bf16``/``fp16``; a no-op for ``fp32``. fp16 on the CPU is refused (no fast kernels)."""
+    """Autocast for ``bf16``/``fp16``; a no-op for ``fp32``. fp16 on the CPU is refused (no fast kernels).
+
+    Only the networks run inside it: every trainer computes its losses (SSIM, the gradient penalty, ...)
+    in fp32 outside, where bf16's 8-bit mantissa would otherwise turn small differences into noise.
+    """
+    import torch
+
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision not in _DTYPES:
+    if precision not in PRECISIONS:
         raise FacelabError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type == "cpu":
         raise FacelabError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A loss scaler that is active only for fp16, where small gradients would underflow."""
+    import torch
+
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.core.config import Validated, option
+from facelab.core.device import DEVICE_HELP, DEVICES
 from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
 
 
@@ -32,4 +33,4 @@ class ExtractConfig(Validated):
                          "frame's box when the detector misses it (keeps turning heads).")
     debug_dir: str | None = option(None, "Also write every frame with boxes and landmarks drawn into this folder.")
     workers: int = option(0, "Detection worker processes (0 = one per CPU core).", low=0)
-    device: str = option("auto", "Device for torch-based detectors and landmarkers.", choices=("auto", "cpu", "cuda"))
+    device: str = option("auto", f"Device for torch-based detectors and landmarkers: {DEVICE_HELP}.", choices=DEVICES)

@@ -13,6 +13,7 @@ from typing import ClassVar
 from facelab.align.face_types import FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
 from facelab.core.config import Validated, option
+from facelab.core.device import DEVICE_HELP, DEVICES
 from facelab.merge.masks import MODE_MASKS
 
 MASK_MODES = tuple(MODE_MASKS)
@@ -61,7 +62,7 @@ class MergeConfig(Validated):
     batch_size: int = option(8, "faces per model call", low=1, high=1024)
     workers: int = option(0, "compositing processes: 0 = one per CPU core (half of them when the model runs on the CPU), "
                          "1 = composite in threads of the main process", low=0, high=256)
-    device: str = option("auto", "where the model runs: auto, cpu, cuda or cuda:N")
+    device: str = option("auto", f"where the model runs: {DEVICE_HELP}", DEVICES)
     precision: str = option("fp32", "model arithmetic: fp32, or bf16 (about twice as fast on GPUs and on CPUs with "
                             "AVX512-BF16, output differs by about one 8-bit step) or fp16 (GPU only)",
                             ("fp32", "bf16", "fp16"))

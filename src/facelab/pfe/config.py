@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facelab.core.config import Validated, option
-from facelab.core.device import DEVICES, PRECISIONS
+from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS
 
 SPHERE_DEPTHS = (20, 36, 64)
 
@@ -34,7 +34,7 @@ class BackboneConfig(Validated):
     save_every: int = option(1000, "steps between checkpoints", low=1)
     log_every: int = option(20, "steps between log rows", low=1)
     seed: int = option(0, "random seed", low=0)
-    device: str = option("auto", "compute device", choices=DEVICES)
+    device: str = option("auto", f"compute device: {DEVICE_HELP}", choices=DEVICES)
     precision: str = option("fp32", "autocast precision", choices=PRECISIONS)
 
 
@@ -65,5 +65,5 @@ class PFEConfig(Validated):
     save_every: int = option(500, "steps between checkpoints", low=1)
     log_every: int = option(10, "steps between log rows", low=1)
     seed: int = option(0, "random seed", low=0)
-    device: str = option("auto", "compute device", choices=DEVICES)
+    device: str = option("auto", f"compute device: {DEVICE_HELP}", choices=DEVICES)
     precision: str = option("fp32", "autocast precision", choices=PRECISIONS)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from facelab.core.config import Validated, option
-from facelab.core.device import DEVICES, PRECISIONS
+from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
 from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
 
@@ -76,7 +76,7 @@ class StarGANConfig(Validated):
                              aliases=("fid_steps",))
     fid_images: int = option(500, "test images translated for the logged FID", low=2)
     seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)", low=0)
-    device: str = option("auto", "where to train", choices=DEVICES)
+    device: str = option("auto", f"where to train: {DEVICE_HELP}", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)
 
     def check(self) -> None:
@@ -98,7 +98,7 @@ class EditConfig(Validated):
     min_face_size: int = option(40, "ignore faces smaller than this many pixels (detector box side)", low=1)
     feather: float = option(0.08, "width of the soft edge of the pasted square, as a fraction of its side",
                             above=0, high=0.5)
-    device: str = option("auto", "where to run the networks", choices=DEVICES)
+    device: str = option("auto", f"where to run the networks: {DEVICE_HELP}", choices=DEVICES)
     provenance: bool = option(True, "mark the edited region with facelab's invisible watermark and sign each edited "
                                     "photo with a C2PA manifest; --no-provenance is for research pipelines (it "
                                     "prints a warning)")

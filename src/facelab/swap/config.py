@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.core.config import Validated, option
-from facelab.core.device import DEVICES, PRECISIONS
+from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
 
 MODELS = ("original", "saehd", "quick96")
@@ -76,7 +76,7 @@ class SwapConfig(Validated):
     log_every: int = option(10, "Write losses to losses.csv and TensorBoard every N iterations.", low=1)
     workers: int = option(2, "Batch-producing worker processes (0 = produce batches in the training process).", low=0)
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.", low=0)
-    device: str = option("auto", "Device: auto, cpu or cuda.", DEVICES)
+    device: str = option("auto", f"Device the networks and optimiser state live on: {DEVICE_HELP}.", DEVICES)
     precision: str = option("fp32", "Precision: fp32, bf16 (autocast) or fp16 (autocast with a loss scaler, CUDA only).", PRECISIONS)
     channels_last: bool = option(False, "Use channels_last memory format (faster convolutions on recent GPUs).")
     compile: bool = option(False, "Compile the model with torch.compile (slower start, faster steps).")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from facelab.align.face_types import FACE_TYPES
 from facelab.core.config import Validated, option
-from facelab.core.device import DEVICES, PRECISIONS
+from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
 
 
@@ -38,7 +38,7 @@ class XSegConfig(Validated):
     log_every: int = option(10, "Write the loss to losses.csv and TensorBoard every N iterations.", low=1)
     workers: int = option(0, "Batch-producing worker processes (0 = produce batches in the training process).", low=0)
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.", low=0)
-    device: str = option("auto", "Device: auto, cpu or cuda.", DEVICES)
+    device: str = option("auto", f"Device the segmenter and optimiser state live on: {DEVICE_HELP}.", DEVICES)
     precision: str = option("fp32", "Precision: fp32, bf16 (autocast) or fp16 (autocast with a loss scaler, CUDA only).",
                             PRECISIONS)
 
