@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from facelab.core.device import device_name, resolve_device  # noqa: E402
+from facelab.core.device import device_name  # noqa: E402
+from facelab.core.distributed import join  # noqa: E402
 from facelab.stargan.config import StarGANConfig  # noqa: E402
 from facelab.stargan.data import CelebADataset, read_attributes  # noqa: E402
 from facelab.samples.celeba import make_sample_celeba  # noqa: E402
@@ -47,8 +48,8 @@ def sync(device: torch.device) -> None:
 
 
 def measure(cfg: StarGANConfig, iters: int, warmup: int) -> dict:
-    device = resolve_device(cfg.device)
-    trainer = Trainer(cfg, device)
+    trainer = Trainer(cfg, join(cfg.device))
+    device = trainer.device
     batches = real_batches(cfg, device)
     for i in range(warmup):
         trainer.train_step(*batches[i % len(batches)])

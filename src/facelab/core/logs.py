@@ -24,10 +24,17 @@ class MetricsLog:
     Resuming a run appends to the same CSV; a new column set starts a new header line only when the file
     is new, so keep the metric names of one log stable. A run resumed at ``resume_step`` first drops the
     CSV rows past it (logged after the save it resumes from), so the curve continues cleanly.
+
+    ``enabled=False`` makes a log that writes nothing: what the other processes of a multi-process run
+    keep, where the main process alone writes (their values are the same averages).
     """
 
-    def __init__(self, log_dir: str | Path, name: str = "losses", resume_step: int | None = None):
+    def __init__(self, log_dir: str | Path, name: str = "losses", resume_step: int | None = None,
+                 enabled: bool = True):
+        self.enabled = enabled
         self.dir = Path(log_dir)
+        if not enabled:
+            return
         self.csv_path = self.dir / f"{name}.csv"
         with disk_errors(self.dir / "tb"):
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +47,8 @@ class MetricsLog:
             self.truncate_after(resume_step)
 
     def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         values = {k: float(v) for k, v in values.items()}
         with disk_errors(self.csv_path):
             if self._columns is None:
@@ -65,5 +74,7 @@ class MetricsLog:
         atomic_write_text(self.csv_path, text.getvalue())
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         with disk_errors(self.dir / "tb"):
             self._tb.close()

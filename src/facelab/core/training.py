@@ -1,9 +1,11 @@
 """What every training loop shares: the guards (so a failed step always ends in the same one-line
-advice) and the step loop itself (intervals for logs, previews, evaluations and saves; Ctrl-C)."""
+advice), the run's start (device, process group, checkpoint) and the step loop itself (intervals for logs,
+previews, evaluations and saves; Ctrl-C; the processes of a multi-process run kept in step)."""
 
 from __future__ import annotations
 
 import logging
+import contextlib
 import math
 import signal
 import threading
@@ -16,13 +18,33 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 
 from facelab.core.batches import batch_stream
+from facelab.core.checkpoint import resume_checkpoint
 from facelab.core.config import check_fixed_unchanged
-from facelab.core.device import autocast, resolve_device
+from facelab.core.device import autocast
+from facelab.core.distributed import Group, join
 from facelab.core.errors import FacelabError
+from facelab.core.files import ensure_folder
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
 
 log = logging.getLogger("facelab")
+
+
+@contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM for the block, which gets the list that the signals arriving meanwhile are put
+    in. Outside the main thread (where signals cannot be handled) nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -31,33 +53,32 @@ def finish_step_first() -> Iterator[None]:
 
     Interrupted halfway, a step leaves weights that moved while the counter and loss log did not, and a
     save would pair them: the resumed run would redo that step and no longer match an uninterrupted one.
-    A step takes well under a second to a few seconds, the wait a user sees. Outside the main thread
-    (where signals cannot be handled) the block runs unguarded.
+    A step takes well under a second to a few seconds, the wait a user sees.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with deferred_signals() as pending:
         yield
-        return
-    pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if pending:
         raise KeyboardInterrupt
 
 
-def start_run(cfg: Any, saved: Any | None, model_dir: Path) -> torch.device:
+def start_run(cfg: Any, saved: Any | None, model_dir: Path) -> Group:
     """What a trainer settles before any work: options that fix the network match the saved run's
-    (``saved``, None for a new model dir), the device, a precision it supports, and the seed."""
+    (``saved``, None for a new model dir), this process's place in the run and its device, a precision it
+    supports, and the seed."""
     if saved is not None:
         check_fixed_unchanged(saved, cfg, str(model_dir))
-    device = resolve_device(cfg.device)
-    autocast(device, cfg.precision)  # refuses fp16 on the CPU before any work
+    group = join(cfg.device)
+    autocast(group.device, cfg.precision)  # refuses fp16 on the CPU before any work
     seed_everything(cfg.seed)
-    return device
+    return group
+
+
+def open_run_dir(group: Group, checkpoint: Path, what: str = "model dir") -> Path | None:
+    """The checkpoint a run resumes from, or None for a new run. The main process creates the folder and
+    repairs a save that a kill cut short (:func:`~facelab.core.checkpoint.resume_checkpoint`) while the others
+    wait: none of them reads a half-repaired folder, or later removes a save of the main process as stale."""
+    group.on_main(lambda: (ensure_folder(checkpoint.parent, what), resume_checkpoint(checkpoint)))
+    return checkpoint if checkpoint.is_file() else None
 
 
 def check_finite_loss(loss: float, iteration: int, saved_iteration: int | None, model_dir: Path,
@@ -106,38 +127,61 @@ def _postfix(values: dict[str, float]) -> dict[str, str]:
 def step_loop(iteration: int, end: float, step: Callable[[Any], dict[str, float]], log_row: Callable[[int, dict], None],
               log_every: int, desc: str, *, fetch: Callable[[], Any] = lambda: None, actions: Sequence[Every] = (),
               after_step: Callable[[int], None] | None = None, log_last: bool = False, unit: str = "it",
-              postfix: Callable[[dict[str, float]], dict[str, str]] = _postfix) -> tuple[int, dict[str, float], str]:
+              postfix: Callable[[dict[str, float]], dict[str, str]] = _postfix,
+              group: Group) -> tuple[int, dict[str, float], str]:
     """The one training loop of every trainer (swap, XSeg, StarGAN, PFE): from ``iteration`` until ``end``,
     ``step(fetch())`` runs one iteration and returns its values; ``log_row(iteration, values)`` writes them
     every ``log_every`` iterations (and at the last with ``log_last``); then each of ``actions`` at its
-    cadence and ``after_step(iteration)`` (time-based saves, backups).
+    cadence and ``after_step(iteration)`` (time-based saves, backups). Those two run on a forked torch RNG:
+    a preview or an evaluation never shifts the training's random numbers (in a multi-process run only the
+    main process does them, and all processes must draw alike).
 
     Ctrl-C and SIGTERM wait for the step in hand and its log row (:func:`finish_step_first`), then end the
     loop. Returns (iteration, last values, "target" when ``end`` was reached or "interrupted"); the caller
     saves once afterwards, whichever way the loop ended.
+
+    ``group`` holds the run's processes (:func:`~facelab.core.distributed.join`). In a multi-process run the
+    main process alone runs ``actions`` and ``after_step`` and shows the bar (log rows go to a log that only
+    the main process writes). Ctrl-C and SIGTERM are held through the whole loop and end it at the first step
+    end where any process has one, in every process at the same iteration; a collective that fails because
+    another process ended becomes one line, without a save.
     """
     values: dict[str, float] = {}
-    bar = progress(total=None if math.isinf(end) else int(end), initial=iteration, desc=desc, unit=unit)
+    bar = progress(total=None if math.isinf(end) else int(end), initial=iteration, desc=desc, unit=unit,
+                   disable=not group.is_main)
+    held = deferred_signals() if group.distributed else contextlib.nullcontext([])
+    guard = contextlib.nullcontext if group.distributed else finish_step_first
+    rng_devices = [group.device] if group.device.type == "cuda" else []
     try:
-        while iteration < end:
-            batch = fetch()
-            with finish_step_first():
-                values = step(batch)
-                iteration += 1
-                logged = iteration % log_every == 0 or (log_last and iteration == end)
-                if logged:
-                    log_row(iteration, values)
-            bar.update()
-            bar.set_postfix(postfix(values), refresh=False)
-            for every in actions:
-                if every.due(iteration, end):
-                    every.action(iteration)
-            if after_step is not None:
-                after_step(iteration)
+        with held as pending:
+            while iteration < end:
+                batch = fetch()
+                with guard():
+                    values = step(batch)
+                    iteration += 1
+                    logged = iteration % log_every == 0 or (log_last and iteration == end)
+                    if logged:
+                        log_row(iteration, values)
+                bar.update()
+                bar.set_postfix(postfix(values), refresh=False)
+                if group.is_main:
+                    with torch.random.fork_rng(devices=rng_devices):
+                        for every in actions:
+                            if every.due(iteration, end):
+                                every.action(iteration)
+                        if after_step is not None:
+                            after_step(iteration)
+                if group.distributed and group.any(bool(pending)):
+                    raise KeyboardInterrupt
         stopped = "target"
     except KeyboardInterrupt:
         stopped = "interrupted"
         log.info("interrupted at iteration %d: saving", iteration)
+    except RuntimeError as exc:
+        lost = group.collective_failed(exc)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         bar.close()
     return iteration, values, stopped
@@ -149,7 +193,7 @@ class SteppedTrainer(Protocol):
 
     cfg: Any
     iteration: int
-    device: torch.device
+    group: Group
     batches: Any  # a Dataset of batches indexed by iteration
     metrics: Any  # MetricsLog
 
@@ -163,7 +207,7 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
               every_step: Callable[[float], None] | None = None) -> tuple[dict[str, float], str]:
     """:func:`step_loop` for the swap and XSeg trainers: until the target iteration, ``max_steps`` more
     steps, or Ctrl-C; batches from worker processes; preview, evaluation and time-based saves at the
-    config's intervals, ``every_step(now)`` after each step (e.g. for backups).
+    config's intervals (by the main process), ``every_step(now)`` after each step (e.g. for backups).
 
     Returns the last step's losses and how the loop stopped ("target", "limit" or "interrupted"); the
     caller does the final save, so Ctrl-C always ends in one.
@@ -176,7 +220,7 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     stream = [iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))]  # cleared to stop the workers
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        with out_of_memory_as_error(cfg.batch_size, trainer.device):
+        with out_of_memory_as_error(cfg.batch_size, trainer.group.device):
             losses = trainer.step(batch)
         trainer.iteration += 1
         return losses
@@ -195,7 +239,7 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
             trainer.iteration, end, step, trainer.metrics.write, cfg.log_every, desc, fetch=lambda: next(stream[0]),
             actions=[Every(cfg.preview_every, lambda i: trainer.write_preview()),
                      Every(cfg.eval_every, lambda i: trainer.report_eval())],
-            after_step=after_step)
+            after_step=after_step, group=trainer.group)
     finally:
         stream.clear()  # the last reference: the batch workers stop
     if stopped == "target" and trainer.iteration != cfg.target_iter:

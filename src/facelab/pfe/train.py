@@ -2,14 +2,16 @@
 
 Both share :func:`open_model_dir` (config saved next to the checkpoint, options that fix the network
 checked on resume) and :func:`run_loop` (the shared step loop: progress bar, CSV/TensorBoard log, periodic atomic saves,
-a save on Ctrl-C). A run resumes from the checkpoint in its model dir.
+a save on Ctrl-C). A run resumes from the checkpoint in its model dir, exactly: step ``s`` draws its batch
+(and flips) from ``(seed, s)``. Under torchrun every process trains on its rows of each batch and rank 0
+alone writes (:mod:`facelab.core.distributed`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,15 +19,17 @@ import cv2
 import numpy as np
 import torch
 
-from facelab.core.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
+from facelab.core.batches import StepBatches, index_batches
+from facelab.core.checkpoint import load_checkpoint, save_checkpoint
 from facelab.core.config import check_fixed_unchanged, config_to_dict, save_config
-from facelab.core.device import autocast, grad_scaler, resolve_device
+from facelab.core.device import autocast, grad_scaler
+from facelab.core.distributed import Group, join
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_path, ensure_folder
+from facelab.core.files import atomic_path
 from facelab.core.model_kinds import load_model_config
 from facelab.core.logs import MetricsLog
 from facelab.core.rng import seed_everything
-from facelab.core.training import Every, step_loop
+from facelab.core.training import Every, open_run_dir, step_loop
 from facelab.io.images import read_image
 from facelab.pfe.backbones import BACKBONE_FILE, SPHERE_SIZE, SphereNet, align_sphere, load_backbone, normalise_pixels
 from facelab.pfe.config import BackboneConfig, PFEConfig
@@ -44,8 +48,8 @@ def saved_config(cls: type, model_dir: str | Path):
     return load_model_config(cls, model_dir, command) if model_dir else None
 
 
-def open_model_dir(cfg: Any, checkpoint_name: str) -> tuple[Path, dict | None]:
-    """Create or reopen a model dir: refuse changed fixed options, save the config, load the checkpoint."""
+def open_model_dir(cfg: Any, checkpoint_name: str, group: Group) -> tuple[Path, dict | None]:
+    """Create or reopen a model dir: refuse changed fixed options, save the config (rank 0), load the checkpoint."""
     if not cfg.model_dir:
         raise FacelabError("--model-dir is required: the folder for the checkpoint, config and logs")
     if not cfg.data:
@@ -54,9 +58,9 @@ def open_model_dir(cfg: Any, checkpoint_name: str) -> tuple[Path, dict | None]:
     saved = saved_config(type(cfg), model_dir)
     if saved is not None:
         check_fixed_unchanged(saved, cfg, str(model_dir))
-    ensure_folder(model_dir, "model dir")
-    ckpt = resume_checkpoint(model_dir / checkpoint_name)
-    save_config(cfg, model_dir / CONFIG_FILE)
+    ckpt = open_run_dir(group, model_dir / checkpoint_name)
+    if group.is_main:
+        save_config(cfg, model_dir / CONFIG_FILE)
     return model_dir, load_checkpoint(ckpt) if ckpt else None
 
 
@@ -69,10 +73,10 @@ def set_stepped_lr(opt: torch.optim.Optimizer, base: float, lr_steps: list[int],
 
 
 def run_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int], None],
-             metrics: MetricsLog, log_every: int, save_every: int, desc: str) -> None:
+             metrics: MetricsLog, log_every: int, save_every: int, desc: str, group: Group) -> None:
     """``step_fn(step)`` until ``steps`` in the shared :func:`~facelab.core.training.step_loop`: a log row
-    every ``log_every`` steps and at the last, a save every ``save_every`` and at the end; Ctrl-C saves,
-    then stops the command."""
+    every ``log_every`` steps and at the last, a save every ``save_every`` and at the end (by rank 0);
+    Ctrl-C saves, then stops the command."""
     at = [start]
 
     def step(_: Any) -> dict[str, float]:
@@ -82,11 +86,11 @@ def run_loop(start: int, steps: int, step_fn: Callable[[int], dict[str, float]],
 
     try:
         done, _, stopped = step_loop(start, steps, step, metrics.write, log_every, desc, log_last=True, unit="step",
-                                     actions=[Every(save_every, save_fn, at_end="never")],
+                                     actions=[Every(save_every, save_fn, at_end="never")], group=group,
                                      postfix=lambda values: {k: f"{v:.4g}" for k, v in values.items()})
     finally:
         metrics.close()
-    save_fn(done)
+    group.on_main(lambda: save_fn(done))
     if stopped == "interrupted":
         log.info("saved step %d before stopping; run the same command again to resume", done)
         raise KeyboardInterrupt
@@ -143,44 +147,60 @@ def pool_loss(module: torch.nn.Module, pool: FeaturePool, device: torch.device, 
 
 
 def train_pfe(cfg: PFEConfig) -> dict[str, float]:
-    """Train the uncertainty module; returns the fixed-sample MLS loss before and after this run."""
-    model_dir, state = open_model_dir(cfg, PFE_FILE)
+    """Train the uncertainty module; returns the fixed-sample MLS loss before and after this run (NaN in the
+    other processes of a multi-process run: rank 0 measures them)."""
+    group = join(cfg.device)
+    device, shard = group.device, group.shard
+    model_dir, state = open_model_dir(cfg, PFE_FILE, group)
     rng = seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    backbone = load_backbone(cfg.backbone, cfg.device, cfg.precision)
-    pool = load_or_build_pool(cfg, model_dir, backbone, rng)
+    backbone = load_backbone(cfg.backbone, str(device), cfg.precision)
+    # rank 0 runs the backbone over every image and caches the pool; the other processes then read the cache
+    built = group.on_main(lambda: load_or_build_pool(cfg, model_dir, backbone, rng))
+    pool = built if built is not None else load_or_build_pool(cfg, model_dir, backbone, rng)
     module = build_module(cfg, backbone).to(device)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = grad_scaler(device, cfg.precision)
     start = 0
     if state is not None:
         load_module_state(module, state, model_dir / PFE_FILE)
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
-    sampler = BalancedBatchSampler(pool.labels, cfg.classes_per_batch, cfg.samples_per_class)
+    forward = group.wrap(module)
+    # the global batch holds classes_per_batch identities per process; each process takes whole identities,
+    # so its genuine pairs are the global batch's that fall to it, as many in every process
+    sampler = BalancedBatchSampler(pool.labels, shard.size(cfg.classes_per_batch), cfg.samples_per_class)
+    if shard.world > 1 and sampler.classes < shard.size(cfg.classes_per_batch):
+        raise FacelabError(f"the pool has {sampler.classes} identities, fewer than --classes-per-batch "
+                           f"{cfg.classes_per_batch} x {shard.world} processes; lower --classes-per-batch")
+    rows = shard.rows(cfg.classes_per_batch * cfg.samples_per_class)
     feats, mu, labels = torch.from_numpy(pool.features), torch.from_numpy(pool.mu), torch.from_numpy(pool.labels)
-    before = pool_loss(module, pool, device, cfg.seed)
+    before = group.on_main(lambda: pool_loss(module, pool, device, cfg.seed))
 
     def step_fn(step: int) -> dict[str, float]:
-        idx = torch.from_numpy(sampler.sample(np.random.default_rng([cfg.seed, step])))
+        idx = torch.from_numpy(sampler.sample(np.random.default_rng([cfg.seed, step]))[rows])
         set_stepped_lr(opt, cfg.lr, cfg.lr_steps, step)
         module.train()
         with autocast(device, cfg.precision):
-            log_sig = module(feats[idx].to(device))
-        loss = mls_loss(mu[idx].to(device), log_sig.float(), labels[idx].to(device))
-        if not torch.isfinite(loss):
+            log_sig = forward(feats[idx].to(device))
+        loss = mls_loss(mu[idx].to(device), log_sig.float(), labels[idx].to(device))  # fp32, outside autocast
+        values = group.mean({"mls_loss": loss.item(), "mean_log_sigma_sq": log_sig.float().mean().item()})
+        if not math.isfinite(values["mls_loss"]):
             raise FacelabError(f"the MLS loss is not finite at step {step}; lower --lr or check the backbone's features")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"mls_loss": loss.item(), "mean_log_sigma_sq": log_sig.float().mean().item()}
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return values
 
     def save(step: int) -> None:
         save_checkpoint(model_dir / PFE_FILE, {"model": module.state_dict(), "optimizer": opt.state_dict(),
                                                "step": step, "config": config_to_dict(cfg)})
 
-    run_loop(start, cfg.target_iter, step_fn, save, MetricsLog(model_dir, "pfe", resume_step=start), cfg.log_every,
-             cfg.save_every, "pfe")
-    after = pool_loss(module, pool, device, cfg.seed)
+    run_loop(start, cfg.target_iter, step_fn, save, MetricsLog(model_dir, "pfe", resume_step=start, enabled=group.is_main),
+             cfg.log_every, cfg.save_every, "pfe", group)
+    after = group.on_main(lambda: pool_loss(module, pool, device, cfg.seed))
+    if before is None or after is None:
+        return {"loss_before": math.nan, "loss_after": math.nan, "pool_size": float(len(pool.labels))}
     log.info("MLS loss on a fixed pool sample: %.2f -> %.2f (%d faces, %d identities)",
              before, after, len(pool.labels), len(np.unique(pool.labels)))
     return {"loss_before": before, "loss_after": after, "pool_size": float(len(pool.labels))}
@@ -216,9 +236,10 @@ def _collate(items: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.T
 
 def train_backbone(cfg: BackboneConfig) -> dict[str, float]:
     """Train a sphere network with AM-softmax on an identity folder; returns the last logged values."""
-    model_dir, state = open_model_dir(cfg, BACKBONE_FILE)
+    group = join(cfg.device)
+    device, shard = group.device, group.shard
+    model_dir, state = open_model_dir(cfg, BACKBONE_FILE, group)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     ident = scan_identities(cfg.data)
     net = SphereNet(cfg.depth, cfg.embedding_size).to(device)
     head = AMSoftmax(cfg.embedding_size, len(ident.names), cfg.scale, cfg.margin).to(device)
@@ -234,29 +255,29 @@ def train_backbone(cfg: BackboneConfig) -> dict[str, float]:
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
-    if len(ident.paths) < cfg.batch_size:
-        raise FacelabError(f"{cfg.data} has {len(ident.paths)} images, fewer than --batch-size {cfg.batch_size}")
-    loader = torch.utils.data.DataLoader(
-        FaceCrops(ident.paths, ident.labels, cfg.aligned), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-        num_workers=cfg.workers, collate_fn=_collate, generator=torch.Generator().manual_seed(cfg.seed + start),
-        persistent_workers=cfg.workers > 0)
-    batches = itertools.chain.from_iterable(loader for _ in itertools.count())
+    if len(ident.paths) < shard.size(cfg.batch_size):
+        per = f" x {shard.world} processes" if shard.world > 1 else ""
+        raise FacelabError(f"{cfg.data} has {len(ident.paths)} images, fewer than --batch-size {cfg.batch_size}{per}")
+    net_train, head_train = group.wrap(net), group.wrap(head)
+    count, rows = shard.size(cfg.batch_size), shard.rows(cfg.batch_size)
+    batches = index_batches(FaceCrops(ident.paths, ident.labels, cfg.aligned),
+                            StepBatches(len(ident.paths), count, cfg.seed, start), rows, cfg.workers, _collate)
     last: dict[str, float] = {}
 
     def step_fn(step: int) -> dict[str, float]:
-        crops, y = next(batches)
-        flip = torch.rand(len(crops)) < 0.5
+        (crops, y), _ = next(batches)
+        flip = torch.from_numpy((np.random.default_rng([cfg.seed, step]).random(count) < 0.5)[rows])
         crops[flip] = crops[flip].flip(2)  # NHWC: mirror along the width
         lr = set_stepped_lr(opt, cfg.lr, cfg.lr_steps, step)
         net.train()
         with autocast(device, cfg.precision):
-            emb, _ = net(normalise_pixels(crops.numpy()).to(device))
-        loss, acc = head(emb, y.to(device))
+            emb, _ = net_train(normalise_pixels(crops.numpy()).to(device))
+        loss, acc = head_train(emb, y.to(device))  # AM-softmax in fp32, outside autocast
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        last.update(loss=loss.item(), accuracy=acc.item(), lr=lr)
+        last.update(group.mean({"loss": loss.item(), "accuracy": acc.item()}), lr=lr)
         return dict(last)
 
     def save(step: int) -> None:
@@ -264,6 +285,7 @@ def train_backbone(cfg: BackboneConfig) -> dict[str, float]:
                                                     "optimizer": opt.state_dict(), "step": step,
                                                     "config": config_to_dict(cfg), "identities": ident.names})
 
-    run_loop(start, cfg.target_iter, step_fn, save, MetricsLog(model_dir, "backbone", resume_step=start), cfg.log_every,
-             cfg.save_every, f"sphere{cfg.depth}")
+    run_loop(start, cfg.target_iter, step_fn, save,
+             MetricsLog(model_dir, "backbone", resume_step=start, enabled=group.is_main), cfg.log_every,
+             cfg.save_every, f"sphere{cfg.depth}", group)
     return last

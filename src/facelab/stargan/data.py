@@ -128,12 +128,6 @@ class CelebADataset(Dataset):
         return torch.from_numpy(img), torch.from_numpy(self.table.labels[index]), index
 
 
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch (one vectorised op, seeded by the trainer's generator)."""
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(3), images)
-
-
 def target_labels(labels: torch.Tensor, attrs: Sequence[str]) -> list[torch.Tensor]:
     """One target label per domain for the sample grids and the test split.
 

@@ -2,7 +2,9 @@
 
 One :class:`Trainer` holds both networks, their optimizers and loss scalers and its own random
 generator (flips, target labels, penalty interpolation), so a checkpoint restores the whole state and a
-resumed CPU run repeats the uninterrupted one.
+resumed CPU run repeats the uninterrupted one. Under torchrun every process trains on its rows of each
+batch (the generator's draws are made for the whole batch in every process) and rank 0 alone writes
+(:mod:`facelab.core.distributed`).
 """
 
 from __future__ import annotations
@@ -12,20 +14,20 @@ import math
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from facelab.core.checkpoint import resume_checkpoint, save_checkpoint
+from facelab.core.batches import StepBatches, index_batches
+from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import check_fixed_unchanged, config_from_dict, config_to_dict, save_config
-from facelab.core.device import autocast, grad_scaler, resolve_device
+from facelab.core.device import autocast, grad_scaler
+from facelab.core.distributed import Group, Shard, join
 from facelab.core.errors import FacelabError
-from facelab.core.files import ensure_folder
 from facelab.core.files import atomic_write_text
 from facelab.core.logs import MetricsLog
 from facelab.core.rng import seed_everything
-from facelab.core.training import Every, step_loop
+from facelab.core.training import Every, open_run_dir, step_loop
 from facelab.stargan.checkpoint import FORMAT, checkpoint_path, read_stargan_checkpoint
 from facelab.stargan.config import StarGANConfig
-from facelab.stargan.data import CelebADataset, random_flip
+from facelab.stargan.data import CelebADataset
 from facelab.stargan.losses import classification_loss, cycle_loss, gradient_penalty
 from facelab.stargan.models import Generator, build_models
 from facelab.stargan.split import load_split
@@ -49,13 +51,16 @@ def learning_rate(base: float, step: int, cfg: StarGANConfig) -> float:
 
 
 class Trainer:
-    """Networks, optimizers, loss scalers and the step counter of one StarGAN run."""
+    """Networks, optimizers, loss scalers and the step counter of one StarGAN run (this process's part of it)."""
 
-    def __init__(self, cfg: StarGANConfig, device: torch.device):
+    def __init__(self, cfg: StarGANConfig, group: Group):
         cfg.check()
-        self.cfg, self.device = cfg, device
+        self.cfg, self.group, self.device = cfg, group, group.device
+        device = group.device
         seed_everything(cfg.seed)
         self.g, self.d = (m.to(device).train() for m in build_models(cfg))
+        # the steps that update a network call it through DistributedDataParallel under torchrun
+        self.g_train, self.d_train = group.wrap(self.g), group.wrap(self.d)
         betas = (cfg.beta1, cfg.beta2)
         self.g_opt = torch.optim.Adam(self.g.parameters(), cfg.g_lr, betas)
         self.d_opt = torch.optim.Adam(self.d.parameters(), cfg.d_lr, betas)
@@ -72,28 +77,33 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(base, self.step, self.cfg)
 
-    def train_step(self, real: torch.Tensor, label_org: torch.Tensor) -> dict[str, float]:
-        """One critic update and, every ``d_train_repeat`` steps, one generator update."""
-        cfg, n = self.cfg, real.shape[0]
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One critic update and, every ``d_train_repeat`` steps, one generator update, on ``real``: this
+        process's rows of a batch whose labels are ``labels`` (all of them: the target labels are a
+        permutation of the whole batch's, as in a one-process run)."""
+        cfg, n = self.cfg, labels.shape[0]
+        rows = self.group.shard.rows(real.shape[0])
         self._set_lr()
-        real = random_flip(real, self.rng).to(self.device, non_blocking=True)
-        label_trg = label_org[torch.randperm(n, generator=self.rng)].to(self.device)
-        label_org = label_org.to(self.device)
-        alpha = torch.rand(n, 1, 1, 1, generator=self.rng).to(self.device)
+        flip = (torch.rand(n, generator=self.rng) < 0.5)[rows].view(-1, 1, 1, 1).to(real.device)
+        real = torch.where(flip, real.flip(3), real).to(self.device, non_blocking=True)
+        label_trg = labels[torch.randperm(n, generator=self.rng)][rows].to(self.device)
+        label_org = labels[rows].to(self.device)
+        alpha = torch.rand(n, 1, 1, 1, generator=self.rng)[rows].to(self.device)
         g_step = (self.step + 1) % cfg.d_train_repeat == 0
 
-        # Critic: real images scored high and classified, fakes scored low, unit gradient norm between.
+        # Critic: real images scored high and classified, fakes scored low, unit gradient norm between. The
+        # networks run under autocast, every loss in fp32 outside it.
         self.d.requires_grad_(True)
         with self.autocast():
             with torch.set_grad_enabled(g_step):  # the fake's graph is reused by the generator step
-                fake = self.g(real, label_trg)
-            out_src, out_cls = self.d(real)
-            d_real = -out_src.float().mean()
-            d_cls = classification_loss(out_cls, label_org)
-            out_src, _ = self.d(fake.detach())
-            d_fake = out_src.float().mean()
-            d_gp = gradient_penalty(self.d, real, fake.detach(), alpha, self.d_scaler.get_scale())
-            d_loss = d_real + d_fake + cfg.lambda_cls * d_cls + cfg.lambda_gp * d_gp
+                fake = self.g_train(real, label_trg)
+            real_src, real_cls = self.d_train(real)
+            fake_src, _ = self.d_train(fake.detach())
+        d_real = -real_src.float().mean()
+        d_cls = classification_loss(real_cls, label_org)
+        d_fake = fake_src.float().mean()
+        d_gp = gradient_penalty(self.d_train, real, fake.detach(), alpha, self.d_scaler.get_scale(), self.autocast)
+        d_loss = d_real + d_fake + cfg.lambda_cls * d_cls + cfg.lambda_gp * d_gp
         self.d_opt.zero_grad(set_to_none=True)
         self.d_scaler.scale(d_loss).backward()
         self.d_scaler.step(self.d_opt)
@@ -103,18 +113,19 @@ class Trainer:
         if g_step:  # Generator: fool the critic, hit the target domain, and cycle back to the input.
             self.d.requires_grad_(False)
             with self.autocast():
-                out_src, out_cls = self.d(fake)
-                g_fake = -out_src.float().mean()
-                g_cls = classification_loss(out_cls, label_trg)
-                g_rec = cycle_loss(real, self.g(fake, label_org))
-                g_loss = g_fake + cfg.lambda_rec * g_rec + cfg.lambda_cls * g_cls
+                fake_src, fake_cls = self.d(fake)  # the plain critic: its parameters take no gradient here
+                reconstructed = self.g_train(fake, label_org)
+            g_fake = -fake_src.float().mean()
+            g_cls = classification_loss(fake_cls, label_trg)
+            g_rec = cycle_loss(real, reconstructed)
+            g_loss = g_fake + cfg.lambda_rec * g_rec + cfg.lambda_cls * g_cls
             self.g_opt.zero_grad(set_to_none=True)
             self.g_scaler.scale(g_loss).backward()
             self.g_scaler.step(self.g_opt)
             self.g_scaler.update()
             losses.update({"G/loss_fake": g_fake, "G/loss_rec": g_rec, "G/loss_cls": g_cls})
         self.step += 1
-        values = {k: float(v.detach()) for k, v in losses.items()}
+        values = self.group.mean({k: float(v.detach()) for k, v in losses.items()})  # the whole batch's
         self.last.update(values)
         return values
 
@@ -143,62 +154,49 @@ class Trainer:
         save_checkpoint(path, self.state_dict())
 
 
-class StepBatches(torch.utils.data.Sampler):
-    """Endless batches of indices where batch ``b`` depends only on (seed, b): epoch ``b // per_epoch``
-    is a permutation seeded by ``seed + epoch``. Starting at ``start`` makes a resumed run read exactly
-    the batches the uninterrupted run would have read, without loading the skipped images."""
-
-    def __init__(self, size: int, batch_size: int, seed: int, start: int = 0):
-        self.size, self.batch_size, self.seed, self.start = size, batch_size, seed, start
-
-    def __iter__(self):
-        per_epoch = self.size // self.batch_size
-        b = self.start
-        while True:
-            epoch, offset = divmod(b, per_epoch)
-            perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
-            for k in range(offset, per_epoch):
-                yield perm[k * self.batch_size : (k + 1) * self.batch_size].tolist()
-            b = (epoch + 1) * per_epoch
-
-
-def training_batches(dataset: CelebADataset, cfg: StarGANConfig, start: int):
-    """Endless (images, labels, indices) batches from iteration ``start`` on."""
-    if len(dataset) < cfg.batch_size:
+def training_batches(dataset: CelebADataset, cfg: StarGANConfig, start: int, shard: Shard):
+    """Endless ((images, labels, indices) of this process's rows, indices of the whole batch) from iteration
+    ``start`` on; batch ``b`` depends only on (seed, b), so a resumed run reads the batches it would have."""
+    if len(dataset) < shard.size(cfg.batch_size):
+        per = f" x {shard.world} processes" if shard.world > 1 else ""
         raise FacelabError(f"the training split has {len(dataset)} images, fewer than --batch-size "
-                           f"{cfg.batch_size}; lower --batch-size or hold out fewer test images")
-    sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start)
-    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                           pin_memory=torch.cuda.is_available()))
+                           f"{cfg.batch_size}{per}; lower --batch-size or hold out fewer test images")
+    sampler = StepBatches(len(dataset), shard.size(cfg.batch_size), cfg.seed, start)
+    return index_batches(dataset, sampler, shard.rows(cfg.batch_size), cfg.workers)
 
 
 def train(cfg: StarGANConfig) -> Trainer:
     """Train (or resume the run in ``cfg.model_dir``) up to ``cfg.target_iter``; Ctrl-C saves first."""
-    device = resolve_device(cfg.device)
+    group = join(cfg.device)
+    device, main = group.device, group.is_main
     out = Path(cfg.model_dir)
-    trainer = Trainer(cfg, device)
+    trainer = Trainer(cfg, group)
     ckpt = checkpoint_path(out)
-    ensure_folder(ckpt.parent, "StarGAN checkpoint folder")
-    if resume_checkpoint(ckpt):
+    if open_run_dir(group, ckpt, "StarGAN checkpoint folder"):
         state = read_stargan_checkpoint(ckpt)
         check_fixed_unchanged(config_from_dict(StarGANConfig, state["config"], str(ckpt)), cfg, str(ckpt))
         trainer.load_state_dict(state)
         log.info("resuming %s at iteration %d", ckpt, trainer.step)
-    save_config(cfg, out / "config.yaml")
+    if main:
+        save_config(cfg, out / "config.yaml")
 
     train_set = CelebADataset(cfg.image_root, load_split(cfg, "train"), cfg.crop_size, cfg.image_size)
     test_table = load_split(cfg, "test")
-    atomic_write_text(out / "test_split.txt", "".join(n + "\n" for n in test_table.names))
+    if main:
+        atomic_write_text(out / "test_split.txt", "".join(n + "\n" for n in test_table.names))
     sample_set = CelebADataset(cfg.image_root, test_table, cfg.crop_size, cfg.image_size) if test_table.names else train_set
     fixed = [sample_set[i] for i in range(min(SAMPLE_COUNT, len(sample_set)))]
     fixed_images = torch.stack([f[0] for f in fixed]).to(device)
     fixed_labels = torch.stack([f[1] for f in fixed])
 
-    metrics = MetricsLog(out / "logs", "losses", resume_step=trainer.step)
-    fid_log = MetricsLog(out / "logs", "fid", resume_step=trainer.step) if cfg.fid_every else None
-    batches = training_batches(train_set, cfg, trainer.step)
-    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
-        trainer.train_step(batch[0], batch[1])
+    metrics = MetricsLog(out / "logs", "losses", resume_step=trainer.step, enabled=main)
+    fid_log = MetricsLog(out / "logs", "fid", resume_step=trainer.step, enabled=main) if cfg.fid_every else None
+    batches = training_batches(train_set, cfg, trainer.step, group.shard)
+    labels = torch.from_numpy(train_set.table.labels)
+
+    def step(batch: tuple[tuple[torch.Tensor, ...], torch.Tensor]) -> dict[str, float]:
+        (images, _, _), indices = batch
+        trainer.train_step(images, labels[indices])
         return {**trainer.last, "lr/g": trainer.g_opt.param_groups[0]["lr"], "lr/d": trainer.d_opt.param_groups[0]["lr"]}
 
     def sample_grid(step: int) -> None:
@@ -212,13 +210,13 @@ def train(cfg: StarGANConfig) -> Trainer:
                              at_end="always"))
     try:
         _, _, stopped = step_loop(trainer.step, cfg.target_iter, step, metrics.write, cfg.log_every, "stargan",
-                                  fetch=lambda: next(batches), actions=actions,
+                                  fetch=lambda: next(batches), actions=actions, group=group,
                                   postfix=lambda v: {"d_cls": f"{v['D/loss_cls']:.3f}", "g_rec": f"{v['G/loss_rec']:.3f}"})
     finally:
         metrics.close()
         if fid_log is not None:
             fid_log.close()
-    trainer.save(ckpt)  # at the end and on Ctrl-C
+    group.on_main(lambda: trainer.save(ckpt))  # at the end and on Ctrl-C
     if stopped == "interrupted":
         log.info("saved iteration %d to %s before stopping; run the same command again to resume", trainer.step, ckpt)
         raise KeyboardInterrupt

@@ -2,7 +2,8 @@
 (landmark hulls, or the applied XSeg masks of a faceset that has them).
 
 Batch ``i`` is a pure function of ``(seed, i)``, so worker processes may produce batches in any order and a
-resumed run sees exactly the batches an uninterrupted one would. Warping is one ``grid_sample`` over the
+resumed run sees exactly the batches an uninterrupted one would; in a multi-process run each process makes
+its rows of that batch (see :mod:`facelab.core.batches`). Warping is one ``grid_sample`` over the
 batch: an affine (rotation, scale, shift) shared by input and target, plus, for the input only, a smooth
 offset field interpolated from a 3x3, 5x5 or 9x9 grid of random displacements (SAEHD's random warp).
 The target stays unwarped so the model learns to undo the distortion.
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from facelab.core.batches import hsv_jitter, warp_grids
+from facelab.core.batches import hsv_jitter, hsv_shifts, warp_grids
+from facelab.core.distributed import Shard
 from facelab.faceset.resize import recropped
 from facelab.faceset.store import Faceset
 from facelab.face.masks.applied import applied_mask, has_applied_mask
@@ -107,26 +109,32 @@ def pick_indices(rng: np.random.Generator, yaws: np.ndarray, count: int, uniform
 
 
 def colour_transfer(mode: str, images: np.ndarray, masks: np.ndarray, refs: np.ndarray, ref_masks: np.ndarray,
-                    rng: np.random.Generator) -> np.ndarray:
-    """Match each src image's colours to a dst face (DeepFaceLab's ct_mode for src samples)."""
+                    rng: np.random.Generator, first: int = 0) -> np.ndarray:
+    """Match each src image's colours to a dst face (DeepFaceLab's ct_mode for src samples); ``first`` is the
+    first image's row in the global batch."""
     from facelab.color.transfer import color_transfer
 
-    seed = int(rng.integers(2**31))  # idt/sot draw random directions: keep batch i a function of (seed, i)
-    return np.clip(color_transfer(mode, images, refs, masks, ref_masks, seed=seed), 0, 1).astype(np.float32)
+    # idt/sot draw random directions: image k of the batch draws from seed + k, so batch i stays a function of
+    # (seed, i) and each process's rows come out as in the whole batch
+    seed = int(rng.integers(2**31))
+    out = np.stack([color_transfer(mode, images[k], refs[k], masks[k], ref_masks[k], seed=seed + first + k)
+                    for k in range(len(images))])
+    return np.clip(out, 0, 1).astype(np.float32)
 
 
 def make_side(data: FaceData, rng: np.random.Generator, count: int, aug: Augment,
-              ct_refs: FaceData | None = None) -> dict[str, torch.Tensor]:
-    """One identity's half of a batch: warped input, unwarped target, its mask and eyes/mouth mask."""
-    idx = pick_indices(rng, data.yaws, count, aug.uniform_yaw)
+              ct_refs: FaceData | None = None, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+    """One identity's half of a batch of ``count``, for its ``rows`` (all by default): warped input, unwarped
+    target, its mask and eyes/mouth mask. Every random draw is made for all ``count`` faces."""
+    idx = pick_indices(rng, data.yaws, count, aug.uniform_yaw)[rows]
     images = data.images[idx].astype(np.float32) / 255.0
     masks = data.masks[idx].astype(np.float32)
     if aug.ct_mode != "none" and ct_refs is not None:
-        ref = rng.integers(len(ct_refs), size=count)
+        ref = rng.integers(len(ct_refs), size=count)[rows]
         images = colour_transfer(aug.ct_mode, images, masks, ct_refs.images[ref].astype(np.float32) / 255.0,
-                                 ct_refs.masks[ref].astype(np.float32), rng)
-    flip = rng.random(count) < 0.5 if aug.random_flip else np.zeros(count, bool)
-    hsv_images = hsv_jitter(images, rng, aug.hsv_power) if aug.hsv_power > 0 else images
+                                 ct_refs.masks[ref].astype(np.float32), rng, first=range(count)[rows].start)
+    flip = (rng.random(count) < 0.5 if aug.random_flip else np.zeros(count, bool))[rows]
+    hsv_images = hsv_jitter(images, hsv_shifts(rng, count, aug.hsv_power)[rows]) if aug.hsv_power > 0 else images
     res = images.shape[1]
     maps = torch.from_numpy(np.stack([masks, data.em_masks[idx].astype(np.float32)], 1))
     target = torch.from_numpy(images).permute(0, 3, 1, 2)
@@ -138,7 +146,7 @@ def make_side(data: FaceData, rng: np.random.Generator, count: int, aug: Augment
     stack = torch.cat([target, source, maps], 1)
     flip_t = torch.from_numpy(flip)
     stack[flip_t] = stack[flip_t].flip(-1)
-    grid_target, grid_input = warp_grids(rng, count, res, aug.random_warp)
+    grid_target, grid_input = warp_grids(rng, count, res, aug.random_warp, rows)
     warped_target = F.grid_sample(torch.cat([stack[:, :3], stack[:, 6:]], 1), grid_target, mode="bilinear",
                                   padding_mode="border", align_corners=False)
     warped_input = F.grid_sample(stack[:, 3:6], grid_input, mode="bilinear", padding_mode="border", align_corners=False)
@@ -147,14 +155,17 @@ def make_side(data: FaceData, rng: np.random.Generator, count: int, aug: Augment
 
 
 class SwapBatches(Dataset):
-    """``batches[i]`` -> dict of src_* and dst_* tensors, determined by ``(seed, i)`` alone."""
+    """``batches[i]`` -> dict of src_* and dst_* tensors, determined by ``(seed, i)`` alone: this process's
+    ``batch_size`` rows of the global batch of all processes (``shard``)."""
 
-    def __init__(self, src: FaceData, dst: FaceData, batch_size: int, src_aug: Augment, dst_aug: Augment, seed: int):
+    def __init__(self, src: FaceData, dst: FaceData, batch_size: int, src_aug: Augment, dst_aug: Augment, seed: int,
+                 shard: Shard = Shard()):
         self.src, self.dst, self.batch_size = src, dst, batch_size
-        self.src_aug, self.dst_aug, self.seed = src_aug, dst_aug, seed
+        self.src_aug, self.dst_aug, self.seed, self.shard = src_aug, dst_aug, seed, shard
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, i])
-        src = make_side(self.src, rng, self.batch_size, self.src_aug, ct_refs=self.dst)
-        dst = make_side(self.dst, rng, self.batch_size, self.dst_aug)
+        count, rows = self.shard.size(self.batch_size), self.shard.rows(self.batch_size)
+        src = make_side(self.src, rng, count, self.src_aug, ct_refs=self.dst, rows=rows)
+        dst = make_side(self.dst, rng, count, self.dst_aug, rows=rows)
         return {**{f"src_{k}": v for k, v in src.items()}, **{f"dst_{k}": v for k, v in dst.items()}}

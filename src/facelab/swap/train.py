@@ -2,7 +2,8 @@
 
 Everything a run needs to continue exactly lives in ``model.safetensors`` (weights, optimiser state, the
 iteration, torch's RNG state); batches are a pure function of ``(seed, iteration)``. So a run stopped at
-any save and resumed gives, on the CPU, the same next loss as one that never stopped.
+any save and resumed gives, on the CPU, the same next loss as one that never stopped. Under torchrun every
+process trains on its rows of each batch and rank 0 alone writes (:mod:`facelab.core.distributed`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import numpy as np
 import torch
 import yaml
 
-from facelab.core.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
+from facelab.core.checkpoint import load_checkpoint, save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_bytes, atomic_write_text, ensure_folder
+from facelab.core.files import atomic_write_bytes, atomic_write_text
 from facelab.core.logs import MetricsLog
-from facelab.core.training import check_finite_loss, run_steps, start_run
+from facelab.core.training import check_finite_loss, open_run_dir, run_steps, start_run
 from facelab.metrics.identity import IdentityProbe
 from facelab.metrics.ssim import ssim
 from facelab.swap.config import SwapConfig, apply_preset
@@ -68,9 +69,9 @@ class Trainer:
         cfg = apply_preset(cfg, {"batch_size"})  # quick96/original pin their network even from the Python API
         cfg.check()
         self.cfg, self.model_dir = cfg, Path(model_dir)
-        saved = load_saved_config(self.model_dir)
-        ensure_folder(self.model_dir, "model dir")
-        self.device = start_run(cfg, saved, self.model_dir)
+        self.group = start_run(cfg, load_saved_config(self.model_dir), self.model_dir)
+        self.device = self.group.device
+        resumable = open_run_dir(self.group, self.model_dir / WEIGHTS_NAME)
         self._load_data(src_dir, dst_dir)
         self.model: SwapModel = build_model(cfg).to(self.device)
         self.gan = UNetPatchDiscriminator(cfg.resolution, cfg.gan_patch_size, cfg.gan_dims).to(self.device) if cfg.gan_power > 0 else None
@@ -82,19 +83,26 @@ class Trainer:
         self.gan_opt = _make_optimizer(self.gan.parameters(), cfg) if self.gan else None
         self.code_opt = _make_optimizer(self.code_d.parameters(), cfg) if self.code_d else None
         self.scaler = grad_scaler(self.device, cfg.precision)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        # the training step calls the networks through DistributedDataParallel when it updates them (the
+        # generator pass through a discriminator uses the plain one: its gradients are dropped)
+        wrapped = self.group.wrap(self.model)
+        self.forward = torch.compile(wrapped) if cfg.compile else wrapped
+        self.gan_train = self.group.wrap(self.gan) if self.gan else None
+        self.code_train = self.group.wrap(self.code_d) if self.code_d else None
         self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power, cfg.bg_style_power)
         self.iteration, self.saved_iteration, self._unused_state = 0, None, {}
         self._last_eval: tuple[int, tuple[float, float]] | None = None
         self._id_probe: IdentityProbe | None = None
         self._id_people: dict[str, np.ndarray] | None = None  # src and dst embeddings, made at the first report
-        if resume_checkpoint(self.model_dir / WEIGHTS_NAME):
+        if resumable:
             self._resume()
         else:
             self._refuse_lost_checkpoint()
-        save_config(cfg, self.model_dir / CONFIG_NAME)
-        self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration)
-        self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration)
+        main = self.group.is_main
+        if main:
+            save_config(cfg, self.model_dir / CONFIG_NAME)
+        self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration, enabled=main)
+        self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration, enabled=main)
 
     # ----------------------------------------------------------------------------------------- set-up
     def _load_data(self, src_dir, dst_dir) -> None:
@@ -113,7 +121,7 @@ class Trainer:
             self.src_train, self.dst_train, cfg.batch_size,
             Augment(cfg.random_warp, cfg.random_src_flip, cfg.random_hsv_power, cfg.uniform_yaw, cfg.blur_out_mask, cfg.ct_mode),
             Augment(cfg.random_warp, cfg.random_dst_flip, cfg.random_hsv_power, cfg.uniform_yaw, cfg.blur_out_mask),
-            cfg.seed)
+            cfg.seed, self.group.shard)
 
     def _split(self, data: FaceData, rng: np.random.Generator, folder) -> tuple[FaceData, FaceData]:
         """Hold out up to ``eval_faces`` faces (a fifth at most) that training never sees, for SSIM."""
@@ -215,24 +223,26 @@ class Trainer:
             with autocast(self.device, cfg.precision):
                 code_score = self.code_d(out.dst_code)
             total = total + cfg.true_face_power * g_loss(code_score.float())
-        losses = {"src_loss": src_loss.item(), "dst_loss": dst_loss.item(), "total": total.item()}
+        # the global batch's losses, so that every process stops together on a non-finite one
+        losses = self.group.mean({"src_loss": src_loss.item(), "dst_loss": dst_loss.item(), "total": total.item()})
         check_finite_loss(losses["total"], self.iteration + 1, self.saved_iteration, self.model_dir,
                           "lower --lr or use --clipgrad")
         self._update(total, self.opt, self.model.parameters())
+        critics = {}
         if self.gan is not None:
             with autocast(self.device, cfg.precision):
-                (real_c, real_p), (fake_c, fake_p) = self.gan(src_t), self.gan(src_p.detach())
+                (real_c, real_p), (fake_c, fake_p) = self.gan_train(src_t), self.gan_train(src_p.detach())
             loss_d = d_loss(real_c.float(), fake_c.float()) + d_loss(real_p.float(), fake_p.float())
             self._update(loss_d, self.gan_opt, self.gan.parameters())
-            losses["gan_d"] = loss_d.item()
+            critics["gan_d"] = loss_d.item()
         if self.code_d is not None:
             with autocast(self.device, cfg.precision):
-                src_score, dst_score = self.code_d(out.src_code.detach()), self.code_d(out.dst_code.detach())
+                src_score, dst_score = self.code_train(out.src_code.detach()), self.code_train(out.dst_code.detach())
             loss_c = d_loss(src_score.float(), dst_score.float())
             self._update(loss_c, self.code_opt, self.code_d.parameters())
-            losses["true_face_d"] = loss_c.item()
+            critics["true_face_d"] = loss_c.item()
         self.scaler.update()
-        return losses
+        return {**losses, **self.group.mean(critics)}
 
     def _update(self, loss: torch.Tensor, opt: AdaBelief, params) -> None:
         opt.zero_grad(set_to_none=True)
@@ -333,7 +343,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.target_iter and self.iteration >= cfg.target_iter:
             log.info(f"model is already at iteration {self.iteration} >= target {cfg.target_iter}; raise --target-iter to go on")
-            mean, std = self.report_eval()
+            mean, std = self.group.on_main(self.report_eval) or (math.nan, math.nan)
             return TrainResult(self.iteration, {}, mean, std, "target")
         self.model.train()
         last_backup = time.monotonic()
@@ -345,10 +355,13 @@ class Trainer:
                 self.autobackup()
                 last_backup = now
 
+        def finish() -> tuple[float, float]:
+            self.save()
+            self.write_preview()
+            return self.report_eval()
+
         losses, stopped = run_steps(self, max_steps, "train", backup)
-        self.save()
-        self.write_preview()
-        mean, std = self.report_eval()
+        mean, std = self.group.on_main(finish) or (math.nan, math.nan)  # the held-out figures are rank 0's
         return TrainResult(self.iteration, losses, mean, std, stopped)
 
     def close(self) -> None:

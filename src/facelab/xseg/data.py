@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from facelab.core.batches import hsv_jitter, warp_grids
+from facelab.core.batches import hsv_jitter, hsv_shifts, warp_grids
+from facelab.core.distributed import Shard
 from facelab.core.errors import FacelabError
 from facelab.faceset.store import Faceset
 from facelab.face.masks.labels import has_label, label_mask
@@ -76,26 +77,30 @@ class Augment:
     hsv_power: float = 0.0
 
 
-def make_batch(data: LabelledFaces, rng: np.random.Generator, count: int, aug: Augment) -> dict[str, torch.Tensor]:
+def make_batch(data: LabelledFaces, rng: np.random.Generator, count: int, aug: Augment,
+               rows: slice = slice(None)) -> dict[str, torch.Tensor]:
     """``face`` (N,3,R,R) RGB in [0, 1] and ``label`` (N,1,R,R) in [0, 1] (soft only where warping
-    resampled the edge)."""
-    idx = rng.integers(len(data), size=count)
+    resampled the edge) for ``rows`` (all by default) of a batch of ``count``; every random draw is made for
+    all ``count`` faces."""
+    idx = rng.integers(len(data), size=count)[rows]
     images = data.images[idx].astype(np.float32) / 255.0
     if aug.hsv_power > 0:
-        images = hsv_jitter(images, rng, aug.hsv_power)
+        images = hsv_jitter(images, hsv_shifts(rng, count, aug.hsv_power)[rows])
     stack = torch.cat([faces_to_tensor(images), torch.from_numpy(data.labels[idx]).float()[:, None]], 1)
-    flip = torch.from_numpy(rng.random(count) < 0.5) if aug.random_flip else torch.zeros(count, dtype=torch.bool)
+    flip = torch.from_numpy((rng.random(count) < 0.5 if aug.random_flip else np.zeros(count, bool))[rows])
     stack[flip] = stack[flip].flip(-1)
-    _, grid = warp_grids(rng, count, stack.shape[-1], aug.random_warp)
+    _, grid = warp_grids(rng, count, stack.shape[-1], aug.random_warp, rows)
     warped = F.grid_sample(stack, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return {"face": warped[:, :3].contiguous(), "label": warped[:, 3:].contiguous()}
 
 
 class XSegBatches(Dataset):
-    """``batches[i]`` -> one augmented batch, determined by ``(seed, i)`` alone."""
+    """``batches[i]`` -> one augmented batch, determined by ``(seed, i)`` alone: this process's ``batch_size``
+    rows of the global batch of all processes (``shard``)."""
 
-    def __init__(self, data: LabelledFaces, batch_size: int, aug: Augment, seed: int):
-        self.data, self.batch_size, self.aug, self.seed = data, batch_size, aug, seed
+    def __init__(self, data: LabelledFaces, batch_size: int, aug: Augment, seed: int, shard: Shard = Shard()):
+        self.data, self.batch_size, self.aug, self.seed, self.shard = data, batch_size, aug, seed, shard
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return make_batch(self.data, np.random.default_rng([self.seed, i]), self.batch_size, self.aug)
+        return make_batch(self.data, np.random.default_rng([self.seed, i]), self.shard.size(self.batch_size), self.aug,
+                          self.shard.rows(self.batch_size))

@@ -2,7 +2,8 @@
 
 ``segmenter.safetensors`` holds everything a run needs to continue (weights, optimiser state, the
 iteration) and batches are a pure function of ``(seed, iteration)``, so a resumed run continues the
-counter, the loss curve and the batch sequence where the last save left them.
+counter, the loss curve and the batch sequence where the last save left them. Under torchrun every process
+trains on its rows of each batch and rank 0 alone writes (:mod:`facelab.core.distributed`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.checkpoint import resume_checkpoint, save_checkpoint
+from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_bytes, ensure_folder
+from facelab.core.files import atomic_write_bytes
 from facelab.core.logs import MetricsLog
-from facelab.core.training import check_finite_loss, run_steps, start_run
+from facelab.core.training import check_finite_loss, open_run_dir, run_steps, start_run
 from facelab.xseg.network import Segmenter
 from facelab.metrics.iou import mask_iou
 from facelab.xseg.config import XSegConfig
@@ -62,25 +63,29 @@ class Trainer:
     def __init__(self, cfg: XSegConfig, facesets: list[str | Path], model_dir: str | Path):
         cfg.check()
         self.cfg, self.model_dir = cfg, Path(model_dir)
-        self.device = start_run(cfg, load_saved_config(self.model_dir), self.model_dir)
+        self.group = start_run(cfg, load_saved_config(self.model_dir), self.model_dir)
+        self.device = self.group.device
         data = load_labelled(facesets, cfg.resolution, cfg.face_type)
         self.train_data, self.held_out = split_held_out(data, cfg.eval_faces, cfg.seed)
         if not len(self.held_out):
             log.info(f"{len(data)} labelled faces: too few to hold any out, so no held-out IoU is reported "
                      "(label at least 5)")
         self.batches = XSegBatches(self.train_data, cfg.batch_size,
-                                   Augment(cfg.random_warp, cfg.random_flip, cfg.random_hsv_power), cfg.seed)
+                                   Augment(cfg.random_warp, cfg.random_flip, cfg.random_hsv_power), cfg.seed,
+                                   self.group.shard)
         self.model = Segmenter(cfg.resolution, cfg.base_channels).to(self.device)
+        self.forward = self.group.wrap(self.model)  # the training step's way in (DistributedDataParallel under torchrun)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scaler = grad_scaler(self.device, cfg.precision)
         self.iteration, self.saved_iteration = 0, None
         self._last_eval: tuple[int, float] | None = None
-        ensure_folder(self.model_dir, "model dir")
-        if resume_checkpoint(self.model_dir / WEIGHTS_NAME):
+        if open_run_dir(self.group, self.model_dir / WEIGHTS_NAME):
             self._resume()
-        save_config(cfg, self.model_dir / CONFIG_NAME)
-        self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration)
-        self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration)
+        main = self.group.is_main
+        if main:
+            save_config(cfg, self.model_dir / CONFIG_NAME)
+        self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration, enabled=main)
+        self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration, enabled=main)
 
     def _resume(self) -> None:
         state = read_checkpoint(self.model_dir)
@@ -107,9 +112,9 @@ class Trainer:
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         face, label = batch["face"].to(self.device), batch["label"].to(self.device)
         with autocast(self.device, self.cfg.precision):
-            logits = self.model(face)
-        loss = segmentation_loss(logits.float(), label)
-        value = loss.item()
+            logits = self.forward(face)
+        loss = segmentation_loss(logits.float(), label)  # in fp32, outside autocast
+        value = self.group.mean({"loss": loss.item()})["loss"]  # the global batch's: every process stops alike
         check_finite_loss(value, self.iteration + 1, self.saved_iteration, self.model_dir)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -164,12 +169,18 @@ class Trainer:
         if cfg.target_iter and self.iteration >= cfg.target_iter:
             log.info(f"segmenter is already at iteration {self.iteration} >= target {cfg.target_iter}; "
                      "raise --target-iter to go on")
-            return XSegResult(self.iteration, math.nan, self.report_eval(), "target")
+            iou = self.group.on_main(self.report_eval)
+            return XSegResult(self.iteration, math.nan, math.nan if iou is None else iou, "target")
+
+        def finish() -> float:
+            self.save()
+            self.write_preview()
+            return self.report_eval()
+
         self.model.train()
         losses, stopped = run_steps(self, max_steps, "xseg train")
-        self.save()
-        self.write_preview()
-        return XSegResult(self.iteration, losses.get("loss", math.nan), self.report_eval(), stopped)
+        iou = self.group.on_main(finish)  # the held-out IoU is rank 0's
+        return XSegResult(self.iteration, losses.get("loss", math.nan), math.nan if iou is None else iou, stopped)
 
     def close(self) -> None:
         self.metrics.close()
