@@ -13,6 +13,7 @@ import signal
 import sys
 
 from facelab import __version__
+from facelab.cli.launch import relaunch_on_gpus
 from facelab.core.errors import FacelabError
 from facelab.core.logs import setup_logging
 
@@ -45,11 +46,13 @@ def _terminated(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     # `kill`, `docker stop` and job schedulers send SIGTERM: stop the way Ctrl-C does (trainers save first)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
+        relaunch_on_gpus(args, argv)  # a training command with --gpus N goes on under torchrun
         return int(args.func(args) or 0)
     except FacelabError as exc:
         print(f"facelab: error: {exc}", file=sys.stderr)

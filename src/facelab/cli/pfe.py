@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab.cli.launch import add_gpus_option
 from facelab.core.config import add_config_arguments, config_from_args
 from facelab.core.device import DEVICE_HELP, DEVICES
+from facelab.core.distributed import main_process
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path, atomic_write_text
 from facelab.io.images import is_image_file
@@ -23,7 +25,8 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(BackboneConfig, args, base=saved_config(BackboneConfig, getattr(args, "model_dir", "")))
     last = train_backbone(cfg)
-    print(f"backbone saved in {cfg.model_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))
+    if main_process():  # under torchrun, rank 0 speaks for the run
+        print(f"backbone saved in {cfg.model_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))
     return 0
 
 
@@ -32,8 +35,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(PFEConfig, args, base=saved_config(PFEConfig, getattr(args, "model_dir", "")))
     out = train_pfe(cfg)
-    print(f"uncertainty module saved in {cfg.model_dir}; MLS loss on a fixed pool sample "
-          f"{out['loss_before']:.2f} -> {out['loss_after']:.2f} ({int(out['pool_size'])} faces)")
+    if main_process():  # under torchrun, rank 0 speaks for the run
+        print(f"uncertainty module saved in {cfg.model_dir}; MLS loss on a fixed pool sample "
+              f"{out['loss_before']:.2f} -> {out['loss_after']:.2f} ({int(out['pool_size'])} faces)")
     return 0
 
 
@@ -223,11 +227,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("train-backbone", help="train a sphere20/36/64 backbone with AM-softmax")
     p.add_argument("--config", help="YAML file of options (flags override it)")
     add_config_arguments(p, BackboneConfig)
+    add_gpus_option(p)
     p.set_defaults(func=_cmd_train_backbone)
 
     p = cmds.add_parser("train", help="train the uncertainty module on a frozen backbone (MLS loss)")
     p.add_argument("--config", help="YAML file of options (flags override it)")
     add_config_arguments(p, PFEConfig)
+    add_gpus_option(p)
     p.set_defaults(func=_cmd_train)
 
     p = cmds.add_parser("eval", help="LFW protocol: 10-fold accuracy (L2, cosine, MLS; templates) and TAR@FAR",

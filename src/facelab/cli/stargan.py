@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from facelab.cli.launch import add_gpus_option
 from facelab.core.config import OldFlag, add_config_arguments, check_fixed_unchanged, config_from_args, config_from_dict
 from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS, resolve_device
+from facelab.core.distributed import main_process
 from facelab.core.files import atomic_write_text
 from facelab.core.model_kinds import load_model_config
 from facelab.provenance.signing import Credentials
@@ -24,7 +26,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = config_from_args(StarGANConfig, args, base=saved)
         check_fixed_unchanged(saved, cfg, str(cfg.model_dir))
     trainer = train(cfg)
-    print(f"trained {trainer.step} iterations; checkpoint in {Path(cfg.model_dir) / 'checkpoints'}")
+    if main_process():  # under torchrun, rank 0 speaks for the run
+        print(f"trained {trainer.step} iterations; checkpoint in {Path(cfg.model_dir) / 'checkpoints'}")
     return 0
 
 
@@ -139,6 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Train StarGAN; rerun with the same --model-dir to resume from its checkpoint.")
     p.add_argument("--config", help="YAML file of options (flags override it)")
     add_config_arguments(p, StarGANConfig)
+    add_gpus_option(p)
     p.set_defaults(func=_cmd_train)
 
     p = cmds.add_parser("test", help="translate the test split into every domain",

@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from facelab.cli.launch import add_gpus_option
 from facelab.core.config import add_config_arguments, config_from_args, given_options, read_yaml_mapping
+from facelab.core.distributed import main_process
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig, apply_preset
 from facelab.swap.model_dir import load_saved_config
@@ -31,8 +33,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not cfg.pretrain and not (args.src and args.dst):
         raise FacelabError("train needs --src and --dst faceset folders (or --pretrain with --pretrain-faceset)")
     result = train(cfg, args.src, args.dst, args.model_dir)
-    print(f"{result.stopped} at iteration {result.iteration}; held-out SSIM {result.ssim_mean:.4f} +- {result.ssim_std:.4f}; "
-          f"model saved in {args.model_dir}")
+    if main_process():  # under torchrun, rank 0 speaks for the run
+        print(f"{result.stopped} at iteration {result.iteration}; held-out SSIM {result.ssim_mean:.4f} +- {result.ssim_std:.4f}; "
+              f"model saved in {args.model_dir}")
     return 0
 
 
@@ -53,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", required=True, help="folder for weights, config.yaml, losses and previews")
     p.add_argument("--config", help="YAML file of options (flags given on the command line override it)")
     add_config_arguments(p, SwapConfig)
+    add_gpus_option(p)
     p.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("export", help="export a trained swap generator to ONNX or TorchScript",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from facelab.cli.launch import add_gpus_option
 from facelab.core.config import add_config_arguments, config_from_args
 from facelab.core.device import DEVICE_HELP, DEVICES
+from facelab.core.distributed import main_process
 from facelab.xseg.config import XSegConfig
 
 
@@ -37,8 +39,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(XSegConfig, args, base=load_saved_config(args.model_dir))
     result = train(cfg, args.faceset, args.model_dir)
-    print(f"{result.stopped} at iteration {result.iteration}; held-out IoU {result.iou:.4f}; "
-          f"segmenter saved in {args.model_dir}")
+    if main_process():  # under torchrun, rank 0 speaks for the run
+        print(f"{result.stopped} at iteration {result.iteration}; held-out IoU {result.iou:.4f}; "
+              f"segmenter saved in {args.model_dir}")
     return 0
 
 
@@ -105,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--model-dir", required=True, help="folder for the segmenter, config.yaml, losses and preview.png")
     tr.add_argument("--config", help="YAML file of options (flags given on the command line override it)")
     add_config_arguments(tr, XSegConfig)
+    add_gpus_option(tr)
     tr.set_defaults(func=_cmd_train)
 
     ap = xs.add_parser("apply", help="Apply the trained XSeg mask to every face of a faceset (XSeg trained mask - apply).",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -119,7 +120,9 @@ class Group:
         connection, NCCL a DistError), or None for any other exception."""
         if not self.distributed or not (isinstance(exc, dist.DistError) or "gloo" in str(exc)):
             return None
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # gloo's message starts with its source file and goes on with advice: keep what happened
+        text = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        reason = text.split(". ")[0]
         return FacelabError(f"process {self.shard.rank} of {self.world}: another process of this run ended ({reason}); "
                             "stopped without saving, so the last save is kept; see the other processes' messages, "
                             "then run the same command to resume")
