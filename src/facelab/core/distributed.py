@@ -174,7 +174,7 @@ def _process_device(device: str, local_rank: int, world: int) -> torch.device:
 
 class CrossProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch, for the CPU, where torch's
-    SyncBatchNorm refuses to run. The per-channel sums go through ``torch.distributed.nn``'s differentiable
+    SyncBatchNorm refuses to run. The per-channel sums go through torch's differentiable (functional)
     all_reduce, so the gradient flows across processes as it does through one process's batch. Computed in
     fp32 (under bf16 autocast too), in the same order in every process."""
 
@@ -185,12 +185,13 @@ class CrossProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        from torch.distributed._functional_collectives import all_reduce  # differentiable: its backward sums too
 
         x32 = x.float()
         dims = [0, *range(2, x.dim())]
         count = x32.numel() // x32.shape[1] * dist.get_world_size()
-        mean, square = all_reduce(torch.cat([x32.sum(dims), (x32 * x32).sum(dims)])).div(count).chunk(2)
+        sums = all_reduce(torch.cat([x32.sum(dims), (x32 * x32).sum(dims)]), "sum", dist.group.WORLD)
+        mean, square = sums.div(count).chunk(2)
         var = square - mean * mean
         if self.track_running_stats:
             with torch.no_grad():
