@@ -153,3 +153,57 @@ def random_faces(n: int = 12, res: int = 32, seed: int = 0, box: tuple[int, int,
     masks[:, box[0]:box[1], box[2]:box[3]] = 1
     return FaceData(images, masks, masks.copy(), rng.uniform(-60, 60, n).astype(np.float32),
                     np.zeros((n, 68, 2), np.float32))
+
+
+def flags(options: dict) -> list[str]:
+    """Config options as ``facelab`` flags: ``{"batch_size": 2, "masked_training": False}`` ->
+    ``--batch-size 2 --no-masked-training``."""
+    out: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def torchrun_command(args: list[str], processes: int = 2) -> list[str]:
+    """``torchrun --nproc_per_node PROCESSES -m facelab ARGS`` (single machine, a free port of its own)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "facelab", *args]
+
+
+# one thread per process, as the one_thread fixture gives the in-process runs they are compared with
+TORCHRUN_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+    """Run ``facelab ARGS`` in ``processes`` processes under torchrun (gloo on the CPU) and return the result."""
+    return subprocess.run(torchrun_command(args, processes), capture_output=True, text=True, env=TORCHRUN_ENV,
+                          timeout=900)
+
+
+def torchrun_ranks(proc: subprocess.Popen) -> dict[int, int]:
+    """RANK -> pid of the worker processes of a running torchrun (read from /proc)."""
+    ranks = {}
+    for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        for entry in environ:
+            if entry.startswith(b"RANK="):
+                ranks[int(entry[5:])] = int(child)
+    return ranks
+
+
+def differing_tensors(a: dict, b: dict, atol: float = 1e-5) -> list[str]:
+    """The names of the tensors in the (nested) state dicts ``a`` and ``b`` that differ by more than ``atol``."""
+    import torch
+
+    out = []
+    for name, value in a.items():
+        if isinstance(value, dict):
+            out += [f"{name}.{k}" for k in differing_tensors(value, b[name], atol)]
+        elif isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not torch.allclose(value, b[name], atol=atol, rtol=1e-4):
+                out.append(name)
+    return out

@@ -12,12 +12,16 @@ import torch
 
 from facelab.cli import main
 from facelab.core.checkpoint import load_checkpoint
+from facelab.core.config import save_config
 from facelab.io.images import read_image, write_image
 from facelab.pfe.backbones import align_sphere
 from facelab.pfe.config import BackboneConfig, PFEConfig
 from facelab.pfe.features import FaceFinder
 from facelab.pfe.train import train_backbone, train_pfe
+from facelab.pfe.uncertainty import UncertaintyModule
 from facelab.samples.identities import make_identity_samples
+
+from conftest import differing_tensors, torchrun
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +101,71 @@ def test_pfe_bf16_on_the_cpu_stays_finite_and_tracks_fp32(aligned_faces, backbon
 
 @pytest.mark.slow  # about 2 minutes
 def test_backbone_bf16_on_the_cpu_stays_finite_and_tracks_fp32(aligned_faces, tmp_path):
-    """The sphere network runs under bf16 autocast, the AM-softmax in fp32 outside it: 50 iterations stay
-    finite and the mean loss of the last 20 is within 10 % of the fp32 run's (measured: %)."""
+    """The sphere network runs under bf16 autocast, the AM-softmax in fp32 outside it: 50 iterations stay finite
+    and follow the fp32 run from the same seed and batches. Two people are told apart within a few steps, after
+    which the loss is about 0 but for a few batches that are hard again (10-17 with a 0.35 margin), so the curves
+    are compared whole: the same hard iterations, and means over the 50 iterations within 10 % (measured: 13.87
+    and 13.92 at the start, the same 7 hard iterations, means 1.73 and 1.83)."""
+    curves = {}
     for precision in ("fp32", "bf16"):
         train_backbone(BackboneConfig(data=str(aligned_faces), model_dir=str(tmp_path / precision), depth=20,
                                       embedding_size=32, batch_size=4, workers=0, lr=0.001, log_every=1,
                                       target_iter=50, device="cpu", precision=precision))
-    late = _late_losses({p: tmp_path / p for p in ("fp32", "bf16")}, "backbone", "loss")
-    print(late)
-    assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], late
+        with open(tmp_path / precision / "backbone.csv", newline="") as fh:
+            curves[precision] = np.array([float(r["loss"]) for r in csv.DictReader(fh)])
+        assert len(curves[precision]) == 50 and np.isfinite(curves[precision]).all(), precision
+    fp32, bf16 = curves["fp32"], curves["bf16"]
+    assert abs(bf16[0] - fp32[0]) < 0.01 * fp32[0]
+    assert np.array_equal(np.flatnonzero(bf16 > 2), np.flatnonzero(fp32 > 2)), curves
+    assert abs(bf16.mean() - fp32.mean()) < 0.10 * fp32.mean(), curves
+
+
+@pytest.mark.slow  # about two minutes: two runs of two processes under torchrun
+def test_two_processes_train_as_one_with_twice_the_batch(aligned_faces, backbone, tmp_path):
+    """torchrun with 2 processes trains both PFE networks exactly as one process with twice the batch (the
+    backbone: 2 faces per process against 4; the uncertainty module: one identity per process against two),
+    BatchNorm statistics taken over both processes: the same losses, backbone weights (running statistics
+    included) and uncertainty-module outputs to float rounding."""
+    runs = {"backbone": (BackboneConfig, dict(data=str(aligned_faces), depth=20, embedding_size=32, workers=0, lr=0.01,
+                                              target_iter=3, log_every=1, device="cpu"), "batch_size", 2, "backbone"),
+            "pfe": (PFEConfig, dict(data=str(aligned_faces), backbone=str(backbone), aligned=True, hidden=16,
+                                    samples_per_class=4, target_iter=5, log_every=1, device="cpu"),
+                    "classes_per_batch", 1, "pfe")}
+    for name, (cls, options, per_process, size, log) in runs.items():
+        save_config(cls(**options, model_dir=str(tmp_path / f"{name}-two"), **{per_process: size}), tmp_path / f"{name}.yaml")
+        proc = torchrun(["pfe", "train-backbone" if name == "backbone" else "train", "--config", str(tmp_path / f"{name}.yaml")])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (train_backbone if name == "backbone" else train_pfe)(cls(**options, model_dir=str(tmp_path / f"{name}-one"),
+                                                                   **{per_process: 2 * size}))
+        rows = {}
+        for run in ("two", "one"):
+            with open(tmp_path / f"{name}-{run}" / f"{log}.csv", newline="") as fh:
+                rows[run] = [[float(v) for v in r.values()] for r in csv.DictReader(fh)]
+        assert len(rows["two"]) == options["target_iter"] and np.allclose(rows["two"], rows["one"], rtol=1e-4), rows
+    states = [load_checkpoint(tmp_path / f"backbone-{run}" / "backbone.safetensors")["model"] for run in ("two", "one")]
+    assert not differing_tensors(*states)
+    # the uncertainty module by what it computes: Adam turns the rounding noise of the near-zero gradients of
+    # fc1's weights on features that are (almost) always zero into steps of up to lr, which those features
+    # then multiply by (almost) zero
+    with np.load(tmp_path / "pfe-one" / "pool.npz") as pool:
+        features = torch.from_numpy(pool["features"])
+    outputs = []
+    for run in ("two", "one"):
+        module = UncertaintyModule(features.shape[1], 32, 16)
+        module.load_state_dict(load_checkpoint(tmp_path / f"pfe-{run}" / "pfe.safetensors")["model"])
+        with torch.no_grad():
+            outputs.append(module.eval()(features))
+    assert torch.allclose(*outputs, atol=1e-4), (outputs[0] - outputs[1]).abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_precisions_train(aligned_faces, backbone, tmp_path, precision):
+    last = train_backbone(BackboneConfig(data=str(aligned_faces), model_dir=str(tmp_path / "bb"), depth=20,
+                                         embedding_size=32, batch_size=8, workers=0, lr=0.01, target_iter=3,
+                                         device="cuda:0", precision=precision))
+    out = train_pfe(PFEConfig(data=str(aligned_faces), model_dir=str(tmp_path / "pfe"), backbone=str(backbone),
+                              aligned=True, hidden=16, classes_per_batch=2, samples_per_class=4, target_iter=5,
+                              device="cuda:0", precision=precision))
+    assert np.isfinite(last["loss"]) and np.isfinite(out["loss_after"])

@@ -19,13 +19,14 @@ from facelab.provenance.verify import verify
 from facelab.core.errors import FacelabError
 from facelab.io.images import read_image, write_image
 from facelab.metrics.inception import FIDInceptionV3
-from facelab.stargan.checkpoint import checkpoint_path, load_generator
+from facelab.core.config import save_config
+from facelab.stargan.checkpoint import checkpoint_path, load_generator, read_stargan_checkpoint
 from facelab.stargan.config import StarGANConfig
 from facelab.samples.celeba import make_sample_celeba
 from facelab.stargan.split import load_split
 from facelab.stargan.train import Trainer, train
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, differing_tensors, torchrun
 
 
 @pytest.fixture(scope="session")
@@ -233,3 +234,39 @@ def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(celeba, tmp_path):
     for name in ("D/loss_cls", "G/loss_rec", "D/loss_gp"):
         late = {p: np.mean([r[name] for r in rows[p][-20:]]) for p in rows}
         assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], (name, late)
+
+
+@pytest.mark.slow  # about a minute: a run of two processes under torchrun
+def test_two_processes_train_as_one_with_twice_the_batch(celeba, tmp_path):
+    """torchrun with 2 processes and --batch-size 2 trains StarGAN exactly as one process with --batch-size 4
+    (flips, target labels and penalty points drawn for the whole batch in both): the same losses, critic
+    weights and generator outputs to float rounding; rank 0 alone speaks. (The weights of the generator's first
+    convolution that read the constant label planes differ by up to 2 x lr: the instance norm after it leaves
+    them gradients of rounding-noise size, which Adam scales up to steps of lr; its outputs do not differ.)"""
+    tiny = dict(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, target_iter=4, log_every=1,
+                preview_every=1000, save_every=1000, fid_every=0)
+    save_config(small_config(celeba, tmp_path / "two", batch_size=2, **tiny), tmp_path / "two.yaml")
+    proc = torchrun(["stargan", "train", "--config", str(tmp_path / "two.yaml")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained 4 iterations") == 1
+    train(small_config(celeba, tmp_path / "one", batch_size=4, **tiny))
+    two, one = read_log(tmp_path / "two"), read_log(tmp_path / "one")
+    assert [r["step"] for r in two] == [1, 2, 3, 4]
+    for a, b in zip(two, one):
+        assert np.allclose(list(a.values()), list(b.values()), rtol=1e-5, equal_nan=True), (a, b)
+    states = [read_stargan_checkpoint(checkpoint_path(tmp_path / run)) for run in ("two", "one")]
+    assert not differing_tensors(states[0]["D"], states[1]["D"])
+    images, labels = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1, torch.eye(5)[:4]
+    with torch.no_grad():
+        outputs = [load_generator(checkpoint_path(tmp_path / run))[0](images, labels) for run in ("two", "one")]
+    assert torch.allclose(*outputs, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_precisions_train(celeba, tmp_path, precision):
+    """fp16 with its loss scalers (the gradient penalty's gradient taken of the scaled score), bf16, fp32."""
+    trainer = train(small_config(celeba, tmp_path, device="cuda:0", precision=precision, target_iter=6,
+                                 preview_every=1000, save_every=1000, fid_every=0))
+    assert trainer.step == 6 and all(np.isfinite(v) for v in trainer.last.values())

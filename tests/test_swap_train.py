@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ from facelab.swap.config import SwapConfig
 from facelab.swap.data import load_faces
 from facelab.swap.train import Trainer, train
 
-from conftest import signal_when, interrupt_at
+from conftest import (TORCHRUN_ENV, differing_tensors, flags, interrupt_at, signal_when, torchrun, torchrun_command,
+                      torchrun_ranks)
 
 TINY = dict(model="saehd", resolution=64, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4, batch_size=4,
             workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3)
@@ -288,7 +292,7 @@ def test_out_of_memory_suggests_a_smaller_batch(facesets, tmp_path, monkeypatch)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_precisions_train(facesets, tmp_path, precision):
-    cfg = SwapConfig(**{**TINY, "device": "cuda", "precision": precision, "channels_last": True, "gan_power": 0.1},
+    cfg = SwapConfig(**{**TINY, "device": "cuda:0", "precision": precision, "channels_last": True, "gan_power": 0.1},
                      target_iter=5)
     result = train(cfg, *facesets, tmp_path / "m")
     assert result.iteration == 5 and np.isfinite(result.losses["total"])
@@ -309,3 +313,85 @@ def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(facesets, tmp_path):
     assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], late
     assert late["bf16"] < 0.97 * curves["bf16"][:5].mean()  # and it learns (7.5 -> 7.2 in 50 tiny steps)
 
+
+
+def _checkpoint(model_dir: Path) -> dict:
+    from facelab.core.checkpoint import load_checkpoint
+
+    return load_checkpoint(model_dir / "model.safetensors")
+
+
+@pytest.mark.slow  # about 40 s: two runs of two processes under torchrun
+def test_two_processes_train_as_one_with_twice_the_batch_and_resume_exactly(facesets, tmp_path):
+    """torchrun with 2 processes and --batch-size 2 trains exactly as one process with --batch-size 4: the same
+    losses (the processes' mean) and weights to float rounding, with a stop at iteration 2 and a resume on
+    the way; rank 0 alone writes the log, TensorBoard events, checkpoint and closing line."""
+    options = {**TINY, "eval_faces": 0, "device": "cpu"}
+    args = ["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(tmp_path / "two"),
+            *flags({**options, "batch_size": 2})]
+    for target in (2, 4):
+        proc = torchrun([*args, "--target-iter", str(target)])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("target at iteration 4") == 1
+    one = Trainer(SwapConfig(**{**options, "batch_size": 4, "target_iter": 4}), *facesets, tmp_path / "one")
+    one.run()
+    one.close()
+    two, single = _losses(tmp_path / "two"), _losses(tmp_path / "one")
+    assert list(two) == [1, 2, 3, 4] and np.allclose(list(two.values()), list(single.values()), rtol=1e-5), (two, single)
+    assert len(list((tmp_path / "two" / "tb").iterdir())) == 2  # one event file per run: rank 0's
+    assert not differing_tensors(_checkpoint(tmp_path / "two")["model"], _checkpoint(tmp_path / "one")["model"])
+
+
+@pytest.mark.slow  # about 30 s
+def test_killing_one_process_stops_the_run_and_keeps_its_checkpoint(facesets, tmp_path):
+    """SIGKILL one of two processes mid-run: the other stops with one line saying so and saves nothing more,
+    torchrun ends with an error, and the checkpoint on disk is the last complete save, which a run resumes."""
+    model_dir = tmp_path / "m"
+    options = {**TINY, "batch_size": 2, "eval_faces": 0, "device": "cpu", "save_every_minutes": 0.001}
+    proc = subprocess.Popen(torchrun_command(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]),
+                                              "--model-dir", str(model_dir), *flags(options)]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=TORCHRUN_ENV,
+                            start_new_session=True)
+    try:
+        while not (model_dir / "state.yaml").is_file():  # the first save (one a step from then on)
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        os.kill(torchrun_ranks(proc)[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "facelab: error: process 0 of 2: another process of this run ended" in err, err[-3000:]
+    saved = int(_checkpoint(model_dir)["iteration"])
+    assert saved >= 1 and f"iteration: {saved}" in (model_dir / "state.yaml").read_text()
+    assert max(_losses(model_dir)) >= saved
+    result = train(SwapConfig(**{**options, "target_iter": saved + 1}), *facesets, model_dir)
+    assert result.iteration == saved + 1 and list(_losses(model_dir)) == list(range(1, saved + 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torchrun_on_a_gpu_trains_with_nccl(facesets, tmp_path):
+    """One process under torchrun takes the GPU of its LOCAL_RANK and an NCCL process group; with the GAN and
+    the true-face discriminator on, every network goes through DistributedDataParallel."""
+    options = {**TINY, "eval_faces": 0, "device": "cuda", "precision": "bf16", "gan_power": 0.1, "true_face_power": 0.01,
+               "target_iter": 3}
+    proc = torchrun(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(tmp_path / "m"),
+                     *flags(options)], processes=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(_losses(tmp_path / "m")) == [1, 2, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_train_as_one_with_twice_the_batch(facesets, tmp_path):
+    """NCCL on two GPUs: 2 processes with --batch-size 2 follow one GPU with --batch-size 4 (GPU kernels are not
+    bit-repeatable, so to a looser tolerance than the CPU's)."""
+    options = {**TINY, "eval_faces": 0, "device": "cuda", "target_iter": 4}
+    proc = torchrun(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(tmp_path / "two"),
+                     *flags({**options, "batch_size": 2})])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train(SwapConfig(**{**options, "batch_size": 4}), *facesets, tmp_path / "one")
+    two, one = _losses(tmp_path / "two"), _losses(tmp_path / "one")
+    assert np.allclose(list(two.values()), list(one.values()), rtol=1e-3), (two, one)

@@ -38,9 +38,10 @@ from facelab.metrics.iou import mask_iou
 from facelab.swap.data import load_faces
 from facelab.xseg.config import XSegConfig
 from facelab.xseg.labelling import import_masks
+from facelab.xseg.model_dir import read_checkpoint
 from facelab.xseg.train import Trainer, train
 
-from conftest import interrupt_at
+from conftest import differing_tensors, flags, interrupt_at, torchrun
 
 CUT = 0.62  # labels stop at this fraction of the aligned face's height
 RES = 64
@@ -244,6 +245,31 @@ def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(labelled, tmp_path):
     print(late, curves["bf16"][:5].mean())
     assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], late
     assert late["bf16"] < 0.9 * curves["bf16"][:5].mean()  # and it learns
+
+
+@pytest.mark.slow  # about a minute: a run of two processes under torchrun
+def test_two_processes_train_as_one_with_twice_the_batch(labelled, tmp_path):
+    """torchrun with 2 processes and --batch-size 2 trains the segmenter exactly as one process with
+    --batch-size 4: the same losses and weights to float rounding; rank 0 alone speaks."""
+    proc = torchrun(["xseg", "train", "--faceset", str(labelled[0]), "--faceset", str(labelled[1]),
+                     "--model-dir", str(tmp_path / "two"), *flags({**TINY, "batch_size": 2, "target_iter": 3})])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("target at iteration 3") == 1
+    train(XSegConfig(**{**TINY, "batch_size": 4}, target_iter=3), labelled, tmp_path / "one")
+    losses = {}
+    for run in ("two", "one"):
+        with open(tmp_path / run / "losses.csv", newline="") as fh:
+            losses[run] = [float(r["loss"]) for r in csv.DictReader(fh)]
+    assert len(losses["two"]) == 3 and np.allclose(losses["two"], losses["one"], rtol=1e-5), losses
+    assert not differing_tensors(read_checkpoint(tmp_path / "two")["model"], read_checkpoint(tmp_path / "one")["model"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_precisions_train(labelled, tmp_path, precision):
+    result = train(XSegConfig(**{**TINY, "device": "cuda:0", "precision": precision}, target_iter=5), labelled, tmp_path)
+    assert result.iteration == 5 and np.isfinite(result.loss)
 
 
 # ----------------------------------------------------------------------------------------------- apply / remove

@@ -4,8 +4,8 @@ previews, evaluations and saves; Ctrl-C; the processes of a multi-process run ke
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 import math
 import signal
 import threading
