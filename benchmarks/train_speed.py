@@ -1,8 +1,9 @@
 """Training iterations/s and peak memory of the swap models, one JSON line per run.
 
 Usage: python benchmarks/train_speed.py [--steps N] [--device cpu|cuda] [--precision fp32 bf16] [--only NAME]
-Runs original@64 bs16, quick96 bs4 and saehd liae-ud@128 bs8 (DeepFaceLab's default dims) with the real
-training step (losses, AdaBelief, masks) on synthetic faces, each in a fresh process so the peak resident
+Runs original@64 bs16, quick96 bs4 and saehd liae-ud@128 bs8 (DeepFaceLab's default dims; liae-ud@256 bs8 with
+--only saehd-liae-ud-256) with the real training step (losses, AdaBelief, masks) on synthetic faces, each in a
+fresh process so the peak resident
 memory (CPU) or peak allocated CUDA memory belongs to that run alone. Batch production is timed on its own
 ("data_batches_per_s", one process) since on the CPU the workers run beside the model.
 """
@@ -32,7 +33,9 @@ RUNS = {
     "original": dict(model="original", batch_size=16),
     "quick96": dict(model="quick96", batch_size=4),
     "saehd-liae-ud-128": dict(model="saehd", archi="liae-ud", resolution=128, batch_size=8, face_type="whole"),
+    "saehd-liae-ud-256": dict(model="saehd", archi="liae-ud", resolution=256, batch_size=8, face_type="whole"),
 }
+DEFAULT_RUNS = ["original", "quick96", "saehd-liae-ud-128"]  # 256 px is for GPUs (benchmarks/gpu_check.py)
 
 
 def synthetic_faces(n: int, res: int, seed: int = 0) -> FaceData:
@@ -94,7 +97,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", nargs="+", default=["fp32"])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", choices=list(RUNS), nargs="+", default=list(RUNS))
+    ap.add_argument("--only", choices=list(RUNS), nargs="+", default=DEFAULT_RUNS)
     ap.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.in_process:

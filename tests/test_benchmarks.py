@@ -26,3 +26,12 @@ def test_benchmark_runs_and_prints_json(args):
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "error" not in record, record
     assert record["device_name"] and (record.get("it_per_s", 0) > 0 or record.get("seconds_per_1000_iters", 0) > 0)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="measures for minutes where there is a GPU")
+def test_gpu_check_says_there_is_nothing_to_measure_without_cuda():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["cuda"] is False and "nothing was measured" in report["reason"]
