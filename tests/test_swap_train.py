@@ -7,6 +7,7 @@ import shutil
 import signal
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,11 @@ from facelab.core.errors import FacelabError
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.metrics.identity import IdentityProbe
-from facelab.swap.config import SwapConfig
+from facelab.metrics.sharpness import BLOB_BELOW, sharpness_ratio
+from facelab.metrics.ssim import ssim
+from facelab.swap.config import SwapConfig, apply_preset
 from facelab.swap.data import load_faces
+from facelab.swap.models import build_model
 from facelab.swap.train import Trainer, train
 
 from conftest import signal_when, interrupt_at
@@ -72,6 +76,47 @@ def test_training_lowers_loss_and_raises_held_out_ssim(facesets, tmp_path):
     assert after["id_swap_is_dst"] == 0, after
     assert after["id_swap_l2_src"] < after["id_swap_l2_dst"], after
     assert after["id_swap_l2_src"] < before["id_swap_l2_src"] - 0.03, (before, after)
+
+
+def test_held_out_metrics_call_a_blob_a_blob(facesets):
+    """On real faces (the src clip's at 96 px): real faces score about 1 on face-only SSIM, detail and
+    identity; the same faces blurred into the blob a short Quick96 run makes (looked at: docs/training.md)
+    and an untrained model's output score clearly below a real face on every one of them."""
+    faces = load_faces(facesets[0], 96, "whole")
+    ref, held = faces.subset(np.arange(0, len(faces.images), 10)), faces.subset(np.arange(5, len(faces.images), 10))
+    real = torch.from_numpy(held.images).permute(0, 3, 1, 2).float() / 255
+    masks = torch.from_numpy(held.masks).float()[:, None]
+    blob = torch.from_numpy(np.stack([cv2.GaussianBlur(f, (0, 0), 3) for f in held.images])).permute(0, 3, 1, 2) / 255
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        untrained = build_model(apply_preset(SwapConfig(model="quick96"))).eval()(real, real).pred_src.float()
+    probe = IdentityProbe()
+    people = {"src": probe.embed(ref.images, ref.landmarks)}
+    scores = {}
+    for name, out in {"real": real, "blob": blob, "iteration 0": untrained}.items():
+        detail = sharpness_ratio(out, real, masks)
+        judged = probe.judge(out.permute(0, 2, 3, 1).numpy(), held.landmarks, people, detail.numpy())
+        scores[name] = {"ssim_face": ssim(out, real, mask=masks).item(), "detail": detail.mean().item(),
+                        "is_src": judged["is_src"], "found": judged["found"]}
+    neighbour = sharpness_ratio(real[1:], real[:-1], masks[1:]).median().item()  # another real frame
+    assert scores["real"]["ssim_face"] > 0.999 and 0.7 < neighbour < 1.4 and scores["real"]["is_src"] >= 0.9, scores
+    for name in ("blob", "iteration 0"):
+        assert scores[name]["ssim_face"] < 0.85, (name, scores)
+        assert scores[name]["detail"] < BLOB_BELOW, (name, scores)
+        assert scores[name]["is_src"] == 0, (name, scores)
+
+
+def test_masked_ssim_scores_the_face_not_the_background():
+    """Only the masked pixels count: a background that matches exactly does not lift a wrong face."""
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.random((2, 3, 48, 48), np.float32))
+    b = a.clone()
+    mask = torch.zeros(2, 1, 48, 48)
+    mask[..., 12:36, 12:36] = 1
+    b[..., 12:36, 12:36] = torch.from_numpy(rng.random((2, 3, 24, 24), np.float32))
+    whole, face = ssim(a, b).item(), ssim(a, b, mask=mask).item()
+    assert face < 0.2 < 0.5 < whole, (face, whole)
+    assert ssim(a, a, mask=mask).item() == pytest.approx(1.0)
 
 
 @pytest.mark.slow  # about 25 s
@@ -171,8 +216,6 @@ def test_bad_facesets_are_refused(facesets, tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     shutil.copy(next(facesets[0].iterdir()), plain / "x.png")
-    import cv2
-
     cv2.imwrite(str(plain / "x.png"), np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(FacelabError, match="no facelab metadata"):
         train(SwapConfig(**TINY, target_iter=1), plain, facesets[1], tmp_path / "m3")
@@ -182,7 +225,6 @@ def test_a_whole_face_faceset_trains_a_full_face_model(facesets, tmp_path):
     """As in DeepFaceLab, whole-face facesets serve narrower models: the faces are cropped as they load
     (a wider model, head, is refused: test_bad_facesets_are_refused)."""
     from facelab.faceset.store import Faceset
-    from facelab.swap.data import load_faces
 
     full = load_faces(str(facesets[0]), 64, "full")
     whole = Faceset.open(facesets[0])

@@ -27,6 +27,7 @@ from facelab.core.files import atomic_write_bytes, atomic_write_text, ensure_fol
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, run_steps, start_run
 from facelab.metrics.identity import IdentityProbe
+from facelab.metrics.sharpness import sharpness_ratio
 from facelab.metrics.ssim import ssim
 from facelab.swap.config import SwapConfig, apply_preset
 from facelab.swap.data import Augment, FaceData, SwapBatches, load_faces
@@ -245,49 +246,52 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- eval / preview
     @torch.inference_mode()
     def evaluate(self) -> tuple[float, float, dict[str, float]]:
-        """SSIM (11 px Gaussian window) between held-out faces and their reconstructions, mean and std.
+        """Held-out faces against their reconstructions and the dst faces swapped to src.
 
-        With masked training the model is only asked for the face, so faces and reconstructions are
-        compared under the soft face mask; otherwise the whole square is compared.
+        ``ssim_mean``/``ssim_std``: SSIM (11 px Gaussian window) of the whole crop, the reference port's
+        figure; ``ssim_face_*``: the same SSIM map averaged over the face mask only, where a blob that
+        keeps the background and the skin tone is not rewarded for them; ``sharp_*``: the Laplacian
+        variance over the face against the real face's (metrics.sharpness; real detail scores 1, a blob
+        near 0); and who the swapped faces are (:meth:`_identity`).
         """
         if not len(self.src_hold) or not len(self.dst_hold):
             return math.nan, math.nan, {}
-        src, src_m = self._tensors(self.src_hold)
-        dst, dst_m = self._tensors(self.dst_hold)
-        scores, swapped = {}, []
-        for side, faces, mask in (("src", src, src_m), ("dst", dst, dst_m)):
+        out, crop, face, swapped = {}, [], [], []
+        for side, data in (("src", self.src_hold), ("dst", self.dst_hold)):
+            faces, masks = self._tensors(data)
             preds = []
             for i in range(0, len(faces), self.cfg.batch_size):
                 chunk = faces[i : i + self.cfg.batch_size]
-                out = self.model(chunk, chunk)
-                preds.append(out.pred_src if side == "src" else out.pred_dst)
+                pred = self.model(chunk, chunk)
+                preds.append((pred.pred_src if side == "src" else pred.pred_dst).float())
                 if side == "dst":
-                    swapped.append(out.pred_swap.float())
-            pred = torch.cat(preds).float()
-            if self.cfg.masked_training:
-                m = soft_mask(mask, self.cfg.resolution)
-                faces, pred = faces * m, pred * m
-            scores[side] = ssim(pred, faces, reduce=False).cpu()
-        allv = torch.cat(list(scores.values()))
-        return allv.mean().item(), allv.std().item(), {**{f"ssim_{k}": v.mean().item() for k, v in scores.items()},
-                                                       **self._identity(torch.cat(swapped))}
+                    swapped.append(pred.pred_swap.float())
+            pred = torch.cat(preds)
+            crop.append(ssim(pred, faces, reduce=False).cpu())
+            face.append(ssim(pred, faces, reduce=False, mask=masks).cpu())
+            out[f"ssim_{side}"] = crop[-1].mean().item()
+            out[f"ssim_face_{side}"] = face[-1].mean().item()
+            out[f"sharp_{side}"] = sharpness_ratio(pred, faces, masks).mean().item()
+        swapped = torch.cat(swapped)
+        dst, dst_masks = self._tensors(self.dst_hold)
+        detail = sharpness_ratio(swapped, dst, dst_masks)  # against the real dst face: its pose, its light
+        out["sharp_swap"] = detail.mean().item()
+        face = torch.cat(face)
+        out["ssim_face_mean"], out["ssim_face_std"] = face.mean().item(), face.std().item()
+        crop = torch.cat(crop)
+        return crop.mean().item(), crop.std().item(), {**out, **self._identity(swapped, detail)}
 
-    def _identity(self, swapped: torch.Tensor) -> dict[str, float]:
-        """Who the held-out dst faces swapped to src are, by the calibrated same-person rule (metrics.identity):
-        their mean score to the src and to the dst person's held-out faces (default: L2 distance) and the
-        share the rule calls each person. A swap that carries the src identity moves from dst to src."""
+    def _identity(self, swapped: torch.Tensor, detail: torch.Tensor) -> dict[str, float]:
+        """Who the held-out dst faces swapped to src are (:meth:`IdentityProbe.judge`, the calibrated rule):
+        against the src and the dst person's held-out faces. A swap that carries the src identity moves
+        from dst to src; a blob is nobody."""
         if self._id_people is None:
             self._id_probe = IdentityProbe()
             self._id_people = {side: self._id_probe.embed(data.images, data.landmarks)
                                for side, data in (("src", self.src_hold), ("dst", self.dst_hold))}
         faces = swapped.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy()
-        vectors = self._id_probe.embed(faces, self.dst_hold.landmarks)
-        metric, out = self._id_probe.rule.metric, {}
-        for side, person in self._id_people.items():
-            scores = self._id_probe.scores(vectors, person)
-            out[f"id_swap_{metric}_{side}"] = float(scores.mean())
-            out[f"id_swap_is_{side}"] = float(self._id_probe.same(scores).mean())
-        return out
+        judged = self._id_probe.judge(faces, self.dst_hold.landmarks, self._id_people, detail.cpu().numpy())
+        return {f"id_swap_{k}": v for k, v in judged.items()}
 
     def _tensors(self, data: FaceData) -> tuple[torch.Tensor, torch.Tensor]:
         faces = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(255).to(self.device)
@@ -321,7 +325,10 @@ class Trainer:
         if math.isfinite(mean):
             self.eval_log.write(self.iteration, {"ssim_mean": mean, "ssim_std": std, **sides})
             rule = self._id_probe.rule
-            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f}; dst faces swapped to src: "
+            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f} (face only "
+                     f"{sides['ssim_face_mean']:.4f} +- {sides['ssim_face_std']:.4f}); detail against the real faces: "
+                     f"recon {sides['sharp_src']:.2f} src / {sides['sharp_dst']:.2f} dst, swap {sides['sharp_swap']:.2f}; "
+                     f"dst faces swapped to src: a face is found in {100 * sides['id_swap_found']:.0f}%, "
                      f"{100 * sides['id_swap_is_src']:.0f}% are the src person, {100 * sides['id_swap_is_dst']:.0f}% "
                      f"the dst person ({rule.metric} to src {sides[f'id_swap_{rule.metric}_src']:.3f}, to dst "
                      f"{sides[f'id_swap_{rule.metric}_dst']:.3f}; same person when {rule.describe()})")
