@@ -316,7 +316,7 @@ def test_one_shot_swap_replaces_only_the_dst_person(fetched_photos, people, tmp_
     (tmp_path / "him").mkdir()
     write_image(tmp_path / "src" / "obama.jpg", people["obama"][0])
     write_image(tmp_path / "him" / "cast.jpg", people["middleditch"][0])  # from the other photo
-    monkeypatch.setattr(swap_train, "train", lambda *args: None)
+    monkeypatch.setattr(swap_train, "train", lambda *args: swap_train.TrainResult(0, {}, 0.0, 0.0, "target"))
     monkeypatch.setattr(swap_predictor, "load_predictor", lambda *args: ShiftPredictor())
     assert main(["swap", str(tmp_path / "src"), str(clip), "-o", str(tmp_path / "out.mp4"), "--dst-person",
                  str(tmp_path / "him"), "--workspace", str(tmp_path / "ws")]) == 0

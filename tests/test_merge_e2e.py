@@ -25,7 +25,9 @@ def swapped(sample_clips, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("swap_e2e")
     out = tmp_path / "result.mp4"
     ws = tmp_path / "ws"
-    assert main(["swap", str(src), str(dst), "-o", str(out), "--workspace", str(ws), "--iterations", "20",
+    tiny = ["--model", "saehd", "--resolution", "64", "--ae-dims", "32", "--e-dims", "8", "--d-dims", "8",
+            "--d-mask-dims", "4"]  # the one-shot command reaches every training option
+    assert main(["swap", str(src), str(dst), "-o", str(out), "--workspace", str(ws), "--iterations", "20", *tiny,
                  "--identity-every", "25"]) == 0
     return ws, out, dst
 

@@ -1,4 +1,4 @@
-"""``facelab merge``, ``facelab video`` and ``facelab swap``: the last steps of DeepFaceLab's workflow."""
+"""``facelab merge`` and ``facelab video``: the last steps of DeepFaceLab's workflow."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from facelab.merge.merger import Predictor, check_output_dirs, preview, run_merg
 from facelab.merge.video import assemble_video
 from facelab.provenance.signing import Credentials
 from facelab.provenance.stamp import EMBEDDED_NOTE, Stamp, warn_if_off
-from facelab.swap.config import MODELS
 from facelab.swap.model_dir import credentials
 
 
@@ -57,18 +56,6 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_swap(args: argparse.Namespace) -> int:
-    from facelab.workflow.swap import swap
-
-    cfg = config_from_args(MergeConfig, args)
-    warn_if_off(cfg.provenance)
-    stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg,
-                 identity_every=args.identity_every, dst_person=args.dst_person)
-    marked = f"; the video and the frames with a swapped face {EMBEDDED_NOTE}" if stats.marked else ""
-    print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped){marked}")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="put the swapped face back into every frame",
                        description="For every frame and each of its extracted faces: crop, predict the swapped face "
@@ -100,24 +87,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sign the video with a C2PA manifest saying facelab made it (default: on; --no-provenance "
                         "is for research pipelines and prints a warning)")
     v.set_defaults(func=_cmd_video)
-
-    w = sub.add_parser("swap", help="one shot: extract, train, merge and make the video",
-                       description="Put the face of SRC into DST_VIDEO: extract both, train for --iterations, merge "
-                                   "and assemble OUTPUT with DST_VIDEO's frame rate and audio. Work files go to "
-                                   "--workspace; running the command again resumes.")
-    w.add_argument("src", help="src video, folder of photos/frames, or aligned faceset (the face to put in)")
-    w.add_argument("dst", help="dst video (the one to change)")
-    w.add_argument("-o", "--output", required=True, help="output video file")
-    w.add_argument("--workspace", help="folder for frames, faces, model and merged frames (default: OUTPUT_workspace)")
-    w.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000; more is better)")
-    w.add_argument("--model", choices=MODELS, default="quick96",
-                   help="model family for a new workspace (default: quick96)")
-    w.add_argument("--dst-person", metavar="PATH",
-                   help="photos, a video or a faceset of the one person in DST to replace when DST shows several "
-                        "(the others are left as they are)")
-    w.add_argument("--identity-every", type=int, default=0, metavar="N",
-                   help="afterwards, score every N-th frame of the result for the source identity into "
-                        "WORKSPACE/identity.json (default: 0, off)")
-    w.add_argument("--config", help="YAML file with merge options (flags override it)")
-    add_config_arguments(w, MergeConfig)
-    w.set_defaults(func=_cmd_swap)

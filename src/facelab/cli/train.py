@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from facelab.core.config import add_config_arguments, config_from_args, given_options, read_yaml_mapping
+from facelab.core.config import add_config_arguments, given_options, read_yaml_mapping
 from facelab.core.errors import FacelabError
-from facelab.swap.config import SwapConfig, apply_preset
-from facelab.swap.model_dir import load_saved_config
+from facelab.swap.config import SwapConfig
+from facelab.swap.model_dir import resolve_config
 
 
 def resolve_train_config(args: argparse.Namespace) -> SwapConfig:
     """Saved config of an existing model (or the defaults), then ``--config FILE``, then typed flags."""
-    saved = load_saved_config(Path(args.model_dir))
-    given = set(given_options(args, SwapConfig))
-    if getattr(args, "config", None):
-        given |= set(read_yaml_mapping(args.config))
-    if saved is not None:
-        given.add("batch_size")  # a resumed preset keeps the batch size it was last trained with
-    cfg = config_from_args(SwapConfig, args, base=saved)
-    return apply_preset(cfg, given)
+    config = getattr(args, "config", None)
+    return resolve_config(args.model_dir, read_yaml_mapping(config) if config else None, config or "config",
+                          given_options(args, SwapConfig))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -33,6 +27,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, args.src, args.dst, args.model_dir)
     print(f"{result.stopped} at iteration {result.iteration}; held-out SSIM {result.ssim_mean:.4f} +- {result.ssim_std:.4f}; "
           f"model saved in {args.model_dir}")
+    if result.stopped == "interrupted":
+        raise KeyboardInterrupt  # saved; exit 130 like every command stopped by Ctrl-C
     return 0
 
 

@@ -38,6 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, args.faceset, args.model_dir)
     print(f"{result.stopped} at iteration {result.iteration}; held-out IoU {result.iou:.4f}; "
           f"segmenter saved in {args.model_dir}")
+    if result.stopped == "interrupted":
+        raise KeyboardInterrupt  # saved; exit 130 like every command stopped by Ctrl-C
     return 0
 
 

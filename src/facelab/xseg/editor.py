@@ -251,8 +251,6 @@ def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8765, open_br
     if open_browser:
         webbrowser.open(url)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_forever()  # Ctrl-C ends it (exit 130, as everywhere); the labels are on disk already
     finally:
         server.server_close()
