@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from facelab.cli import main as cli_main
+from facelab.core.checkpoint import load_checkpoint
 from facelab.core.errors import FacelabError
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
@@ -351,3 +352,22 @@ def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(facesets, tmp_path):
     assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], late
     assert late["bf16"] < 0.97 * curves["bf16"][:5].mean()  # and it learns (7.5 -> 7.2 in 50 tiny steps)
 
+
+
+def test_a_new_model_starts_from_a_pretrained_one(facesets, tmp_path, caplog):
+    """--start-from: a new model dir begins with the other model's weights and counts from 0; a model of
+    another network, or a folder that is no model, is one clear error; the other folder is only read."""
+    pretrained = tmp_path / "generic"
+    train(SwapConfig(**TINY, target_iter=6), facesets[0], facesets[0], pretrained)
+    before = {p.name: p.read_bytes() for p in pretrained.iterdir() if p.is_file()}
+    trainer = Trainer(SwapConfig(**TINY, target_iter=2, start_from=str(pretrained)), *facesets, tmp_path / "new")
+    weights = load_checkpoint(pretrained / "model.safetensors")["model"]
+    assert trainer.iteration == 0
+    assert all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())
+    assert trainer.run().iteration == 2
+    trainer.close()
+    assert {p.name: p.read_bytes() for p in pretrained.iterdir() if p.is_file()} == before
+    with pytest.raises(FacelabError, match="ae_dims cannot change"):
+        Trainer(SwapConfig(**{**TINY, "ae_dims": 48}, start_from=str(pretrained)), *facesets, tmp_path / "other")
+    with pytest.raises(FacelabError, match="is not a facelab swap model dir"):
+        Trainer(SwapConfig(**TINY, start_from=str(facesets[0])), *facesets, tmp_path / "third")

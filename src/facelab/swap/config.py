@@ -67,6 +67,8 @@ class SwapConfig(Validated):
     lr: float = option(5e-5, "Learning rate of the generator and the discriminators.", above=0)
     pretrain: bool = option(False, "Pretrain mode: train on --pretrain-faceset for both sides; switching it off resets the iteration counter.")
     pretrain_faceset: str = option("", "Faceset folder used for pretraining (any faces of the model's face type).")
+    start_from: str = option("", "A trained (e.g. pretrained) model dir to start a NEW model from: its weights, the counter at 0; "
+                             "its network options must be this model's (DeepFaceLab's reuse of a pretrained model).")
     autobackup_hours: float = option(0.0, "Autobackup every N hours into model_dir/autobackups, keeping the last 15 (0 = off).", low=0)
     write_preview_history: bool = option(False, "Write preview history: keep a preview image per preview interval in preview_history/.")
     preview_every: int = option(100, "Write preview.png every N iterations.", low=1)

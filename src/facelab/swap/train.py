@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from facelab.core.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
-from facelab.core.config import save_config
+from facelab.core.config import check_fixed_unchanged, save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text, ensure_folder
@@ -93,6 +93,8 @@ class Trainer:
             self._resume()
         else:
             self._refuse_lost_checkpoint()
+            if cfg.start_from:
+                self._start_from(Path(cfg.start_from))
         save_config(cfg, self.model_dir / CONFIG_NAME)
         self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration)
         self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration)
@@ -155,6 +157,22 @@ class Trainer:
             log.info("pretraining finished: the iteration counter starts again at 0")
             self.iteration = 0
         log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
+
+    def _start_from(self, folder: Path) -> None:
+        """A new model begins with another model's weights (its discriminators too, where both have them):
+        a model pretrained once on a generic faceset learns a new pair far sooner than random weights.
+        The optimiser starts afresh and the counter at 0, as when DeepFaceLab's pretraining is switched off."""
+        other = load_saved_config(folder)
+        if other is None or not (folder / WEIGHTS_NAME).is_file():  # read only: the other folder is not ours
+            raise FacelabError(f"--start-from {folder} is not a facelab swap model dir (needs {CONFIG_NAME} and "
+                               f"{WEIGHTS_NAME}); point it at a folder made by `facelab train`")
+        check_fixed_unchanged(other, self.cfg, str(folder))
+        state = load_checkpoint(folder / WEIGHTS_NAME)
+        self.model.load_state_dict(state["model"])
+        for name, module in (("gan", self.gan), ("code", self.code_d)):
+            if name in state and module is not None:
+                module.load_state_dict(state[name])
+        log.info(f"started from the weights of {folder} (its iteration {int(state['iteration'])}); counting from 0")
 
     def _refuse_lost_checkpoint(self) -> None:
         """A dir whose state.yaml records a save but that holds no checkpoint lost it: starting over at
