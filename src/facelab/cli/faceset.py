@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPES, face_type_name
 from facelab.faceset import ops
 from facelab.face.metadata import FaceMeta, read_meta, require_meta
 from facelab.faceset.store import Faceset, pack, unpack
@@ -129,7 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rs.add_argument("folder")
     rs.add_argument("-o", "--output", default=None, help="new faceset folder (default: FOLDER_resized)")
     rs.add_argument("--size", type=int, required=True, help="new face size in pixels")
-    rs.add_argument("--face-type", choices=FACE_TYPES, default=None, help="new face type (default: keep each face's)")
+    rs.add_argument("--face-type", type=face_type_name, choices=FACE_TYPES, default=None,
+                    help="new face type (default: keep each face's; DeepFaceLab's h, mf, f, wf are accepted)")
     rs.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG faces (default 95)")
     rs.set_defaults(func=_cmd_resize)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facelab.core.config import add_config_arguments, config_from_args
+from facelab.core.config import add_config_arguments, add_flag, config_from_args
 from facelab.core.errors import FacelabError
 from facelab.io.images import write_image
 from facelab.merge.config import MergeConfig
@@ -61,11 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="For every frame and each of its extracted faces: crop, predict the swapped face "
                                    "and its mask, and composite it back. Frames without a face are copied. Resumes "
                                    "where it stopped unless --overwrite.")
-    p.add_argument("--model-dir", required=True, help="trained model folder (from `facelab train`)")
-    p.add_argument("--input-dir", required=True, help="dst frames folder (e.g. WS/data_dst)")
-    p.add_argument("--output-dir", required=True, help="merged frames folder (e.g. WS/data_dst/merged)")
-    p.add_argument("--output-mask-dir", help="also write each frame's pasted mask here (e.g. WS/data_dst/merged_mask)")
-    p.add_argument("--aligned-dir", help="the dst faces with metadata (default: INPUT_DIR/aligned)")
+    add_flag(p, "--model-dir", ("--model_dir",), required=True, help="trained model folder (from `facelab train`)")
+    add_flag(p, "--input-dir", ("--input_dir",), required=True, help="dst frames folder (e.g. WS/data_dst)")
+    add_flag(p, "--output-dir", ("--output_dir",), required=True, help="merged frames folder (e.g. WS/data_dst/merged)")
+    add_flag(p, "--output-mask-dir", ("--output_mask_dir",),
+             help="also write each frame's pasted mask here (e.g. WS/data_dst/merged_mask)")
+    add_flag(p, "--aligned-dir", ("--aligned_dir",), help="the dst faces with metadata (default: INPUT_DIR/aligned)")
     p.add_argument("--overwrite", action="store_true", help="merge frames again even if their output exists")
     p.add_argument("--preview", metavar="FRAME", help="merge only this frame (number or file name) and write "
                    "original | merged | mask side by side as one PNG")

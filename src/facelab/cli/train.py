@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from facelab.core.config import add_config_arguments, given_options, read_yaml_mapping
+from facelab.core.config import add_config_arguments, add_flag, given_options, read_yaml_mapping
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig
 from facelab.swap.model_dir import resolve_config
@@ -44,16 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a face-swap model (original, saehd, quick96)",
                        description="Train a face-swap model on a src and a dst faceset. An existing --model-dir is "
                                    "resumed; options that fix the network cannot change, all others can.")
-    p.add_argument("--src", help="src faceset folder (the face to put in), e.g. WS/data_src/aligned")
-    p.add_argument("--dst", help="dst faceset folder (the face to replace), e.g. WS/data_dst/aligned")
-    p.add_argument("--model-dir", required=True, help="folder for weights, config.yaml, losses and previews")
+    # the other spellings: the reference ports' and DeepFaceLab's own (--training-data-src-dir)
+    add_flag(p, "--src", ("--training_data_src", "--training-data-src-dir"),
+             help="src faceset folder (the face to put in), e.g. WS/data_src/aligned")
+    add_flag(p, "--dst", ("--training_data_dst", "--training-data-dst-dir"),
+             help="dst faceset folder (the face to replace), e.g. WS/data_dst/aligned")
+    add_flag(p, "--model-dir", ("--model_dir",), required=True, help="folder for weights, config.yaml, losses and previews")
     p.add_argument("--config", help="YAML file of options (flags given on the command line override it)")
     add_config_arguments(p, SwapConfig)
     p.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("export", help="export a trained swap generator to ONNX or TorchScript",
                        description="Export dst face -> swapped face + masks, checked against PyTorch on random faces.")
-    e.add_argument("--model-dir", required=True, help="a model folder made by facelab train")
+    add_flag(e, "--model-dir", ("--model_dir",), required=True, help="a model folder made by facelab train")
     e.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="export format (default: onnx)")
     e.add_argument("-o", "--output", help="output file (default: MODEL_DIR/swap.onnx or swap.ts)")
     e.set_defaults(func=_cmd_export)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
 from facelab.core.config import Validated, option
 from facelab.merge.masks import MODE_MASKS
@@ -38,7 +38,8 @@ class MergeConfig(Validated):
     blur: int = option(8, "feather the mask edge over this many crop pixels", low=0, high=200)
     face_scale: int = option(0, "make the pasted face this many percent larger (>0) or smaller (<0)", low=-50, high=50)
     output_face_type: str = option("model", "paste only the crop of this (smaller) face type; 'model' pastes the "
-                                   "model's whole crop", ("model",) + FACE_TYPES)
+                                   "model's whole crop", ("model",) + FACE_TYPES,
+                                   value_aliases=FACE_TYPE_ALIASES)
     color_transfer: str = option("rct", "match the swapped face's colours to the frame; -m variants take the "
                                  "statistics inside the mask only", COLOR_MODES)
     blend: str = option("overlay", "how the face goes into the frame: overlay, histogram-matched overlay, Poisson "

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
@@ -33,7 +33,7 @@ class SwapConfig(Validated):
     resolution: int = option(128, "Face resolution in pixels, 64..640 in steps of 16 (32 for -d architectures); higher is sharper and slower.",
                              fixed=True, low=16, high=1024)
     face_type: str = option("whole", "Face type the model is trained on (half, mid, full, whole, head); facesets of a wider face type (whole for full) are cropped as they load.",
-                            FACE_TYPES, fixed=True)
+                            FACE_TYPES, fixed=True, value_aliases=FACE_TYPE_ALIASES)
     archi: str = option("liae-ud", "Architecture: df (better likeness, needs similar faces) or liae (better colour/shape of dst), "
                         "with -u (pixel-normalised, better likeness), -d (double resolution at the same cost), "
                         "-t (more layers, better likeness), e.g. df-ud, liae-udt.", fixed=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
@@ -19,7 +19,8 @@ class XSegConfig(Validated):
     resolution: int = option(256, "Segmenter resolution in pixels, 64..512 in steps of 32 (faces are resized to it).",
                              fixed=True, low=64, high=512)
     face_type: str = option("whole", "Face type the segmenter works on (half, mid, full, whole, head); the labelled "
-                            "and the applied facesets must be extracted with it.", FACE_TYPES, fixed=True)
+                            "and the applied facesets must be extracted with it.", FACE_TYPES, fixed=True,
+                            value_aliases=FACE_TYPE_ALIASES)
     base_channels: int = option(32, "Channels of the first U-Net level (doubled at each level down, up to 8x); "
                                 "more learns finer masks, slower.", fixed=True, low=1)
     batch_size: int = option(8, "Batch size: labelled faces per iteration.", low=1)
