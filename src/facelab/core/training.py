@@ -145,7 +145,8 @@ def step_loop(iteration: int, end: float, step: Callable[[Any], dict[str, float]
 
 class SteppedTrainer(Protocol):
     """What :func:`run_steps` drives (the swap and XSeg trainers). ``cfg`` carries ``target_iter``,
-    ``batch_size``, ``workers``, ``log_every``, ``preview_every``, ``eval_every`` and ``save_every_minutes``."""
+    ``batch_size``, ``workers``, ``log_every``, ``preview_every``, ``eval_every``, ``save_every`` and
+    ``save_every_minutes``."""
 
     cfg: Any
     iteration: int
@@ -162,8 +163,9 @@ class SteppedTrainer(Protocol):
 def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
               every_step: Callable[[float], None] | None = None) -> tuple[dict[str, float], str]:
     """:func:`step_loop` for the swap and XSeg trainers: until the target iteration, ``max_steps`` more
-    steps, or Ctrl-C; batches from worker processes; preview, evaluation and time-based saves at the
-    config's intervals, ``every_step(now)`` after each step (e.g. for backups).
+    steps, or Ctrl-C; batches from worker processes; preview, evaluation and saves (every ``save_every``
+    iterations and every ``save_every_minutes``) at the config's intervals, ``every_step(now)`` after each step
+    (e.g. for backups).
 
     Returns the last step's losses and how the loop stopped ("target", "limit" or "interrupted"); the
     caller does the final save, so Ctrl-C always ends in one.
@@ -184,7 +186,9 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     def after_step(iteration: int) -> None:
         nonlocal last_save
         now = time.monotonic()
-        if now - last_save >= cfg.save_every_minutes * 60:
+        # the loop's last iteration is saved by the caller; a save by either rule restarts the clock
+        by_count = cfg.save_every and iteration % cfg.save_every == 0 and iteration != end
+        if by_count or now - last_save >= cfg.save_every_minutes * 60:
             trainer.save()
             last_save = now
         if every_step is not None:

@@ -52,15 +52,36 @@ class TrainResult:
     stopped: str  # "target", "interrupted" or "limit"
 
 
-def _optimizer_options(cfg: SwapConfig) -> dict:
+def _optimizer_options(cfg: SwapConfig, lr_factor: float = 1.0) -> dict:
     """The optimiser settings a user may change between runs (a resumed optimiser keeps only its moments)."""
     belief = cfg.optimizer == "adabelief"
-    return dict(lr=cfg.lr, eps=1e-16 if belief else 1e-7, belief=belief,
+    return dict(lr=cfg.lr * lr_factor, eps=1e-16 if belief else 1e-7, belief=belief,
                 lr_dropout=0.3 if cfg.lr_dropout != "off" else 1.0, dropout_on_cpu=cfg.lr_dropout == "cpu")
 
 
 def _make_optimizer(params, cfg: SwapConfig) -> AdaBelief:
     return AdaBelief(params, **_optimizer_options(cfg))
+
+
+def _lr_factors(cfg: SwapConfig) -> tuple[float, float]:
+    """The learning-rate factors of the generator's two parameter groups (SwapModel.parameter_groups)."""
+    return cfg.encoder_lr_factor, 1.0
+
+
+def _generator_optimizer(model: SwapModel, cfg: SwapConfig) -> AdaBelief:
+    groups = [{"params": params, **_optimizer_options(cfg, factor)}
+              for params, factor in zip(model.parameter_groups(), _lr_factors(cfg))]
+    return AdaBelief(groups)
+
+
+def _as_groups(saved: dict, model: SwapModel) -> dict:
+    """A generator optimiser state saved as one group (before encoder_lr_factor existed) as today's two, so
+    those model folders resume with their moments; the split is exact because the encoder side comes first."""
+    if len(saved["param_groups"]) != 1:
+        return saved
+    (group,) = saved["param_groups"]
+    n = len(model.parameter_groups()[0])
+    return {**saved, "param_groups": [{**group, "params": group["params"][:n]}, {**group, "params": group["params"][n:]}]}
 
 
 class Trainer:
@@ -79,12 +100,13 @@ class Trainer:
         self.code_d = CodeDiscriminator(code_ch).to(self.device) if cfg.true_face_power > 0 else None
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.opt = _make_optimizer(self.model.parameters(), cfg)
+        self.opt = _generator_optimizer(self.model, cfg)
         self.gan_opt = _make_optimizer(self.gan.parameters(), cfg) if self.gan else None
         self.code_opt = _make_optimizer(self.code_d.parameters(), cfg) if self.code_d else None
         self.scaler = grad_scaler(self.device, cfg.precision)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power, cfg.bg_style_power)
+        self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power,
+                                     cfg.bg_style_power, cfg.loss)
         self.iteration, self.saved_iteration, self._unused_state = 0, None, {}
         self._last_eval: tuple[int, tuple[float, float]] | None = None
         self._id_probe: IdentityProbe | None = None
@@ -136,7 +158,7 @@ class Trainer:
         state = load_checkpoint(path)
         try:
             self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
+            self.opt.load_state_dict(_as_groups(state["optimizer"], self.model))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise FacelabError(f"{path} does not match this model's config ({type(exc).__name__}); "
                                "restore its config.yaml or use a new model dir") from None
@@ -147,9 +169,9 @@ class Trainer:
             elif name in state:  # switched off this run: keep it for a later run that switches it back on
                 self._unused_state[name] = state[name]
                 self._unused_state[f"{name}_optimizer"] = state[f"{name}_optimizer"]
-        for opt in (self.opt, self.gan_opt, self.code_opt):
-            for group in opt.param_groups if opt is not None else ():
-                group.update(_optimizer_options(self.cfg))
+        for opt, factors in ((self.opt, _lr_factors(self.cfg)), (self.gan_opt, (1.0,)), (self.code_opt, (1.0,))):
+            for group, factor in zip(opt.param_groups if opt is not None else (), factors):
+                group.update(_optimizer_options(self.cfg, factor))
         self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
         torch.set_rng_state(state["torch_rng"])
         self.iteration = self.saved_iteration = int(state["iteration"])
@@ -318,14 +340,15 @@ class Trainer:
 
     @torch.inference_mode()
     def preview(self) -> np.ndarray:
-        """Rows: src, src reconstructed, dst, dst reconstructed, dst swapped to src (uint8 BGR)."""
+        """Rows: src, src reconstructed, src swapped to dst, dst, dst reconstructed, dst swapped to src (uint8
+        BGR): each side's face, how well its decoder rebuilds it, and the swap into the other identity."""
         src_data = self.src_hold if len(self.src_hold) else self.src_train
         dst_data = self.dst_hold if len(self.dst_hold) else self.dst_train
         n = min(PREVIEW_FACES, len(src_data), len(dst_data))
         src = self._tensors(src_data.subset(np.arange(n)))[0]
         dst = self._tensors(dst_data.subset(np.arange(n)))[0]
         out = self.model(src, dst)
-        rows = [src, out.pred_src, dst, out.pred_dst, out.pred_swap]
+        rows = [src, out.pred_src, self.model.to_dst(src), dst, out.pred_dst, out.pred_swap]
         grid = torch.cat([torch.cat(list(r.float()), 2) for r in rows], 1)
         return (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 

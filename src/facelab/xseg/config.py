@@ -36,6 +36,7 @@ class XSegConfig(Validated):
     eval_every: int = option(500, "Report the held-out IoU every N iterations (0 = only at the end).", low=0)
     preview_every: int = option(100, "Write preview.png (face | label | prediction) every N iterations.", low=1)
     save_every_minutes: float = option(25.0, "Save the model every N minutes (and always at the target iteration and on Ctrl-C).", above=0)
+    save_every: int = option(0, "Also save the model every N iterations (0 = by time only).", low=0)
     log_every: int = option(10, "Write the loss to losses.csv and TensorBoard every N iterations.", low=1)
     workers: int = option(0, "Batch-producing worker processes (0 = produce batches in the training process).", low=0)
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.", low=0)
