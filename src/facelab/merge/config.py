@@ -13,7 +13,7 @@ from typing import ClassVar
 from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
 from facelab.core.config import Validated, option
-from facelab.merge.masks import MODE_MASKS
+from facelab.merge.masks import MASK_MODE_ALIASES, MODE_MASKS
 
 MASK_MODES = tuple(MODE_MASKS)
 BLEND_MODES = ("overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
@@ -24,14 +24,17 @@ OUTPUT_FORMATS = ("png", "jpg")
 class MergeConfig(Validated):
     # `--help` topics: each starts at the named option and runs to the next topic's first option
     HELP_TOPICS: ClassVar[dict[str, str]] = {
-        "mask": "mask_mode", "colour and blending": "color_transfer", "sharpening and degrading": "sharpen_mode",
+        "mask": "mask_mode", "colour and blending": "color_transfer",
+        "motion blur, sharpening and degrading": "motion_blur_power",
         "output": "provenance", "runtime": "batch_size"}
 
     mask_mode: str = option("hull", "which mask cuts the face: the dst landmark hull, the model's learned src/dst "
                             "masks (or their product / sum / product with the hull), the dst face's XSeg mask "
                             "(applied by `facelab xseg apply`, else its labels), the learned src mask times it, "
                             "an XSeg model run on the swapped face (segmenter-prd, needs --segmenter-dir; "
-                            "DeepFaceLab's XSeg-prd), or that times the dst face's XSeg mask", MASK_MODES)
+                            "DeepFaceLab's XSeg-prd), that times the dst face's XSeg mask, or the product of all four "
+                            "(learned-src*dst*segmenter-prd*segmenter)", MASK_MODES,
+                            value_aliases=MASK_MODE_ALIASES)
     segmenter_dir: str = option("", "XSeg model folder (made by `facelab xseg train`) that the segmenter-prd mask "
                                 "modes run on the swapped face; empty = none")
     erode: int = option(0, "shrink (>0) or grow (<0) the mask by this many crop pixels", low=-200, high=200)
@@ -46,6 +49,10 @@ class MergeConfig(Validated):
                         "(seamless) cloning, seamless after histogram matching, the raw square crop (raw-rgb) or "
                         "only the predicted face (raw-predict)", BLEND_MODES)
     hist_match_strength: float = option(1.0, "how far hist-match moves each channel's histogram (0 = not, 1 = fully)", low=0.0, high=1.0)
+    motion_blur_power: int = option(0, "blur the swapped face along its movement, as the camera blurred the frame "
+                                    "around it: the streak spans this percent of the distance the face moves from "
+                                    "the previous frame to the next (DeepFaceLab's motion blur; crop pixels, at "
+                                    "most a quarter of the crop; 0 = off)", low=0, high=100)
     sharpen_mode: str = option("gaussian", "unsharp-mask kernel used by --sharpen", SHARPEN_MODES)
     sharpen: int = option(0, "sharpen (>0) or blur (<0) the swapped face, -100..100", low=-100, high=100)
     denoise_power: int = option(0, "median-denoise the frame around the face, 0..500 (softens a noisy background "

@@ -243,6 +243,29 @@ def prd_segmenter_for(cfg: MergeConfig, predictor: Predictor) -> PredictedFaceSe
     return load_prd_segmenter(cfg.segmenter_dir, getattr(predictor, "device", "cpu"), getattr(predictor, "precision", "fp32"))
 
 
+def face_motion(plan: MergePlan, k: int, i: int) -> np.ndarray:
+    """How far face ``i`` of frame ``k`` moves from the previous frame to the next, in frame pixels (the
+    centre of its landmarks; DeepFaceLab measures the same span). A neighbouring frame's face is the one
+    nearest to it, and only within the face's own width: farther away it is another face, a cut or a lost
+    track, and that side counts as missing. With one side missing the other side's step counts twice, with
+    both the face is taken as still."""
+    here = np.asarray(plan.faceset.metas[i].source_landmarks, np.float64)
+    centre, width = here.mean(0), float(np.ptp(here[:, 0]))
+
+    def nearest(frame: int) -> np.ndarray | None:
+        centres = [np.asarray(plan.faceset.metas[n].source_landmarks, np.float64).mean(0)
+                   for n in plan.faces_of.get(frame, ())]
+        best = min(centres, key=lambda c: float(np.linalg.norm(c - centre)), default=None)
+        return best if best is not None and np.linalg.norm(best - centre) <= width else None
+
+    before, after = nearest(k - 1), nearest(k + 1)
+    if before is not None and after is not None:
+        return after - before
+    if before is None and after is None:
+        return np.zeros(2)
+    return 2 * (after - centre) if after is not None else 2 * (centre - before)
+
+
 def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor, mask_mode: str,
                  segmenter: PredictedFaceSegmenter | None = None) -> dict[int, list[FaceInput]]:
     """Run the model on the faces ``items`` = [(frame index, face index)] in one batch; only the masks that
@@ -265,7 +288,8 @@ def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predi
             src_mask=None if src_masks is None else np.asarray(src_masks[j], np.float32),
             dst_mask=None if dst_masks is None else np.asarray(dst_masks[j], np.float32),
             seg_mask=segmenter_mask_in_crop(meta, mat, size) if "segmenter" in uses else None,
-            prd_seg_mask=None if prd_masks is None else prd_masks[j]))
+            prd_seg_mask=None if prd_masks is None else prd_masks[j],
+            motion=mat[:, :2] @ face_motion(plan, k, i)))
     return out
 
 
