@@ -95,11 +95,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     srt = fs.add_parser("sort", help="rename faces into an order (DeepFaceLab's sort)")
     srt.add_argument("folder")
-    srt.add_argument("--by", required=True, choices=ops.SORT_KEYS,
-                     help="blur: sharpest first; yaw/pitch: head pose; histogram: similar colours together; "
-                          "identity: faces of one person together (dlib's L2 distance, the same-person rule's score); "
-                          "size: largest source face first; source: source frame order; best: a pose-spread "
-                          "subset of the sharpest faces (the rest moved to FOLDER_trash)")
+    srt.add_argument("--by", required=True, type=ops.sort_key, choices=ops.SORT_KEYS, metavar="KEY",
+                     help="; ".join(f"{key}: {text}" for key, (_, text) in ops.SORTS.items()) + "; best: a "
+                          "pose-spread subset of --best-count of the sharpest faces (the rest moved to FOLDER_trash). "
+                          "DeepFaceLab's names are accepted: " + ", ".join(f"{old} = {new}" for old, new in
+                                                                         ops.SORT_ALIASES.items()))
     srt.add_argument("--best-count", type=int, default=None, help="with --by best: how many faces to keep")
     srt.set_defaults(func=_cmd_sort)
 
