@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from facelab.core.config import add_config_arguments, add_flag, given_options, read_yaml_mapping
 from facelab.core.errors import FacelabError
 from facelab.swap.config import SwapConfig
-from facelab.swap.model_dir import resolve_config
+from facelab.swap.export import FORMATS as EXPORT_FORMATS
+from facelab.swap.model_dir import load_saved_config, resolve_config
 
 
 def resolve_train_config(args: argparse.Namespace) -> SwapConfig:
@@ -33,10 +35,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from facelab.swap.export import export_model
+    from facelab.swap.export import deepfacelive_aligner, export_model
 
     path, diff = export_model(args.model_dir, args.format, args.output)
-    print(json.dumps({"path": str(path), "format": args.format, "max_abs_diff_vs_pytorch": diff}))
+    result = {"path": str(path), "format": args.format, "max_abs_diff_vs_pytorch": diff}
+    if args.format == "dfm":  # what to set in DeepFaceLive so it cuts the faces the model was trained on
+        cfg = load_saved_config(Path(args.model_dir))
+        result["deepfacelive_face_aligner"] = deepfacelive_aligner(cfg.face_type, cfg.resolution)
+    print(json.dumps(result))
     return 0
 
 
@@ -54,9 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, SwapConfig)
     p.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("export", help="export a trained swap generator to ONNX or TorchScript",
-                       description="Export dst face -> swapped face + masks, checked against PyTorch on random faces.")
+    e = sub.add_parser("export", help="export a trained swap generator to ONNX, TorchScript or DeepFaceLive's DFM",
+                       description="Export dst face -> swapped face + masks, checked against PyTorch on random faces. "
+                                   "--format dfm writes the ONNX layout DeepFaceLive loads as a face-swap model (put "
+                                   "the file in its dfm_models folder) and prints the face aligner settings that "
+                                   "cut the faces the model was trained on.")
     add_flag(e, "--model-dir", ("--model_dir",), required=True, help="a model folder made by facelab train")
-    e.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="export format (default: onnx)")
-    e.add_argument("-o", "--output", help="output file (default: MODEL_DIR/swap.onnx or swap.ts)")
+    e.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="export format (default: onnx)")
+    e.add_argument("-o", "--output", help="output file (default: MODEL_DIR/swap.onnx, swap.ts, or MODEL_DIR_NAME.dfm "
+                                          "in MODEL_DIR)")
     e.set_defaults(func=_cmd_export)
