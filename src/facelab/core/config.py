@@ -295,14 +295,11 @@ def other_spellings(name: str, aliases: Iterable[str] = ()) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != flag_name(name)]
 
 
-def add_flag(parser: Any, flag: str, spellings: Iterable[str] = (), **kwargs: Any) -> argparse.Action:
+def add_flag(parser: Any, flag: str, spellings: Iterable[str], **kwargs: Any) -> argparse.Action:
     """``parser.add_argument(flag, **kwargs)`` for a flag that is no config option, with its other
     ``spellings`` (the reference ports' ``--model_dir`` for ``--model-dir``): hidden from ``--help``, they
     store the same value with the one-line note. The spellings form one group of which at most one may be
     given, and that group is what ``required`` asks for, so a required flag may be typed either way."""
-    spellings = tuple(spellings)
-    if not spellings:
-        return parser.add_argument(flag, **kwargs)
     group = parser.add_mutually_exclusive_group(required=kwargs.pop("required", False))
     action = group.add_argument(flag, **kwargs)
     for spelling in spellings:
