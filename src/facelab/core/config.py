@@ -31,15 +31,18 @@ COMMAND_LINE = "command line"  # the source name of options typed as flags
 
 def option(default: Any, help: str, choices: Iterable[Any] | None = None, fixed: bool = False,
            low: float | None = None, high: float | None = None, above: float | None = None,
-           aliases: Iterable[str] = (), value_aliases: dict[str, str] | None = None) -> Any:
+           aliases: Iterable[str] = (), value_aliases: dict[str, str] | None = None,
+           spellings: Iterable[str] = ()) -> Any:
     """A dataclass field with the metadata the CLI and validation need; a number (or each number of a
     list) must lie in ``low..high`` and be greater than ``above`` where those are given. ``aliases`` are
     the option's old names: flags, YAML files and saved model configs that use one still work, for one
-    release, with a one-line note naming the new name. ``value_aliases`` maps other spellings of a choice
+    release, with a one-line note naming the new name. ``spellings`` are the names the reference ports
+    give the option (StarGAN's ``metadata_path``): accepted for good and silently, like every option's
+    snake-case flag, since a user who types them is not using an old facelab. ``value_aliases`` maps other spellings of a choice
     to it (DeepFaceLab's face type ``wf`` is ``whole``): wherever the config is made, the Python API too,
     the value is stored in its one spelling, so a saved config and every comparison see only that."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "fixed": fixed,
-            "low": low, "high": high, "above": above, "aliases": tuple(aliases),
+            "low": low, "high": high, "above": above, "aliases": tuple(aliases), "spellings": tuple(spellings),
             "value_aliases": dict(value_aliases or {})}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -174,10 +177,11 @@ def old_name_note(renamed: dict[str, str], source: str) -> None:
 def _renamed(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
     """``data`` with old option names replaced by the current ones."""
     new_names = {old: f.name for f in dataclasses.fields(cls) for old in f.metadata.get("aliases", ())}
+    spelled = {other: f.name for f in dataclasses.fields(cls) for other in f.metadata.get("spellings", ())}
     used = {key: new_names[key] for key in data if key in new_names}
     if used:
         old_name_note(used, source)
-    return {used.get(key, key): value for key, value in data.items()}
+    return {used.get(key, spelled.get(key, key)): value for key, value in data.items()}
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: T | None = None) -> T:
@@ -282,30 +286,32 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: It
                 kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
         target.add_argument(flag_name(f.name), **kwargs)
         # a bool's other spellings take an optional value (`--masked_training false`), as the reference ports' do
-        other = {**kwargs, "action": OldFlag, "new_flag": flag_name(f.name), "help": argparse.SUPPRESS,
-                 **({"nargs": "?", "const": True} if tp is bool else {})}
+        other = {**kwargs, "help": argparse.SUPPRESS, **({"nargs": "?", "const": True} if tp is bool else {})}
+        other.pop("action", None)
         for spelling in other_spellings(f.name, f.metadata.get("aliases", ())):
+            target.add_argument(spelling, **other, action=OldFlag, new_flag=flag_name(f.name))
+        for spelling in other_spellings(f.name, f.metadata.get("spellings", ()), own=True):
             target.add_argument(spelling, **other)
 
 
-def other_spellings(name: str, aliases: Iterable[str] = ()) -> list[str]:
-    """The flags that also set option ``name``: each old name (``aliases``) in kebab and snake case, and the
-    option's own name in snake case (``--model_dir``: the reference ports spell every flag so, as YAML does)."""
-    names = [flag_name(old) for old in aliases] + ["--" + n for n in (name, *aliases)]
-    return [n for n in dict.fromkeys(names) if n != flag_name(name)]
+def other_spellings(name: str, names: Iterable[str] = (), own: bool = False) -> list[str]:
+    """The flags that also set option ``name``: each of ``names`` in kebab and snake case, and with ``own``
+    the option's own name in snake case (``--model_dir``: the reference ports spell every flag so, as YAML
+    does). The old names (``aliases``) get the note; the option's spellings do not."""
+    flags = [flag_name(n) for n in names] + ["--" + n for n in ((name, *names) if own else names)]
+    return [n for n in dict.fromkeys(flags) if n != flag_name(name)]
 
 
 def add_flag(parser: Any, flag: str, spellings: Iterable[str], **kwargs: Any) -> argparse.Action:
     """``parser.add_argument(flag, **kwargs)`` for a flag that is no config option, with its other
     ``spellings`` (the reference ports' ``--model_dir`` for ``--model-dir``): hidden from ``--help``, they
-    store the same value with the one-line note. The spellings form one group of which at most one may be
+    store the same value, silently and for good. The spellings form one group of which at most one may be
     given, and that group is what ``required`` asks for, so a required flag may be typed either way."""
     group = parser.add_mutually_exclusive_group(required=kwargs.pop("required", False))
     action = group.add_argument(flag, **kwargs)
     for spelling in spellings:
         group.add_argument(spelling, dest=action.dest, type=action.type, choices=action.choices, nargs=action.nargs,
-                           metavar=action.metavar, default=action.default, action=OldFlag, new_flag=flag,
-                           help=argparse.SUPPRESS)
+                           metavar=action.metavar, default=action.default, help=argparse.SUPPRESS)
     return action
 
 
