@@ -263,3 +263,86 @@ def test_interactive_flag_serves_the_page(dst_ws, tmp_path, monkeypatch):
                  "--interactive", "--port", "0", "--no-browser", "--erode", "4"]) == 0
     assert (served["host"], served["port"], served["browser"]) == ("127.0.0.1", 0, False)
     assert served["merger"].cfg.erode == 4 and served["merger"].output_dir == tmp_path / "out"
+
+
+# ---------------------------------------------------------------- the page itself, in headless Chromium
+# Behind the ``browser`` marker: it needs Debian's chromium and the ``playwright`` package
+# (``python3 -m pytest -q -m browser``).
+
+
+@pytest.fixture
+def merge_page(page_server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium (apt-get install chromium)")
+    url, frames, out = page_server
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        page.goto(url + "/")
+        page.wait_for_function("(document.getElementById('view').dataset.shown || '').startsWith('0:merged:')")
+        yield page, frames, out
+        browser.close()
+
+
+def _shown(page, frame: int) -> None:
+    """Wait until frame ``frame`` (0-based) is on screen with the options the page last asked for."""
+    page.wait_for_function(f"""() => {{ const v = document.getElementById('view');
+        return v.dataset.shown === v.dataset.want && v.dataset.shown.startsWith('{frame}:merged:'); }}""")
+
+
+@pytest.mark.browser
+def test_tuning_a_frame_with_dfl_keys_then_merging_reproduces_the_screen(merge_page, real_model, tmp_path, monkeypatch):
+    page, frames, out = merge_page
+    names = sorted(p.name for p in frames.glob("*.png"))
+    page.keyboard.press(".")
+    page.keyboard.press(".")
+    _shown(page, 2)
+    assert page.locator("#title").text_content().startswith(f"frame 3 / {len(names)}")
+    for key in ["w", "w", "w", "Shift+E", "c", "3", "Shift+U", "y", "y"]:  # erode +3, blur +5, colour, seamless...
+        page.keyboard.press(key)
+    page.wait_for_function("document.getElementById('opt-sharpen').value === '2'")
+    _shown(page, 2)
+    settings = yaml.safe_load(settings_path(out).read_text())["frames"]
+    tuned = {"erode": 3, "blur": 13, "color_transfer": "lct", "blend": "seamless", "face_scale": 5, "sharpen": 2}
+    assert {k: settings[names[2][:-4]][k] for k in tuned} == tuned and len(settings) == 1
+    screen = decode_image(page.locator("#view").screenshot())
+    page.screenshot(path=str(tmp_path / "merge_page.png"))
+    assert page.locator("#status").text_content().startswith(f"1 face(s); its own options, held by frames 3–{len(names)}")
+    # frame 4 on gets a softer edge; then "/" on frame 3 gives frame 4 alone frame 3's options again
+    page.keyboard.press(".")
+    page.keyboard.press("d")
+    page.wait_for_function("document.getElementById('opt-blur').value === '12'")
+    page.keyboard.press(",")
+    _shown(page, 2)
+    page.keyboard.press("/")
+    _shown(page, 3)
+    page.wait_for_function("document.getElementById('opt-blur').value === '13'")
+    page.keyboard.press(",")
+    _shown(page, 2)
+    assert page.locator("#status").text_content().endswith("not merged with them yet")
+    # Shift+. merges every frame with its options, from the page
+    page.keyboard.press("Shift+Period")
+    page.wait_for_function("document.getElementById('merge').textContent.startsWith('0 of')")
+    assert np.array_equal(screen, read_image(out / names[2]))
+    page.wait_for_function("document.getElementById('status').textContent.endsWith('merged with them')")
+    # and `facelab merge` into a new folder with the saved options writes the same pixels
+    fresh = tmp_path / "fresh"
+    shutil.copy(settings_path(out), settings_path(fresh))
+    monkeypatch.setattr(merge_commands, "load_model", lambda model_dir, device, precision: load_predictor(real_model))
+    assert main(["merge", "--model-dir", str(real_model), "--input-dir", str(frames), "--output-dir", str(fresh),
+                 "--workers", "1", "--batch-size", "2"]) == 0
+    assert np.array_equal(screen, read_image(fresh / names[2]))
+    assert np.array_equal(read_image(fresh / names[3]), read_image(out / names[3]))
+    saved = yaml.safe_load(settings_path(out).read_text())["frames"]
+    assert list(saved) == [names[2][:-4], names[4][:-4]] and saved[names[4][:-4]]["blur"] == 12
+    # the scrubber and the original view
+    page.locator("#scrub").fill("5")
+    page.wait_for_function("document.getElementById('title').textContent.startsWith('frame 6 /')")
+    page.keyboard.press("Backquote")
+    page.wait_for_function("(document.getElementById('view').dataset.shown || '').startsWith('5:original:')")
+    assert np.array_equal(decode_image(page.locator("#view").screenshot()), read_image(frames / names[5]))
+    assert page.errors == []

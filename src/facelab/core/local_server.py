@@ -138,12 +138,15 @@ class PageHandler(BaseHTTPRequestHandler):
             return False, None
 
     def send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the page moved on (a newer image replaced this one)
+            self.close_connection = True
 
     def reply_json(self, status: int, obj) -> None:
         self.send(status, json.dumps(obj).encode(), "application/json")
