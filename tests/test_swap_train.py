@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from facelab.cli import main as cli_main
 from facelab.core.checkpoint import load_checkpoint
 from facelab.core.errors import FacelabError
+from facelab.core.training_view import pending_requests, send_request
 from facelab.extract.config import ExtractConfig
 from facelab.extract.pipeline import extract
 from facelab.metrics.identity import IdentityProbe
@@ -270,6 +272,29 @@ def test_ctrl_c_saves_and_resume_continues(facesets, tmp_path, monkeypatch):
     assert "iteration: 3" in (model_dir / "state.yaml").read_text()
     assert train(SwapConfig(**TINY, target_iter=5), *facesets, model_dir).iteration == 5
     assert list(_losses(model_dir)) == [1, 2, 3, 4, 5]
+
+
+def test_a_stop_from_the_training_view_saves_like_ctrl_c(facesets, tmp_path, monkeypatch):
+    """The view's Enter (a stop request in the model folder) ends the run after the step in hand, saved,
+    with a preview whose rows are named for the view; the run resumes from there."""
+    model_dir = tmp_path / "m"
+    trainer = Trainer(SwapConfig(**TINY, target_iter=10, eval_faces=4), *facesets, model_dir)
+    real_step = trainer.step
+
+    def step(batch):
+        if trainer.iteration == 3:
+            send_request(model_dir, "stop")
+        return real_step(batch)
+
+    monkeypatch.setattr(trainer, "step", step)
+    result = trainer.run()
+    trainer.close()
+    assert result.stopped == "interrupted" and result.iteration == 4
+    assert "iteration: 4" in (model_dir / "state.yaml").read_text() and not pending_requests(model_dir)
+    assert json.loads((model_dir / "preview.json").read_text()) == {
+        "iteration": 4, "rows": ["src", "src reconstructed", "dst", "dst reconstructed", "dst swapped to src"],
+        "columns": None}
+    assert train(SwapConfig(**TINY, target_iter=5), *facesets, model_dir).iteration == 5
 
 
 @pytest.mark.slow  # about 40 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -26,11 +27,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_train_config(args)
     if not cfg.pretrain and not (args.src and args.dst):
         raise FacelabError("train needs --src and --dst faceset folders (or --pretrain with --pretrain-faceset)")
-    result = train(cfg, args.src, args.dst, args.model_dir)
+    if args.view:
+        from facelab.core.training_view import alongside
+
+        view = alongside(args.model_dir, args.view_host, args.view_port, open_browser=not args.no_browser)
+    else:
+        view = contextlib.nullcontext()
+    with view:
+        result = train(cfg, args.src, args.dst, args.model_dir)
     print(f"{result.stopped} at iteration {result.iteration}; held-out SSIM {result.ssim_mean:.4f} +- {result.ssim_std:.4f}; "
           f"model saved in {args.model_dir}")
     if result.stopped == "interrupted":
         raise KeyboardInterrupt  # saved; exit 130 like every command stopped by Ctrl-C
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from facelab.core.training_view import serve
+
+    serve(args.model_dir, args.host, args.port, open_browser=not args.no_browser)
     return 0
 
 
@@ -57,8 +72,29 @@ def register(sub: argparse._SubParsersAction) -> None:
              help="dst faceset folder (the face to replace), e.g. WS/data_dst/aligned")
     add_flag(p, "--model-dir", ("--model_dir",), required=True, help="folder for weights, config.yaml, losses and previews")
     p.add_argument("--config", help="YAML file of options (flags given on the command line override it)")
+    view = p.add_argument_group("training view")
+    view.add_argument("--view", action="store_true",
+                      help="show the live training view, a page in your browser: the preview grid and the loss, SSIM "
+                           "and identity curves as they come, with keys to save, refresh the preview or stop and save")
+    view.add_argument("--view-port", type=int, default=8767, help="port of the view (default: 8767; 0 = any free port)")
+    view.add_argument("--view-host", default="127.0.0.1",
+                      help="loopback address of the view (default: 127.0.0.1; this machine only, use an SSH tunnel)")
+    view.add_argument("--no-browser", action="store_true", help="only print the view's address, do not open a browser")
     add_config_arguments(p, SwapConfig)
     p.set_defaults(func=_cmd_train)
+
+    v = sub.add_parser("view", help="watch a model folder's training live in your browser (preview, curves, keys)",
+                       description="Serve the training view of MODEL_DIR (a swap or XSeg model folder): the preview "
+                                   "grid and the loss, SSIM and identity curves, refreshed as the trainer writes "
+                                   "them; S saves, P writes a new preview, Enter stops the training after saving. "
+                                   "Ctrl-C stops the view, not the training.")
+    v.add_argument("model_dir", help="a model folder that `facelab train` (or `facelab xseg train`) writes")
+    v.add_argument("--port", type=int, default=8767, help="port to serve on (default: 8767; 0 = any free port)")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="loopback address to listen on (default: 127.0.0.1); the view serves this machine only, "
+                        "reach it from afar through an SSH tunnel")
+    v.add_argument("--no-browser", action="store_true", help="only print the address, do not open a browser")
+    v.set_defaults(func=_cmd_view)
 
     e = sub.add_parser("export", help="export a trained swap generator to ONNX, TorchScript or DeepFaceLive's DFM",
                        description="Export dst face -> swapped face + masks, checked against PyTorch on random faces. "

@@ -21,6 +21,7 @@ from facelab.core.device import autocast, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
+from facelab.core.training_view import take_requests
 
 log = logging.getLogger("facelab")
 
@@ -149,6 +150,7 @@ class SteppedTrainer(Protocol):
     ``save_every_minutes``."""
 
     cfg: Any
+    model_dir: Path
     iteration: int
     device: torch.device
     batches: Any  # a Dataset of batches indexed by iteration
@@ -167,14 +169,18 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     iterations and every ``save_every_minutes``) at the config's intervals, ``every_step(now)`` after each step
     (e.g. for backups).
 
+    After each step the requests of a training view (:mod:`facelab.core.training_view`) are answered:
+    save, write a preview, or stop, which ends the loop as Ctrl-C does.
+
     Returns the last step's losses and how the loop stopped ("target", "limit" or "interrupted"); the
-    caller does the final save, so Ctrl-C always ends in one.
+    caller does the final save, so Ctrl-C (and a stop request) always ends in one.
     """
     cfg = trainer.cfg
     end = cfg.target_iter if cfg.target_iter else math.inf
     if max_steps is not None:
         end = min(end, trainer.iteration + max_steps)
     last_save = time.monotonic()
+    take_requests(trainer.model_dir)  # left from an earlier run (or a view with no trainer): not this run's
     stream = [iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))]  # cleared to stop the workers
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -186,13 +192,19 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     def after_step(iteration: int) -> None:
         nonlocal last_save
         now = time.monotonic()
+        requests = take_requests(trainer.model_dir)
         # the loop's last iteration is saved by the caller; a save by either rule restarts the clock
         by_count = cfg.save_every and iteration % cfg.save_every == 0 and iteration != end
-        if by_count or now - last_save >= cfg.save_every_minutes * 60:
+        if by_count or now - last_save >= cfg.save_every_minutes * 60 or "save" in requests:
             trainer.save()
             last_save = now
+        if "preview" in requests:
+            trainer.write_preview()
         if every_step is not None:
             every_step(now)
+        if "stop" in requests:
+            log.info("the training view asked to stop")
+            raise KeyboardInterrupt  # step_loop ends as on Ctrl-C; the caller saves
 
     try:
         _, losses, stopped = step_loop(

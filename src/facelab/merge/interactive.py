@@ -21,7 +21,6 @@ import threading
 from collections import OrderedDict
 from http import HTTPStatus
 from importlib import resources
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import yaml
@@ -26,6 +25,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text, ensure_folder
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, run_steps, start_run
+from facelab.core.training_view import write_preview
 from facelab.metrics.identity import IdentityProbe
 from facelab.metrics.sharpness import sharpness_ratio
 from facelab.metrics.ssim import ssim
@@ -339,24 +339,27 @@ class Trainer:
         return faces, masks
 
     @torch.inference_mode()
-    def preview(self) -> np.ndarray:
-        """Rows: src, src reconstructed, src swapped to dst, dst, dst reconstructed, dst swapped to src (uint8
-        BGR): each side's face, how well its decoder rebuilds it, and the swap into the other identity."""
+    def preview(self) -> tuple[np.ndarray, list[str]]:
+        """The preview grid (uint8 BGR), a column per face and a row per kind, and the rows' names: src,
+        src reconstructed, src swapped to dst, dst, dst reconstructed, dst swapped to src: each side's face,
+        how well its decoder rebuilds it, and the swap into the other identity."""
         src_data = self.src_hold if len(self.src_hold) else self.src_train
         dst_data = self.dst_hold if len(self.dst_hold) else self.dst_train
         n = min(PREVIEW_FACES, len(src_data), len(dst_data))
         src = self._tensors(src_data.subset(np.arange(n)))[0]
         dst = self._tensors(dst_data.subset(np.arange(n)))[0]
         out = self.model(src, dst)
-        rows = [src, out.pred_src, self.model.to_dst(src), dst, out.pred_dst, out.pred_swap]
-        grid = torch.cat([torch.cat(list(r.float()), 2) for r in rows], 1)
-        return (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        rows = {"src": src, "src reconstructed": out.pred_src, "src swapped to dst": self.model.to_dst(src), "dst": dst,
+                "dst reconstructed": out.pred_dst, "dst swapped to src": out.pred_swap}
+        grid = torch.cat([torch.cat(list(r.float()), 2) for r in rows.values()], 1)
+        return (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8), list(rows)
 
     def write_preview(self) -> None:
-        ok, png = cv2.imencode(".png", self.preview())
-        atomic_write_bytes(self.model_dir / "preview.png", png.tobytes())
+        """``preview.png``, with its rows named for the training view (and a copy in preview_history/)."""
+        grid, rows = self.preview()
+        png = write_preview(self.model_dir, grid, self.iteration, rows=rows)
         if self.cfg.write_preview_history:
-            atomic_write_bytes(self.model_dir / "preview_history" / f"{self.iteration:09d}.png", png.tobytes())
+            atomic_write_bytes(self.model_dir / "preview_history" / f"{self.iteration:09d}.png", png)
 
     def report_eval(self) -> tuple[float, float]:
         if self._last_eval is not None and self._last_eval[0] == self.iteration:
