@@ -74,7 +74,8 @@ def model_dir(tmp_path):
     folder.mkdir()
     rows = "".join(f"{i},{3 - i / 1000:.4f},{2 - i / 2000:.4f}\n" for i in range(1, 2501))
     (folder / "losses.csv").write_text("step,total,src_loss\n" + rows + "2501,1.2")
-    (folder / "eval.csv").write_text("step,ssim_mean,ssim_std,id_swap_is_src\n100,0.61,0.05,0.25\n200,0.66,0.04,nan\n")
+    (folder / "eval.csv").write_text("step,ssim_mean,ssim_std,id_swap_is_src,sharp_swap\n"  # sharp_swap: widened
+                                     "100,0.61,0.05,0.25,\n200,0.66,0.04,nan,0.4\n")
     (folder / "state.yaml").write_text(yaml.safe_dump({"iteration": 2000, "saved_at": "2026-12-02 10:00:00"}))
     write_preview(folder, np.full((40, 20, 3), 90, np.uint8), 2500, rows=["src", "dst"])
     return folder
@@ -104,6 +105,7 @@ def test_the_view_serves_the_folder_as_the_trainer_writes_it(view):
     assert recent["steps"] == list(range(2401, 2501))
     evals = call("GET", url + "/api/metrics/eval")[1]
     assert evals["columns"]["id_swap_is_src"] == [0.25, None]  # NaN (no identity figure) comes as null
+    assert evals["columns"]["sharp_swap"] == [None, 0.4]  # so does a figure the older rows lack
     assert call("GET", url + "/api/metrics/passwords")[0] == 404
     assert call("GET", url + "/api/metrics/losses?last=x")[0] == 400
     status, state = call("POST", url + "/api/request", {"what": "save"})
@@ -198,7 +200,7 @@ def test_the_view_beside_facelab_train_shows_it_live_and_stops_it_saved(facesets
             proc.kill()
         log.close()
     err = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err  # saved and stopped, as on Ctrl-C
     stopped = int(re.search(r"interrupted at iteration (\d+)", out).group(1))
     assert yaml.safe_load((model / "state.yaml").read_text())["iteration"] == stopped > 10
     assert pending_requests(model) == [] and "the training view asked to stop" in err

@@ -117,7 +117,8 @@ class ModelFolder:
 
     def metrics(self, name: str, last: int | None = None) -> dict:
         """The rows of ``<name>.csv`` (the last ``last`` iterations only, if given) as columns, thinned to
-        at most MAX_POINTS; rows that are cut off or not numbers (a line being written) are left out."""
+        at most MAX_POINTS; rows that are cut off or not numbers (a line being written) are left out, and an
+        empty cell (a figure older rows lack, core.logs.MetricsLog widens the header) is a gap."""
         if name not in METRICS:
             raise FacelabError(f"no log {name!r}; the logs are {', '.join(METRICS)}")
         try:
@@ -132,7 +133,7 @@ class ModelFolder:
             if len(row) != len(header):
                 continue
             try:
-                rows.append([float(v) for v in row])
+                rows.append([float(v) if v else math.nan for v in row])
             except ValueError:
                 continue
         if last and rows:
