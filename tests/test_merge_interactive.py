@@ -31,7 +31,8 @@ from test_merge import ShiftPredictor, dst_ws  # noqa: F401  (dst_ws: the fixtur
 from test_xseg_editor import CHROMIUM, call, raw
 
 STEMS = [f"{i:05d}" for i in range(10)]
-TUNED = {"erode": 6, "blur": 20, "blend": "seamless", "color_transfer": "lct", "face_scale": 4, "sharpen": 30}
+TUNED = {"erode": 6, "blur": 20, "blend": "seamless", "color_transfer": "lct", "face_scale": 4, "sharpen": 30,
+         "motion_blur_power": 60}
 
 
 def test_frame_options_are_merge_options():
@@ -302,12 +303,13 @@ def test_tuning_a_frame_with_dfl_keys_then_merging_reproduces_the_screen(merge_p
     page.keyboard.press(".")
     _shown(page, 2)
     assert page.locator("#title").text_content().startswith(f"frame 3 / {len(names)}")
-    for key in ["w", "w", "w", "Shift+E", "c", "3", "Shift+U", "y", "y"]:  # erode +3, blur +5, colour, seamless...
+    for key in ["w", "w", "w", "Shift+E", "Shift+R", "c", "3", "Shift+U", "y", "y"]:  # erode +3, blur +5, motion blur...
         page.keyboard.press(key)
     page.wait_for_function("document.getElementById('opt-sharpen').value === '2'")
     _shown(page, 2)
     settings = yaml.safe_load(settings_path(out).read_text())["frames"]
-    tuned = {"erode": 3, "blur": 13, "color_transfer": "lct", "blend": "seamless", "face_scale": 5, "sharpen": 2}
+    tuned = {"erode": 3, "blur": 13, "motion_blur_power": 5, "color_transfer": "lct", "blend": "seamless",
+             "face_scale": 5, "sharpen": 2}
     assert {k: settings[names[2][:-4]][k] for k in tuned} == tuned and len(settings) == 1
     screen = decode_image(page.locator("#view").screenshot())
     page.screenshot(path=str(tmp_path / "merge_page.png"))

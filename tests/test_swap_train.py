@@ -292,8 +292,8 @@ def test_a_stop_from_the_training_view_saves_like_ctrl_c(facesets, tmp_path, mon
     assert result.stopped == "interrupted" and result.iteration == 4
     assert "iteration: 4" in (model_dir / "state.yaml").read_text() and not pending_requests(model_dir)
     assert json.loads((model_dir / "preview.json").read_text()) == {
-        "iteration": 4, "rows": ["src", "src reconstructed", "dst", "dst reconstructed", "dst swapped to src"],
-        "columns": None}
+        "iteration": 4, "columns": None,
+        "rows": ["src", "src reconstructed", "src swapped to dst", "dst", "dst reconstructed", "dst swapped to src"]}
     assert train(SwapConfig(**TINY, target_iter=5), *facesets, model_dir).iteration == 5
 
 

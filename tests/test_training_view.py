@@ -33,7 +33,7 @@ class CountingTrainer:
 
     def __init__(self, model_dir, asks: dict[int, list[str]]):
         self.cfg = SimpleNamespace(target_iter=50, batch_size=1, workers=0, log_every=1, preview_every=1000,
-                                   eval_every=0, save_every_minutes=1e9)
+                                   eval_every=0, save_every=0, save_every_minutes=1e9)
         self.model_dir, self.asks = model_dir, asks
         self.iteration, self.device, self.batches = 0, torch.device("cpu"), list(range(100))
         self.metrics = SimpleNamespace(write=lambda step, values: None)
@@ -183,7 +183,7 @@ def test_the_view_beside_facelab_train_shows_it_live_and_stops_it_saved(facesets
             page.keyboard.press("p")  # DeepFaceLab's P: a preview now
             page.wait_for_function("(document.getElementById('preview').dataset.version || '') !== ''", timeout=120_000)
             labels = page.locator("#labels div").all_text_contents()
-            assert labels == ["src", "src reconstructed", "dst", "dst reconstructed", "dst swapped to src"]
+            assert labels == ["src", "src reconstructed", "src swapped to dst", "dst", "dst reconstructed", "dst swapped to src"]
             assert json.loads((model / "preview.json").read_text())["rows"] == labels
             page.keyboard.press("s")  # S: save now
             page.wait_for_function("document.getElementById('status').textContent.startsWith('saved at iteration')",

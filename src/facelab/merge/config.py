@@ -21,8 +21,8 @@ SHARPEN_MODES = ("box", "gaussian")
 OUTPUT_FORMATS = ("png", "jpg")
 # The options that say how a face is pasted: the interactive merger tunes these frame by frame
 # (merge/frame_settings.py); the others (segmenter, output, runtime) hold for the whole merge.
-FRAME_OPTIONS = ("mask_mode", "erode", "blur", "face_scale", "output_face_type", "color_transfer", "blend",
-                 "hist_match_strength", "sharpen_mode", "sharpen", "denoise_power", "bicubic_degrade_power",
+FRAME_OPTIONS = ("mask_mode", "erode", "blur", "motion_blur_power", "face_scale", "output_face_type", "color_transfer",
+                 "blend", "hist_match_strength", "sharpen_mode", "sharpen", "denoise_power", "bicubic_degrade_power",
                  "color_degrade_power")
 
 @dataclass
