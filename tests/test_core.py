@@ -124,6 +124,15 @@ def test_every_config_takes_cuda_n_and_refuses_other_names():
             with pytest.raises(FacelabError, match="not one of: auto, cpu, cuda, cuda:N"):
                 cls(device=bad)
 
+def test_metrics_log_resumed_with_more_metrics_widens_its_header(tmp_path):
+    """A run resumed by a facelab that reports more figures keeps them: the header grows, old rows stay."""
+    MetricsLog(tmp_path, "eval").write(500, {"ssim_mean": 0.5})
+    log = MetricsLog(tmp_path, "eval", resume_step=500)
+    log.write(1000, {"ssim_mean": 0.75, "sharp_swap": 0.25})
+    log.write(1500, {"ssim_mean": 1.0, "sharp_swap": 0.5})
+    assert (tmp_path / "eval.csv").read_text().splitlines() == [
+        "step,ssim_mean,sharp_swap", "500,0.5,", "1000,0.75,0.25", "1500,1.0,0.5"]
+
 
 def test_devices_and_precision():
     assert resolve_device("cpu").type == "cpu"

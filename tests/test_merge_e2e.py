@@ -25,7 +25,9 @@ def swapped(sample_clips, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("swap_e2e")
     out = tmp_path / "result.mp4"
     ws = tmp_path / "ws"
-    assert main(["swap", str(src), str(dst), "-o", str(out), "--workspace", str(ws), "--iterations", "20",
+    tiny = ["--model", "saehd", "--resolution", "64", "--ae-dims", "32", "--e-dims", "8", "--d-dims", "8",
+            "--d-mask-dims", "4"]  # the one-shot command reaches every training option
+    assert main(["swap", str(src), str(dst), "-o", str(out), "--workspace", str(ws), "--iterations", "20", *tiny,
                  "--identity-every", "25"]) == 0
     return ws, out, dst
 
@@ -84,7 +86,5 @@ def test_a_real_ctrl_c_during_merge_leaves_complete_frames_and_resumes(swapped, 
                            env=env, timeout=300)
     assert whole.returncode == 0, whole.stderr
     for frame in frames:
-        a, b = read_image(out / frame.name).astype(int), read_image(reference / frame.name).astype(int)
-        # A resumed run batches other faces together; float rounding may flip a rare pixel by a level or two.
-        diff = np.abs(a - b).max(2)
-        assert diff.max() <= 2 and (diff > 0).mean() < 1e-4, (frame.name, diff.max(), (diff > 0).sum())
+        # the resumed run gives the model the same batches of faces (merger.frame_groups): the same pixels
+        assert np.array_equal(read_image(out / frame.name), read_image(reference / frame.name)), frame.name

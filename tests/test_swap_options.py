@@ -242,3 +242,110 @@ def test_clipgrad_scales_every_update_down_to_gradient_norm_one(tmp_path):
     raw, clipped = _update_gradient_norms(tmp_path, False), _update_gradient_norms(tmp_path, True)
     assert len(raw) == len(clipped) == 3 and min(raw) > 1.2  # above the clipping norm
     assert clipped == pytest.approx([1.0] * 3, abs=1e-3)
+
+
+# ------------------------------------------------------------------- the book's training-loop options
+def _trainer(tmp_path, name: str, **options):
+    from facelab.swap.config import SwapConfig
+    from facelab.swap.train import Trainer
+
+    faces = random_faces(10, RES, seed=4, box=(16, 48, 16, 48))
+    cfg = SwapConfig(**{**dict(resolution=RES, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4,
+                               batch_size=4, workers=0, eval_every=0, preview_every=1000), **options})
+    return Trainer(cfg, faces, faces, tmp_path / name)
+
+
+def test_mse_only_loss_is_the_pixel_error_alone():
+    """loss=mse drops the structural term: two predictions with the same pixel error but different structure
+    (noise against a uniform offset of the same energy) cost the same, under dssim+mse they do not."""
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, RES, RES)
+    mask = torch.zeros(2, 1, RES, RES)
+    mask[..., 12:52, 12:52] = 1
+    noisy, offset = (target + 0.05 * torch.randn_like(target)).clamp(0, 1), target.clone()
+    offset = offset + ((noisy - target) ** 2).mean().sqrt()  # the same mean squared error, no change of structure
+    em = torch.zeros_like(mask)
+    mse, both = LossOptions(RES, loss="mse"), LossOptions(RES)
+    costs = {name: [side_loss(target, mask, em, pred, mask, opts)[0].item() for pred in (noisy, offset)]
+             for name, opts in (("mse", mse), ("dssim+mse", both))}
+    blur = soft_mask(mask, RES)
+    assert costs["mse"][0] == pytest.approx(10 * F.mse_loss(noisy * blur, target * blur).item(), rel=1e-6)
+    assert costs["mse"][0] == pytest.approx(costs["mse"][1], rel=0.2)
+    assert costs["dssim+mse"][0] > 1.5 * costs["dssim+mse"][1]  # DSSIM punishes the noise, barely the offset
+
+
+def test_encoder_lr_factor_scales_only_the_encoder_side_steps(tmp_path):
+    """The first AdaBelief step moves each weight by lr x its normalised moment, so with the same batch the
+    encoder side moves exactly `factor` times as far, the decoders as far, and factor 0 freezes the encoder."""
+    moves = {}
+    for factor in (1.0, 0.5, 0.0):
+        trainer = _trainer(tmp_path, f"f{factor}", encoder_lr_factor=factor)
+        before = [[p.detach().clone() for p in side] for side in trainer.model.parameter_groups()]
+        trainer.step(trainer.batches[0])
+        moves[factor] = [torch.cat([(p.detach() - b).flatten() for p, b in zip(side, old)])
+                         for side, old in zip(trainer.model.parameter_groups(), before)]
+    encoder, decoders = 0, 1
+    assert moves[1.0][encoder].abs().max() > 0 and moves[1.0][decoders].abs().max() > 0
+    assert torch.allclose(moves[0.5][encoder], 0.5 * moves[1.0][encoder], rtol=1e-3, atol=2e-8)
+    assert torch.equal(moves[0.0][encoder], torch.zeros_like(moves[0.0][encoder]))
+    assert torch.allclose(moves[0.5][decoders], moves[1.0][decoders], rtol=1e-3, atol=2e-8)
+
+
+@pytest.mark.parametrize("model,archi", [("saehd", "df-ud"), ("saehd", "liae-ud"), ("original", "df")])
+def test_every_family_registers_its_encoder_side_first(model, archi):
+    """What lets a one-group optimiser state from before encoder_lr_factor split exactly into the two groups."""
+    from facelab.swap.config import SwapConfig, apply_preset
+    from facelab.swap.models import build_model
+
+    cfg = apply_preset(SwapConfig(model=model, resolution=RES, archi=archi, ae_dims=32, e_dims=8, d_dims=8,
+                                  d_mask_dims=4))
+    net = build_model(cfg)
+    encoder, decoders = net.parameter_groups()
+    assert encoder and decoders and [id(p) for p in net.parameters()] == [id(p) for p in encoder + decoders]
+
+
+def test_a_model_saved_with_one_optimiser_group_resumes_with_its_moments(tmp_path):
+    from facelab.core.checkpoint import load_checkpoint, save_checkpoint
+    from facelab.swap.model_dir import WEIGHTS_NAME
+
+    trainer = _trainer(tmp_path, "old")
+    old_opt = AdaBelief(trainer.model.parameters(), lr=5e-5)  # the layout every model folder saved before
+    trainer.opt = old_opt
+    trainer.step(trainer.batches[0])
+    trainer.save()
+    state = load_checkpoint(tmp_path / "old" / WEIGHTS_NAME)
+    assert len(state["optimizer"]["param_groups"]) == 1
+    resumed = _trainer(tmp_path, "old", encoder_lr_factor=0.25)
+    assert [g["lr"] for g in resumed.opt.param_groups] == pytest.approx([5e-5 * 0.25, 5e-5])
+    for p, q in zip(trainer.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(old_opt.state[p]["m"], resumed.opt.state[q]["m"])
+    save_checkpoint(tmp_path / "x.safetensors", {"optimizer": resumed.opt.state_dict()})  # saved as two from now on
+    assert len(load_checkpoint(tmp_path / "x.safetensors")["optimizer"]["param_groups"]) == 2
+
+
+def test_save_every_n_iterations_saves_at_each_multiple_and_once_at_the_end(tmp_path):
+    trainer = _trainer(tmp_path, "every", save_every=3, target_iter=10, save_every_minutes=1e6, eval_faces=0)
+    saved, save = [], trainer.save
+    trainer.save = lambda: (saved.append(trainer.iteration), save())
+    trainer.run()
+    assert saved == [3, 6, 9, 10]
+    trainer = _trainer(tmp_path, "end", save_every=5, target_iter=10, save_every_minutes=1e6, eval_faces=0)
+    saved.clear()
+    trainer.save = lambda: saved.append(trainer.iteration)
+    trainer.run()
+    assert saved == [5, 10]  # the last iteration is a multiple too: saved once
+
+
+def test_preview_shows_each_side_rebuilt_and_swapped_into_the_other(tmp_path):
+    trainer = _trainer(tmp_path, "preview")
+    grid = trainer.preview()
+    n = min(4, len(trainer.src_hold), len(trainer.dst_hold))
+    assert grid.shape == (6 * RES, n * RES, 3)
+    rows = [grid[r * RES:(r + 1) * RES] for r in range(6)]
+    src = torch.from_numpy(trainer.src_hold.images[:n]).permute(0, 3, 1, 2).float().div(255)
+    with torch.inference_mode():
+        to_dst = trainer.model.decoder_dst.face_only(trainer.model.encoder(src))  # df: src code, dst decoder
+    want = (torch.cat(list(to_dst), 2).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.abs(rows[2].astype(int) - want).max() <= 1
+    assert np.array_equal(rows[0], np.concatenate(list(trainer.src_hold.images[:n]), 1))
+    assert not np.array_equal(rows[2], rows[1])  # not the src reconstruction

@@ -122,3 +122,92 @@ def test_colour_transfer_moves_src_colours_towards_dst(mode):
     assert torch.equal(first, again)
     # channel means (B, G, R): the red channel rises, the blue one falls
     assert first[:, 2].mean() > plain[:, 2].mean() + 0.2 and first[:, 0].mean() < plain[:, 0].mean() - 0.2
+
+
+# ------------------------------------------------------------------- DeepFaceLive's DFM
+def _dfm_model_dir(tmp_path, archi: str, face_type: str = "whole"):
+    cfg = SwapConfig(resolution=64, archi=archi, face_type=face_type, ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4)
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    folder = tmp_path / f"celeb_{archi}"
+    folder.mkdir()
+    save_checkpoint(folder / "model.safetensors", {"model": model.state_dict(), "iteration": 0})
+    save_config(cfg, folder / "config.yaml")
+    return folder, model.eval()
+
+
+@pytest.mark.parametrize("archi", ["df-ud", "liae-ud"])
+def test_dfm_export_is_the_layout_deepfacelive_loads(tmp_path, archi):
+    """What DeepFaceLive's DFMModel needs, checked with onnxruntime: one input named in_face:0 holding NHWC float
+    BGR faces with a fixed height and width (it reads the model's resolution from them) and a free batch size;
+    three NHWC outputs in the order it unpacks them (dst mask, swapped face, its mask), equal to PyTorch's swap
+    and within [0, 1]."""
+    import onnx
+    import onnxruntime
+
+    model_dir, model = _dfm_model_dir(tmp_path, archi)
+    path, diff = export_model(model_dir, "dfm")
+    assert path == model_dir / "celeb_{}.dfm".format(archi) and diff < 1e-4
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "in_face:0" and inp.shape[1:] == [64, 64, 3] and isinstance(inp.shape[0], str)
+    assert inp.type == "tensor(float)"
+    assert [o.name for o in session.get_outputs()] == ["out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"]
+    # DeepFaceLive 1.x ships onnxruntime 1.15, which reads ONNX IR up to version 9 and opsets up to 19
+    proto = onnx.load(str(path))
+    assert proto.ir_version <= 9 and max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 19
+    faces = np.random.default_rng(3).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    dst_mask, celeb, celeb_mask = session.run(None, {"in_face:0": faces.astype(np.float32) / 255})  # as DFMModel feeds it
+    assert dst_mask.shape == celeb_mask.shape == (2, 64, 64, 1) and celeb.shape == (2, 64, 64, 3)
+    with torch.no_grad():
+        swapped, src_m, dst_m = model.swap(torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255)
+    for got, want in ((celeb, swapped), (celeb_mask, src_m), (dst_mask, dst_m)):
+        np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), atol=1e-4)
+        assert 0 <= got.min() and got.max() <= 1
+
+
+def _deepfacelive_corners(landmarks: np.ndarray, coverage: float, y_offset: float) -> np.ndarray:
+    """The top-left, top-right and bottom-right corners of the square DeepFaceLive's aligner cuts ("from points",
+    68 landmarks): its template fitted to 27 of the points, its square scaled by coverage about its centre and
+    moved down by (y_offset - 0.08) template heights; written from the geometry its FLandmarks2D.calc_cut describes."""
+    from facelab.align.face_types import MEAN_FACE
+    from facelab.align.transform import invert, transform_points, umeyama
+
+    points = list(range(17, 36)) + [36, 39, 42, 45, 48, 54]
+    mat = invert(umeyama(landmarks[points], MEAN_FACE[[p - 17 for p in points]]))
+    tl, tr, br, bl, centre = transform_points(np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]], float), mat)
+    half = np.linalg.norm(tl - centre) * coverage
+    centre = centre + (bl - tl) * (y_offset - 0.08)
+    down, up = (br - tl) / np.linalg.norm(br - tl), (tr - bl) / np.linalg.norm(tr - bl)
+    return np.array([centre - down * half, centre + up * half, centre + down * half])
+
+
+@pytest.mark.parametrize("face_type", ["half", "mid", "full", "whole", "head"])
+def test_the_printed_deepfacelive_aligner_settings_cut_the_training_crop(face_type):
+    """On a face whose landmarks are the template turned and scaled into a frame, the aligner settings `export
+    --format dfm` prints make DeepFaceLive cut the square facelab aligns for that face type, to within the 0.1
+    steps of its coverage control (mid's 1.135 is set as 1.1)."""
+    from facelab.align.face_types import MEAN_FACE
+    from facelab.align.transform import align_matrix, invert, transform_points
+    from facelab.swap.export import deepfacelive_aligner
+
+    angle, scale, shift = 0.3, 180.0, np.array([300.0, 220.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmarks = np.zeros((68, 2))
+    landmarks[17:] = MEAN_FACE @ rot.T + shift
+    settings = deepfacelive_aligner(face_type, 128)
+    assert settings["resolution"] == 128 and settings["align_mode"] == "from points" and not settings["head_mode"]
+    ours = transform_points(np.array([[0, 0], [128, 0], [128, 128]], float), invert(align_matrix(landmarks, 128, face_type)))
+    theirs = _deepfacelive_corners(landmarks, settings["face_coverage"], settings["y_offset"])
+    side = np.linalg.norm(ours[1] - ours[0])
+    assert np.abs(theirs - ours).max() < 0.025 * side
+
+
+def test_dfm_export_command_prints_the_aligner_settings(tmp_path, capsys):
+    import json
+
+    model_dir, _ = _dfm_model_dir(tmp_path, "df-ud", face_type="f")
+    assert cli_main(["export", "--model_dir", str(model_dir), "--format", "dfm", "-o", str(tmp_path / "Me.dfm")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["path"] == str(tmp_path / "Me.dfm") and (tmp_path / "Me.dfm").is_file()
+    assert result["deepfacelive_face_aligner"]["face_coverage"] == 1.4 and result["max_abs_diff_vs_pytorch"] < 1e-4

@@ -210,6 +210,19 @@ def test_resume_keeps_the_counter_and_fixed_options_are_refused(labelled, tmp_pa
     assert main(base + ["--target-iter", "5", "--batch-size", "4", "--lr", "0.0005"]) == 0
     assert _steps(tmp_path / "m") == [1, 2, 3, 4, 5]
     assert "target at iteration 5" in capsys.readouterr().out
+    from facelab.xseg import train as xseg_train
+
+    real_step = xseg_train.Trainer.step
+
+    def step(self, batch):
+        if self.iteration == 5:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    with pytest.MonkeyPatch.context() as mp:  # Ctrl-C at iteration 5: saved, and exit 130 as every command
+        mp.setattr(xseg_train.Trainer, "step", step)
+        assert main(base + ["--target-iter", "9"]) == 130
+    assert "interrupted at iteration 5" in capsys.readouterr().out
     saved = (tmp_path / "m" / "config.yaml").read_text()
     assert "base_channels: 4" in saved and "batch_size: 4" in saved and "lr: 0.0005" in saved
     for flag, value in (("--resolution", "128"), ("--base-channels", "8"), ("--face-type", "full")):

@@ -233,9 +233,9 @@ def test_malformed_requests_are_4xx_and_change_nothing(editor):
 
 def test_idle_connections_are_closed(faceset, tmp_path, monkeypatch):
     """A client that connects and sends nothing (or half a request) holds a thread only until the timeout."""
-    import facelab.xseg.editor as editor_module
+    import facelab.core.local_server as local_server
 
-    monkeypatch.setattr(editor_module, "IDLE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(local_server, "IDLE_TIMEOUT_S", 0.5)
     server = make_server(faceset, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -12,6 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 
 FACE_TYPES = ("half", "mid", "full", "whole", "head")
+# DeepFaceLab's spellings: the short names its model settings take (h, mf, f, wf, head) and the names its
+# extractor and face files use (half_face, midfull_face, full_face, whole_face), so a user's habits and scripts
+# carry over; every config stores the name of FACE_TYPES (``option(..., value_aliases=FACE_TYPE_ALIASES)``).
+FACE_TYPE_ALIASES = {"h": "half", "half_face": "half", "mf": "mid", "midfull_face": "mid", "f": "full",
+                     "full_face": "full", "wf": "whole", "whole_face": "whole"}
+
+
+def face_type_name(name: str) -> str:
+    """The name in FACE_TYPES for any accepted spelling (an argparse ``type`` for plain ``--face-type`` flags)."""
+    return FACE_TYPE_ALIASES.get(name, name)
 
 # dlib's mean shape for landmarks 17..67 (eyebrows, nose, eyes, mouth), normalised to the unit square.
 _MEAN_X = [

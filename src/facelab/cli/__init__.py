@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "facelab.cli.train",
     "facelab.cli.xseg",
     "facelab.cli.merge",
+    "facelab.cli.swap",
     "facelab.cli.stargan",
     "facelab.cli.pfe",
     "facelab.cli.verify",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPES, face_type_name
 from facelab.faceset import ops
 from facelab.face.metadata import FaceMeta, read_meta, require_meta
 from facelab.faceset.store import Faceset, pack, unpack
@@ -95,11 +95,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     srt = fs.add_parser("sort", help="rename faces into an order (DeepFaceLab's sort)")
     srt.add_argument("folder")
-    srt.add_argument("--by", required=True, choices=ops.SORT_KEYS,
-                     help="blur: sharpest first; yaw/pitch: head pose; histogram: similar colours together; "
-                          "identity: faces of one person together (dlib's L2 distance, the same-person rule's score); "
-                          "size: largest source face first; source: source frame order; best: a pose-spread "
-                          "subset of the sharpest faces (the rest moved to FOLDER_trash)")
+    srt.add_argument("--by", required=True, type=ops.sort_key, choices=ops.SORT_KEYS, metavar="KEY",
+                     help="; ".join(f"{key}: {text}" for key, (_, text) in ops.SORTS.items()) + "; best: a "
+                          "pose-spread subset of --best-count of the sharpest faces (the rest moved to FOLDER_trash). "
+                          "DeepFaceLab's names are accepted: " + ", ".join(f"{old} = {new}" for old, new in
+                                                                         ops.SORT_ALIASES.items()))
     srt.add_argument("--best-count", type=int, default=None, help="with --by best: how many faces to keep")
     srt.set_defaults(func=_cmd_sort)
 
@@ -129,7 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rs.add_argument("folder")
     rs.add_argument("-o", "--output", default=None, help="new faceset folder (default: FOLDER_resized)")
     rs.add_argument("--size", type=int, required=True, help="new face size in pixels")
-    rs.add_argument("--face-type", choices=FACE_TYPES, default=None, help="new face type (default: keep each face's)")
+    rs.add_argument("--face-type", type=face_type_name, choices=FACE_TYPES, default=None,
+                    help="new face type (default: keep each face's; DeepFaceLab's h, mf, f, wf are accepted)")
     rs.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG faces (default 95)")
     rs.set_defaults(func=_cmd_resize)
 

@@ -1,19 +1,18 @@
-"""``facelab merge``, ``facelab video`` and ``facelab swap``: the last steps of DeepFaceLab's workflow."""
+"""``facelab merge`` and ``facelab video``: the last steps of DeepFaceLab's workflow."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from facelab.core.config import add_config_arguments, config_from_args
+from facelab.core.config import add_config_arguments, add_flag, config_from_args
 from facelab.core.errors import FacelabError
 from facelab.io.images import write_image
 from facelab.merge.config import MergeConfig
-from facelab.merge.merger import Predictor, check_output_dirs, preview, run_merge
+from facelab.merge.merger import FrameMerger, Predictor, check_output_dirs, preview, run_merge
 from facelab.merge.video import assemble_video
 from facelab.provenance.signing import Credentials
 from facelab.provenance.stamp import EMBEDDED_NOTE, Stamp, warn_if_off
-from facelab.swap.config import MODELS
 from facelab.swap.model_dir import credentials
 
 
@@ -35,16 +34,23 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     if args.preview is not None:
         out = Path(args.preview_output) if args.preview_output else \
             Path(args.output_dir).parent / f"merge_preview_{args.preview}.png"
-        write_image(out, preview(predictor, cfg, Path(args.input_dir), args.preview, aligned))
+        write_image(out, preview(predictor, cfg, Path(args.input_dir), args.preview, aligned, Path(args.output_dir)))
         print(f"wrote {out} (original | merged | mask)")
         return 0
     warn_if_off(cfg.provenance)
-    stats = run_merge(predictor, cfg, Path(args.input_dir), Path(args.output_dir), mask_dir, aligned, args.overwrite,
-                      credentials(args.model_dir) if cfg.provenance else None)
+    signer = credentials(args.model_dir) if cfg.provenance else None
+    if args.interactive:
+        from facelab.merge.interactive import serve
+
+        serve(FrameMerger(predictor, cfg, Path(args.input_dir), aligned, Path(args.output_dir), mask_dir, signer),
+              args.host, args.port, open_browser=not args.no_browser)
+        return 0
+    stats = run_merge(predictor, cfg, Path(args.input_dir), Path(args.output_dir), mask_dir, aligned, args.overwrite, signer)
     resumed = f", {stats.skipped} already done" if stats.skipped else ""
     marked = f"; the frames with a swapped face {EMBEDDED_NOTE}" if stats.marked else ""
+    tuned = f"; {stats.tuned} frames with the options tuned in `facelab merge --interactive`" if stats.tuned else ""
     print(f"{args.output_dir}: merged {stats.merged} frames ({stats.faces} faces{resumed}) in {stats.seconds:.1f} s, "
-          f"{stats.fps:.1f} frames/s{marked}")
+          f"{stats.fps:.1f} frames/s{tuned}{marked}")
     return 0
 
 
@@ -57,32 +63,31 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_swap(args: argparse.Namespace) -> int:
-    from facelab.workflow.swap import swap
-
-    cfg = config_from_args(MergeConfig, args)
-    warn_if_off(cfg.provenance)
-    stats = swap(args.src, args.dst, args.output, args.workspace, args.iterations, args.model, cfg,
-                 identity_every=args.identity_every, dst_person=args.dst_person)
-    marked = f"; the video and the frames with a swapped face {EMBEDDED_NOTE}" if stats.marked else ""
-    print(f"wrote {args.output} ({stats.frames} frames, {stats.faces} faces swapped){marked}")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="put the swapped face back into every frame",
                        description="For every frame and each of its extracted faces: crop, predict the swapped face "
-                                   "and its mask, and composite it back. Frames without a face are copied. Resumes "
-                                   "where it stopped unless --overwrite.")
-    p.add_argument("--model-dir", required=True, help="trained model folder (from `facelab train`)")
-    p.add_argument("--input-dir", required=True, help="dst frames folder (e.g. WS/data_dst)")
-    p.add_argument("--output-dir", required=True, help="merged frames folder (e.g. WS/data_dst/merged)")
-    p.add_argument("--output-mask-dir", help="also write each frame's pasted mask here (e.g. WS/data_dst/merged_mask)")
-    p.add_argument("--aligned-dir", help="the dst faces with metadata (default: INPUT_DIR/aligned)")
+                                   "and its mask, and composite it back. Frames without a face are copied. Each frame "
+                                   "is merged with the options tuned for it in --interactive, else with these. "
+                                   "Resumes where it stopped (redoing frames whose options changed) unless --overwrite.")
+    add_flag(p, "--model-dir", ("--model_dir",), required=True, help="trained model folder (from `facelab train`)")
+    add_flag(p, "--input-dir", ("--input_dir",), required=True, help="dst frames folder (e.g. WS/data_dst)")
+    add_flag(p, "--output-dir", ("--output_dir",), required=True, help="merged frames folder (e.g. WS/data_dst/merged)")
+    add_flag(p, "--output-mask-dir", ("--output_mask_dir",),
+             help="also write each frame's pasted mask here (e.g. WS/data_dst/merged_mask)")
+    add_flag(p, "--aligned-dir", ("--aligned_dir",), help="the dst faces with metadata (default: INPUT_DIR/aligned)")
     p.add_argument("--overwrite", action="store_true", help="merge frames again even if their output exists")
     p.add_argument("--preview", metavar="FRAME", help="merge only this frame (number or file name) and write "
                    "original | merged | mask side by side as one PNG")
     p.add_argument("--preview-output", help="where --preview writes (default: next to OUTPUT_DIR)")
+    p.add_argument("--interactive", action="store_true",
+                   help="tune the options frame by frame in the interactive merger, a page in your browser "
+                        "(DeepFaceLab's interactive merger, with its keys); they are saved next to OUTPUT_DIR and "
+                        "used by every later `facelab merge` into it")
+    p.add_argument("--port", type=int, default=8766, help="--interactive: port to serve on (default: 8766; 0 = any free port)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="--interactive: loopback address to listen on (default: 127.0.0.1); the page serves this "
+                        "machine only, reach it from afar through an SSH tunnel")
+    p.add_argument("--no-browser", action="store_true", help="--interactive: only print the address, do not open a browser")
     p.add_argument("--config", help="YAML file with merge options (flags override it)")
     add_config_arguments(p, MergeConfig)
     p.set_defaults(func=_cmd_merge)
@@ -100,24 +105,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sign the video with a C2PA manifest saying facelab made it (default: on; --no-provenance "
                         "is for research pipelines and prints a warning)")
     v.set_defaults(func=_cmd_video)
-
-    w = sub.add_parser("swap", help="one shot: extract, train, merge and make the video",
-                       description="Put the face of SRC into DST_VIDEO: extract both, train for --iterations, merge "
-                                   "and assemble OUTPUT with DST_VIDEO's frame rate and audio. Work files go to "
-                                   "--workspace; running the command again resumes.")
-    w.add_argument("src", help="src video, folder of photos/frames, or aligned faceset (the face to put in)")
-    w.add_argument("dst", help="dst video (the one to change)")
-    w.add_argument("-o", "--output", required=True, help="output video file")
-    w.add_argument("--workspace", help="folder for frames, faces, model and merged frames (default: OUTPUT_workspace)")
-    w.add_argument("--iterations", type=int, default=2000, help="training iterations (default: 2000; more is better)")
-    w.add_argument("--model", choices=MODELS, default="quick96",
-                   help="model family for a new workspace (default: quick96)")
-    w.add_argument("--dst-person", metavar="PATH",
-                   help="photos, a video or a faceset of the one person in DST to replace when DST shows several "
-                        "(the others are left as they are)")
-    w.add_argument("--identity-every", type=int, default=0, metavar="N",
-                   help="afterwards, score every N-th frame of the result for the source identity into "
-                        "WORKSPACE/identity.json (default: 0, off)")
-    w.add_argument("--config", help="YAML file with merge options (flags override it)")
-    add_config_arguments(w, MergeConfig)
-    w.set_defaults(func=_cmd_swap)

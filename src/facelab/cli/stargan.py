@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from facelab.cli.launch import add_gpus_option
-from facelab.core.config import OldFlag, add_config_arguments, check_fixed_unchanged, config_from_args, config_from_dict
+from facelab.core.config import (OldFlag, add_config_arguments, add_flag, check_fixed_unchanged, config_from_args,
+                                 config_from_dict)
 from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS, resolve_device
 from facelab.core.distributed import main_process
 from facelab.core.files import atomic_write_text
@@ -116,8 +117,9 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     from facelab.stargan.config import TEST_SPLITS
 
     p.add_argument("--checkpoint", required=True, help="OUTPUT_DIR/checkpoints/stargan.safetensors of a training run")
-    p.add_argument("--image-root", help="image folder (default: the training run's)")
-    p.add_argument("--attr-path", help="attribute file (default: the training run's)")
+    add_flag(p, "--image-root", ("--image_root",), help="image folder (default: the training run's)")
+    add_flag(p, "--attr-path", ("--attr_path", "--metadata-path", "--metadata_path"),
+             help="attribute file (default: the training run's)")
     p.add_argument("--identity-path", help="identity file (default: the training run's)")
     p.add_argument("--test-split", choices=TEST_SPLITS, help="identities or lines (default: the training run's)")
     p.add_argument("--test-identities", type=int, help="people held out as the test split (default: the training run's)")
@@ -148,7 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("test", help="translate the test split into every domain",
                         description="Write grids/NNNNN.jpg (input, then one column per domain) and domains/ATTR/NAME.png.")
     _inference_args(p)
-    p.add_argument("--output-dir", required=True, help="where to write the grids and per-domain images")
+    add_flag(p, "--output-dir", ("--output_dir",), required=True, help="where to write the grids and per-domain images")
     p.add_argument("--workers", type=int, default=0, help="data-loading workers (default: 0)")
     p.add_argument("--num-workers", dest="workers", type=int, action=OldFlag, new_flag="--workers",
                    help=argparse.SUPPRESS)  # the old spelling, for one release

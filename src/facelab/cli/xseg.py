@@ -6,7 +6,7 @@ import argparse
 import json
 
 from facelab.cli.launch import add_gpus_option
-from facelab.core.config import add_config_arguments, config_from_args
+from facelab.core.config import add_config_arguments, add_flag, config_from_args
 from facelab.core.device import DEVICE_HELP, DEVICES
 from facelab.core.distributed import main_process
 from facelab.xseg.config import XSegConfig
@@ -42,6 +42,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if main_process():  # under torchrun, rank 0 speaks for the run
         print(f"{result.stopped} at iteration {result.iteration}; held-out IoU {result.iou:.4f}; "
               f"segmenter saved in {args.model_dir}")
+    if result.stopped == "interrupted":
+        raise KeyboardInterrupt  # saved; exit 130 like every command stopped by Ctrl-C
     return 0
 
 
@@ -105,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "network cannot change, all others can.")
     tr.add_argument("--faceset", action="append", required=True, metavar="DIR",
                     help="labelled faceset folder; repeat for several (e.g. data_src/aligned and data_dst/aligned)")
-    tr.add_argument("--model-dir", required=True, help="folder for the segmenter, config.yaml, losses and preview.png")
+    add_flag(tr, "--model-dir", ("--model_dir",), required=True,
+             help="folder for the segmenter, config.yaml, losses and preview.png")
     tr.add_argument("--config", help="YAML file of options (flags given on the command line override it)")
     add_config_arguments(tr, XSegConfig)
     add_gpus_option(tr)
@@ -115,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the segmenter over every face and store its mask in the face's metadata; "
                                    "masked SAEHD training and merge --mask-mode segmenter then use it.")
     ap.add_argument("faceset", help="faceset folder, e.g. WS/data_dst/aligned")
-    ap.add_argument("--model-dir", required=True, help="a segmenter folder made by facelab xseg train")
+    add_flag(ap, "--model-dir", ("--model_dir",), required=True, help="a segmenter folder made by facelab xseg train")
     ap.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICES) + "}",
                     help=f"where the segmenter runs: {DEVICE_HELP} (default: auto)")
     ap.add_argument("--batch-size", type=int, default=16, help="faces per segmenter call (default: 16)")
@@ -129,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ex = xs.add_parser("export", help="Export the trained segmenter to ONNX or TorchScript, checked against PyTorch.",
                        description="Export face (N,3,R,R) RGB in [0,1] -> mask probability (N,1,R,R).")
-    ex.add_argument("--model-dir", required=True, help="a segmenter folder made by facelab xseg train")
+    add_flag(ex, "--model-dir", ("--model_dir",), required=True, help="a segmenter folder made by facelab xseg train")
     ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="export format (default: onnx)")
     ex.add_argument("-o", "--output", help="output file (default: MODEL_DIR/segmenter.onnx or segmenter.ts)")
     ex.set_defaults(func=_cmd_export)

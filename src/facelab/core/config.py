@@ -5,7 +5,9 @@ Declare fields with :func:`option` so each one carries its help sentence, allowe
 change once a model exists). :func:`validate` checks choices and ranges wherever a config is built from
 flags, a YAML file or a saved model dir, so ``--size -5`` and ``size: -5`` get the same one line. :func:`add_config_arguments` turns
 a dataclass into kebab-case flags, :func:`config_from_args` layers the flags a user actually typed over a
-base config (defaults, a ``--config`` YAML or the config saved in a model dir).
+base config (defaults, a ``--config`` YAML or the config saved in a model dir). Every flag may also be typed
+with underscores (``--model_dir``), as the reference ports spell their arguments, and :func:`add_flag` gives a
+plain argparse flag its other spellings the same way.
 """
 
 from __future__ import annotations
@@ -29,14 +31,20 @@ COMMAND_LINE = "command line"  # the source name of options typed as flags
 
 def option(default: Any, help: str, choices: Iterable[Any] | None = None, fixed: bool = False,
            low: float | None = None, high: float | None = None, above: float | None = None,
-           aliases: Iterable[str] = ()) -> Any:
+           aliases: Iterable[str] = (), value_aliases: dict[str, str] | None = None,
+           spellings: Iterable[str] = ()) -> Any:
     """A dataclass field with the metadata the CLI and validation need; a number (or each number of a
     list) must lie in ``low..high`` and be greater than ``above`` where those are given. ``aliases`` are
     the option's old names: flags, YAML files and saved model configs that use one still work, for one
-    release, with a one-line note naming the new name. A choice ending in ``:N`` (``cuda:N``) admits that
-    prefix with any index (``cuda:1``)."""
+    release, with a one-line note naming the new name. ``spellings`` are the names the reference ports
+    give the option (StarGAN's ``metadata_path``): accepted for good and silently, like every option's
+    snake-case flag, since a user who types them is not using an old facelab. ``value_aliases`` maps other spellings of a choice
+    to it (DeepFaceLab's face type ``wf`` is ``whole``): wherever the config is made, the Python API too,
+    the value is stored in its one spelling, so a saved config and every comparison see only that. A choice
+    ending in ``:N`` (``cuda:N``) admits that prefix with any index (``cuda:1``)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "fixed": fixed,
-            "low": low, "high": high, "above": above, "aliases": tuple(aliases)}
+            "low": low, "high": high, "above": above, "aliases": tuple(aliases), "spellings": tuple(spellings),
+            "value_aliases": dict(value_aliases or {})}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -136,6 +144,18 @@ def _check_values(cls: type, values: dict[str, Any], source: str) -> None:
                 check_range(v, f.name, source, **bounds)
 
 
+def _canonical_values(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each choice spelled as the option's ``value_aliases`` say (lists item by item)."""
+    out = dict(values)
+    for f in dataclasses.fields(cls):
+        spelled = f.metadata.get("value_aliases")
+        if spelled and out.get(f.name) is not None:
+            value = out[f.name]
+            out[f.name] = type(value)(spelled.get(v, v) for v in value) if isinstance(value, (list, tuple)) \
+                else spelled.get(value, value)
+    return out
+
+
 def validate(cfg: Any, source: str = "config") -> None:
     """Check every field's value against its declared choices and range."""
     _check_values(type(cfg), {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}, source)
@@ -146,6 +166,10 @@ class Validated:
     too (``ExtractConfig(size=-5)`` is refused like ``--size -5``)."""
 
     def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in _canonical_values(type(self), values).items():
+            if value is not values[name]:
+                setattr(self, name, value)
         validate(self, type(self).__name__)
 
     def check(self) -> None:
@@ -162,10 +186,11 @@ def old_name_note(renamed: dict[str, str], source: str) -> None:
 def _renamed(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
     """``data`` with old option names replaced by the current ones."""
     new_names = {old: f.name for f in dataclasses.fields(cls) for old in f.metadata.get("aliases", ())}
+    spelled = {other: f.name for f in dataclasses.fields(cls) for other in f.metadata.get("spellings", ())}
     used = {key: new_names[key] for key in data if key in new_names}
     if used:
         old_name_note(used, source)
-    return {used.get(key, key): value for key, value in data.items()}
+    return {used.get(key, spelled.get(key, key)): value for key, value in data.items()}
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: T | None = None) -> T:
@@ -179,6 +204,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "config",
     values = dataclasses.asdict(base) if base is not None else {}
     for key, value in data.items():
         values[key] = _coerce(value, types_[key], key, source)
+    values = _canonical_values(cls, values)
     _check_values(cls, values, source)  # before construction, so the error names ``source``
     return cls(**values)
 
@@ -252,6 +278,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: It
         helptext = f.metadata.get("help", "")
         if f.metadata.get("fixed"):
             helptext += " Fixed once the model exists."
+        if f.metadata.get("value_aliases"):
+            helptext += " Also accepted: " + ", ".join(f"{k} = {v}" for k, v in f.metadata["value_aliases"].items()) + "."
         helptext += f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": helptext}
         choices = f.metadata.get("choices")
@@ -266,9 +294,34 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: It
             if choices:
                 kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
         target.add_argument(flag_name(f.name), **kwargs)
-        for old in f.metadata.get("aliases", ()):
-            target.add_argument(flag_name(old), **{**kwargs, "help": argparse.SUPPRESS, "action": OldFlag,
-                                                   "new_flag": flag_name(f.name)})
+        # a bool's other spellings take an optional value (`--masked_training false`), as the reference ports' do
+        other = {**kwargs, "help": argparse.SUPPRESS, **({"nargs": "?", "const": True} if tp is bool else {})}
+        other.pop("action", None)
+        for spelling in other_spellings(f.name, f.metadata.get("aliases", ())):
+            target.add_argument(spelling, **other, action=OldFlag, new_flag=flag_name(f.name))
+        for spelling in other_spellings(f.name, f.metadata.get("spellings", ()), own=True):
+            target.add_argument(spelling, **other)
+
+
+def other_spellings(name: str, names: Iterable[str] = (), own: bool = False) -> list[str]:
+    """The flags that also set option ``name``: each of ``names`` in kebab and snake case, and with ``own``
+    the option's own name in snake case (``--model_dir``: the reference ports spell every flag so, as YAML
+    does). The old names (``aliases``) get the note; the option's spellings do not."""
+    flags = [flag_name(n) for n in names] + ["--" + n for n in ((name, *names) if own else names)]
+    return [n for n in dict.fromkeys(flags) if n != flag_name(name)]
+
+
+def add_flag(parser: Any, flag: str, spellings: Iterable[str], **kwargs: Any) -> argparse.Action:
+    """``parser.add_argument(flag, **kwargs)`` for a flag that is no config option, with its other
+    ``spellings`` (the reference ports' ``--model_dir`` for ``--model-dir``): hidden from ``--help``, they
+    store the same value, silently and for good. The spellings form one group of which at most one may be
+    given, and that group is what ``required`` asks for, so a required flag may be typed either way."""
+    group = parser.add_mutually_exclusive_group(required=kwargs.pop("required", False))
+    action = group.add_argument(flag, **kwargs)
+    for spelling in spellings:
+        group.add_argument(spelling, dest=action.dest, type=action.type, choices=action.choices, nargs=action.nargs,
+                           metavar=action.metavar, default=action.default, help=argparse.SUPPRESS)
+    return action
 
 
 class OldFlag(argparse.Action):

@@ -21,9 +21,10 @@ def setup_logging(verbose: bool = False) -> None:
 class MetricsLog:
     """Appends ``step, name=value...`` rows to ``<dir>/<name>.csv`` and to TensorBoard events in ``<dir>/tb``.
 
-    Resuming a run appends to the same CSV; a new column set starts a new header line only when the file
-    is new, so keep the metric names of one log stable. A run resumed at ``resume_step`` first drops the
-    CSV rows past it (logged after the save it resumes from), so the curve continues cleanly.
+    Resuming a run appends to the same CSV. A metric the file has no column for (a run resumed by a newer
+    facelab that reports more) widens the header, the older rows left empty there, so no figure is dropped
+    and a script still reads one table. A run resumed at ``resume_step`` first drops the CSV rows past it
+    (logged after the save it resumes from), so the curve continues cleanly.
 
     ``enabled=False`` makes a log that writes nothing: what the other processes of a multi-process run
     keep, where the main process alone writes (their values are the same averages).
@@ -55,9 +56,20 @@ class MetricsLog:
                 self._columns = list(values)
                 with open(self.csv_path, "w", newline="") as fh:
                     csv.writer(fh).writerow(["step", *self._columns])
+            elif new := [k for k in values if k not in self._columns]:
+                self._widen(new)
             with open(self.csv_path, "a", newline="") as fh:
                 csv.writer(fh).writerow([step, *(values.get(c, math.nan) for c in self._columns)])
             self._tb.add_scalars(step, values)
+
+    def _widen(self, new: list[str]) -> None:
+        """Add columns to the header; the file is replaced atomically, the old rows padded with empty cells."""
+        with open(self.csv_path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        self._columns += new
+        text = io.StringIO()
+        csv.writer(text).writerows([["step", *self._columns]] + [r + [""] * len(new) for r in rows[1:]])
+        atomic_write_text(self.csv_path, text.getvalue())
 
     def truncate_after(self, step: int) -> None:
         """Drop CSV rows past ``step`` (after resuming from an older save, the curve continues cleanly);

@@ -26,6 +26,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import ensure_folder
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
+from facelab.core.training_view import take_requests
 
 log = logging.getLogger("facelab")
 
@@ -165,12 +166,17 @@ def step_loop(iteration: int, end: float, step: Callable[[Any], dict[str, float]
                 bar.update()
                 bar.set_postfix(postfix(values), refresh=False)
                 if group.is_main:
-                    with torch.random.fork_rng(devices=rng_devices):
-                        for every in actions:
-                            if every.due(iteration, end):
-                                every.action(iteration)
-                        if after_step is not None:
-                            after_step(iteration)
+                    try:
+                        with torch.random.fork_rng(devices=rng_devices):
+                            for every in actions:
+                                if every.due(iteration, end):
+                                    every.action(iteration)
+                            if after_step is not None:
+                                after_step(iteration)
+                    except KeyboardInterrupt:  # a stop that an action asked for (the training view's)
+                        if not group.distributed:
+                            raise
+                        pending.append(signal.SIGINT)  # ends every process at this step, as Ctrl-C would
                 if group.distributed and group.any(bool(pending)):
                     raise KeyboardInterrupt
         stopped = "target"
@@ -189,9 +195,11 @@ def step_loop(iteration: int, end: float, step: Callable[[Any], dict[str, float]
 
 class SteppedTrainer(Protocol):
     """What :func:`run_steps` drives (the swap and XSeg trainers). ``cfg`` carries ``target_iter``,
-    ``batch_size``, ``workers``, ``log_every``, ``preview_every``, ``eval_every`` and ``save_every_minutes``."""
+    ``batch_size``, ``workers``, ``log_every``, ``preview_every``, ``eval_every``, ``save_every`` and
+    ``save_every_minutes``."""
 
     cfg: Any
+    model_dir: Path
     iteration: int
     group: Group
     batches: Any  # a Dataset of batches indexed by iteration
@@ -206,17 +214,23 @@ class SteppedTrainer(Protocol):
 def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
               every_step: Callable[[float], None] | None = None) -> tuple[dict[str, float], str]:
     """:func:`step_loop` for the swap and XSeg trainers: until the target iteration, ``max_steps`` more
-    steps, or Ctrl-C; batches from worker processes; preview, evaluation and time-based saves at the
-    config's intervals (by the main process), ``every_step(now)`` after each step (e.g. for backups).
+    steps, or Ctrl-C; batches from worker processes; preview, evaluation and saves (every ``save_every``
+    iterations and every ``save_every_minutes``) at the config's intervals (by the main process),
+    ``every_step(now)`` after each step (e.g. for backups).
+
+    After each step the requests of a training view (:mod:`facelab.core.training_view`) are answered:
+    save, write a preview, or stop, which ends the loop as Ctrl-C does.
 
     Returns the last step's losses and how the loop stopped ("target", "limit" or "interrupted"); the
-    caller does the final save, so Ctrl-C always ends in one.
+    caller does the final save, so Ctrl-C (and a stop request) always ends in one.
     """
     cfg = trainer.cfg
     end = cfg.target_iter if cfg.target_iter else math.inf
     if max_steps is not None:
         end = min(end, trainer.iteration + max_steps)
     last_save = time.monotonic()
+    if trainer.group.is_main:
+        take_requests(trainer.model_dir)  # left from an earlier run (or a view with no trainer): not this run's
     stream = [iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))]  # cleared to stop the workers
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -228,11 +242,19 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     def after_step(iteration: int) -> None:
         nonlocal last_save
         now = time.monotonic()
-        if now - last_save >= cfg.save_every_minutes * 60:
+        requests = take_requests(trainer.model_dir)
+        # the loop's last iteration is saved by the caller; a save by either rule restarts the clock
+        by_count = cfg.save_every and iteration % cfg.save_every == 0 and iteration != end
+        if by_count or now - last_save >= cfg.save_every_minutes * 60 or "save" in requests:
             trainer.save()
             last_save = now
+        if "preview" in requests:
+            trainer.write_preview()
         if every_step is not None:
             every_step(now)
+        if "stop" in requests:
+            log.info("the training view asked to stop")
+            raise KeyboardInterrupt  # step_loop ends as on Ctrl-C; the caller saves
 
     try:
         _, losses, stopped = step_loop(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICE_HELP, DEVICES
 from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
@@ -13,7 +13,7 @@ from facelab.detect.registry import DETECTORS, LANDMARKERS, choices_help
 @dataclass
 class ExtractConfig(Validated):
     face_type: str = option("whole", "Crop of the aligned face: half, mid (mid-half), full, whole (whole face "
-                            "with forehead) or head.", choices=FACE_TYPES)
+                            "with forehead) or head.", choices=FACE_TYPES, value_aliases=FACE_TYPE_ALIASES)
     size: int = option(256, "Side in pixels of each aligned face image.", low=16, high=2048)
     detector: str = option("hog", "Face detector: " + choices_help(DETECTORS) + ".", choices=tuple(DETECTORS))
     detector_weights: str | None = option(None, "Weights file for the s3fd detector.")

@@ -17,6 +17,7 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from facelab.core.config import check_range
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text, disk_errors, remove_stale_temps
+from facelab.align.transform import invert, transform_points
 from facelab.core.progress import progress
 from facelab.faceset.store import PACK_NAME, SORT_JOURNAL, Faceset
 from facelab.face.masks.applied import has_applied_mask
@@ -31,7 +33,6 @@ from facelab.face.masks.hull import hull_mask
 from facelab.face.masks.labels import has_label
 
 log = logging.getLogger("facelab")
-SORT_KEYS = ("blur", "yaw", "pitch", "histogram", "identity", "size", "source", "best")
 _PREFIX = re.compile(r"^\d{5}__")
 
 
@@ -110,30 +111,178 @@ def best_subset(faceset: Faceset, count: int, bins: int = 64) -> list[int]:
     return chosen
 
 
-def sort_order(faceset: Faceset, by: str, best_count: int | None = None) -> list[int]:
-    if by not in SORT_KEYS:
-        raise FacelabError(f"unknown sort key {by!r}; use one of {', '.join(SORT_KEYS)}")
-    metas = faceset.metas
-    if by == "blur":
-        return list(np.argsort(-sharpness(faceset), kind="stable"))
-    if by == "yaw":
-        return list(np.argsort([m.yaw for m in metas], kind="stable"))
-    if by == "pitch":
-        return list(np.argsort([m.pitch for m in metas], kind="stable"))
-    if by == "size":
-        return list(np.argsort(-source_face_size(faceset), kind="stable"))
-    if by == "source":
-        return sorted(range(len(metas)), key=lambda i: (metas[i].source_filename, metas[i].source_frame or 0,
-                                                      metas[i].face_index))
-    if by == "histogram":
-        hists = _histograms(faceset)
-        return _chain_order(np.abs(hists[:, None, :] - hists[None, :, :]).sum(-1))
-    if by == "identity":  # neighbours by the same-person rule's score (dlib's L2 distance)
-        from facelab.metrics.identity import IdentityProbe
+def _by_blur(faceset: Faceset) -> list[int]:
+    return _descending(sharpness(faceset))
 
-        probe = IdentityProbe()
-        return _chain_order(probe.distances(identity_vectors(faceset, probe)))
-    return best_subset(faceset, best_count or len(faceset))
+
+def _face_masks(faceset: Faceset):
+    """(face image, its landmark hull as a bool mask) of each face, decoded once."""
+    for i, meta in enumerate(faceset.metas):
+        img = faceset.image(i)
+        yield img, hull_mask(meta.landmarks, *img.shape[:2], "full") > 0
+
+
+def _gradient_tensor(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The 2x2 mean outer product of the image gradient inside ``mask``: its quadratic form is the gradient
+    energy in each direction."""
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)[mask], cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)[mask]
+    return np.array([[np.mean(gx * gx), np.mean(gx * gy)], [np.mean(gx * gy), np.mean(gy * gy)]], np.float64)
+
+
+def directional_detail(gray: np.ndarray, mask: np.ndarray, coarse_sigma: float = 2.0) -> float:
+    """The fine detail left in the face's most smeared direction: the smallest ratio, over directions, of the
+    gradient energy at pixel scale to that after a ``coarse_sigma`` px blur (a generalised eigenvalue of the
+    two gradient tensors). Motion blur removes fine detail along its direction only, so it shows here even
+    when the sharp cross direction keeps the overall sharpness up; as a ratio it ignores contrast, and the
+    face's own structure (edges running one way) cancels because it is there at both scales."""
+    if not mask.any():
+        return 0.0
+    gray = gray.astype(np.float32)
+    fine, coarse = _gradient_tensor(gray, mask), _gradient_tensor(cv2.GaussianBlur(gray, (0, 0), coarse_sigma), mask)
+    if np.linalg.det(coarse) <= 1e-12:  # a flat face has no detail in any direction
+        return 0.0
+    return float(np.linalg.eigvals(np.linalg.solve(coarse, fine)).real.min())
+
+
+def _by_motion_blur(faceset: Faceset) -> list[int]:
+    return _descending([directional_detail(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), m) for img, m in _face_masks(faceset)])
+
+
+def _by_brightness(faceset: Faceset) -> list[int]:
+    """Mean HSV value of the face inside its hull (the background of a whole-face crop would otherwise decide)."""
+    return _descending([cv2.cvtColor(img, cv2.COLOR_BGR2HSV)[..., 2][m].mean() if m.any() else 0.0
+                        for img, m in _face_masks(faceset)])
+
+
+def _by_hue(faceset: Faceset) -> list[int]:
+    """Each face's mean hue inside its hull, as an angle weighted by saturation (hue is circular: reds sit
+    both sides of 0), sorted by its signed offset from the faceset's mean, largest first: the faces with the
+    strongest colour cast one way come first, those cast the other way last."""
+    vectors = []
+    for img, m in _face_masks(faceset):
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)[m].astype(np.float64)
+        angle, weight = hsv[:, 0] * (np.pi / 90.0), hsv[:, 1] + 1e-6  # OpenCV hue 0..180 is half degrees
+        vectors.append((weight * np.cos(angle)).sum() + 1j * (weight * np.sin(angle)).sum())
+    vectors = np.array(vectors)
+    mean = vectors.sum()
+    return _descending(np.angle(vectors * np.conj(mean)))
+
+
+def _by_black_pixels(faceset: Faceset) -> list[int]:
+    """Fewest missing pixels first: black ones (every channel at most 10, black bars and JPEG noise on them) and
+    those outside the source frame, which extraction fills by repeating the frame's edge."""
+    share = []
+    for i, meta in enumerate(faceset.metas):
+        img = faceset.image(i)
+        black = img.max(2) <= 10
+        ys, xs = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+        src = transform_points(np.stack([xs, ys], -1).reshape(-1, 2), invert(meta.image_to_face)).reshape(*xs.shape, 2)
+        width, height = meta.source_size
+        outside = (src[..., 0] < -0.5) | (src[..., 1] < -0.5) | (src[..., 0] > width - 0.5) | (src[..., 1] > height - 0.5)
+        share.append(float((black | outside).mean()))
+    return list(np.argsort(share, kind="stable"))
+
+
+def _by_histogram(faceset: Faceset) -> list[int]:
+    hists = _histograms(faceset)
+    return _chain_order(np.abs(hists[:, None, :] - hists[None, :, :]).sum(-1))
+
+
+def _by_histogram_dissimilarity(faceset: Faceset, block: int = 1024) -> list[int]:
+    """Most unlike the rest first: each face's Bhattacharyya distances (OpenCV's HISTCMP_BHATTACHARYYA) from its
+    grey-level histogram inside the hull to every other face's, summed, so odd lighting or another person leads."""
+    roots = []
+    for img, m in _face_masks(faceset):
+        hist = np.bincount(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[m], minlength=256).astype(np.float64)
+        roots.append(np.sqrt(hist / max(hist.sum(), 1.0)))
+    roots = np.stack(roots)
+    totals = np.zeros(len(roots))
+    for start in range(0, len(roots), block):  # the distance matrix a block of rows at a time
+        distance = np.sqrt(np.clip(1.0 - roots[start:start + block] @ roots.T, 0.0, None))
+        totals[start:start + block] = distance.sum(1)
+    return _descending(totals)
+
+
+def _by_one_face_per_frame(faceset: Faceset) -> list[int]:
+    """Only the faces whose source frame (or photo) has no other face in the faceset, in their present order;
+    the faces of frames with several go to FOLDER_trash, where whose face is whose is easy to get wrong."""
+    frames = Counter((m.source_filename, m.source_frame) for m in faceset.metas)
+    return [i for i, m in enumerate(faceset.metas) if frames[(m.source_filename, m.source_frame)] == 1]
+
+
+PIXEL_DIFFERENCE_SIZE = 64  # faces are compared at this size: the sum over 256 px faces costs 16x more, orders alike
+
+
+def _by_pixel_difference(faceset: Faceset, block: int = 256) -> list[int]:
+    """Similar faces next to each other by the sum of absolute pixel differences (the L1 distance of the faces
+    at 64 px: near-identical frames of a still scene, then the next scene)."""
+    import torch
+
+    faces = torch.from_numpy(faceset.images(PIXEL_DIFFERENCE_SIZE).reshape(len(faceset), -1).astype(np.float32))
+    dist = torch.cat([torch.cdist(faces[start:start + block], faces, p=1) for start in range(0, len(faces), block)])
+    return _chain_order(dist.numpy())
+
+
+def _by_identity(faceset: Faceset) -> list[int]:
+    """Neighbours by the same-person rule's score (dlib's L2 distance)."""
+    from facelab.metrics.identity import IdentityProbe
+
+    probe = IdentityProbe()
+    return _chain_order(probe.distances(identity_vectors(faceset, probe)))
+
+
+def _by_source(faceset: Faceset) -> list[int]:
+    metas = faceset.metas
+    return sorted(range(len(metas)), key=lambda i: (metas[i].source_filename, metas[i].source_frame or 0,
+                                                  metas[i].face_index))
+
+
+def _descending(values) -> list[int]:
+    return list(np.argsort(-np.asarray(values, np.float64), kind="stable"))
+
+
+# Every ordering of `faceset sort --by`: key -> (faces in their new order, the help sentence). A new sort is one
+# function here and one line; faces an ordering leaves out go to FOLDER_trash. `best` (a pose-spread subset of
+# --best-count faces) is the one that takes an option.
+SORTS: dict[str, tuple[Callable[[Faceset], list[int]], str]] = {
+    "blur": (_by_blur, "sharpest first"),
+    "motion-blur": (_by_motion_blur, "least smeared first, by the fine detail left in the face's most smeared "
+                                     "direction (motion blur keeps the cross direction sharp)"),
+    "yaw": (lambda fs: list(np.argsort([m.yaw for m in fs.metas], kind="stable")), "head yaw, turned one way to the other"),
+    "pitch": (lambda fs: list(np.argsort([m.pitch for m in fs.metas], kind="stable")), "head pitch, one way to the other"),
+    "size": (lambda fs: _descending(source_face_size(fs)), "largest source face first"),
+    "source": (_by_source, "source frame order"),
+    "brightness": (_by_brightness, "brightest face first"),
+    "hue": (_by_hue, "by the face's hue, the strongest colour cast one way first, the other way last"),
+    "black-pixels": (_by_black_pixels, "fewest black pixels or pixels outside the source frame first"),
+    "histogram": (_by_histogram, "similar colours together"),
+    "histogram-dissimilarity": (_by_histogram_dissimilarity, "faces most unlike the rest (lighting, another "
+                                                             "person) first"),
+    "pixel-difference": (_by_pixel_difference, "similar images together by absolute pixel difference"),
+    "identity": (_by_identity, "faces of one person together (dlib's L2 distance, the same-person rule's score)"),
+    "one-face-per-frame": (_by_one_face_per_frame, "keep the faces of frames with one face, move the faces of "
+                                                   "frames with several to FOLDER_trash"),
+}
+BEST = "best"
+SORT_KEYS = (*SORTS, BEST)
+# DeepFaceLab's names for the same orderings (its sort tool's menu)
+SORT_ALIASES = {"face-yaw": "yaw", "face-pitch": "pitch", "face-source-rect-size": "size", "origname": "source",
+                "hist": "histogram", "hist-dissim": "histogram-dissimilarity", "black": "black-pixels",
+                "oneface": "one-face-per-frame", "absdiff": "pixel-difference", "best-faster": BEST}
+
+
+def sort_key(name: str) -> str:
+    """The key of SORT_KEYS for any accepted spelling (an argparse ``type`` for ``--by``)."""
+    return SORT_ALIASES.get(name, name)
+
+
+def sort_order(faceset: Faceset, by: str, best_count: int | None = None) -> list[int]:
+    by = sort_key(by)
+    if by == BEST:
+        return best_subset(faceset, best_count or len(faceset))
+    if by not in SORTS:
+        raise FacelabError(f"unknown sort key {by!r}; use one of {', '.join(SORT_KEYS)}")
+    return SORTS[by][0](faceset)
 
 
 def _move_aside(folder: Path, names: list[str], suffix: str) -> Path:

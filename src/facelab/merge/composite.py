@@ -1,13 +1,13 @@
 """Merge one frame: for each of its faces, turn the model's prediction into a pasted, colour-matched face.
 
 This is the work each compositing process does (:mod:`facelab.merge.merger` feeds it). The order
-follows DeepFaceLab's merger: mask in crop space, colour transfer, histogram match, sharpen, erode and
-feather, then warp only the face's region of the frame back and blend it there.
+follows DeepFaceLab's merger: mask in crop space, colour transfer, histogram match, motion blur, sharpen,
+erode and feather, then warp only the face's region of the frame back and blend it there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -17,6 +17,10 @@ from facelab.color.transfer import color_transfer, histogram_match
 from facelab.merge import blend, postprocess
 from facelab.merge.config import MergeConfig
 from facelab.merge.masks import FLOOR, erode_blur, face_mask, face_type_region
+
+# The longest motion-blur streak, as a share of the crop: a face that jumps (a cut, a tracking slip the
+# neighbour matching let through) would otherwise be smeared out of recognition.
+MAX_STREAK = 0.25
 
 # Colour transfers that take statistics inside the mask (DeepFaceLab's rct does too); the others use
 # the whole crop.
@@ -35,6 +39,7 @@ class FaceInput:
     dst_mask: np.ndarray | None  # (R, R) learned mask of the dst face, if the mask mode uses it
     seg_mask: np.ndarray | None = None  # (R, R) the dst face's XSeg mask in the crop, if the mask mode uses it
     prd_seg_mask: np.ndarray | None = None  # (R, R) XSeg run on the predicted face, if the mask mode uses it
+    motion: np.ndarray = field(default_factory=lambda: np.zeros(2))  # crop pixels moved from the previous frame to the next
 
 
 def scaled_matrix(mat: np.ndarray, size: int, face_scale: int) -> np.ndarray:
@@ -71,6 +76,10 @@ def _prepare_face(frame: np.ndarray, item: FaceInput, cfg: MergeConfig, face_typ
         face = color_transfer(cfg.color_transfer, face, dst)
     if cfg.blend in ("hist-match", "seamless-hist-match"):
         face = histogram_match(face, dst, core, core, cfg.hist_match_strength)
+    if cfg.motion_blur_power:
+        streak = item.motion * (cfg.motion_blur_power / 100.0)
+        length = float(np.hypot(*streak))
+        face = postprocess.motion_blur(face, streak * min(1.0, MAX_STREAK * size / length) if length else streak)
     face = postprocess.sharpen(face, cfg.sharpen, cfg.sharpen_mode)
     if cfg.blend == "raw-rgb":
         return face, np.ones((size, size), np.float32)

@@ -10,42 +10,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICE_HELP, DEVICES
-from facelab.merge.masks import MODE_MASKS
+from facelab.merge.masks import MASK_MODE_ALIASES, MODE_MASKS
 
 MASK_MODES = tuple(MODE_MASKS)
 BLEND_MODES = ("overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
 SHARPEN_MODES = ("box", "gaussian")
 OUTPUT_FORMATS = ("png", "jpg")
+# The options that say how a face is pasted: the interactive merger tunes these frame by frame
+# (merge/frame_settings.py); the others (segmenter, output, runtime) hold for the whole merge.
+FRAME_OPTIONS = ("mask_mode", "erode", "blur", "motion_blur_power", "face_scale", "output_face_type", "color_transfer",
+                 "blend", "hist_match_strength", "sharpen_mode", "sharpen", "denoise_power", "bicubic_degrade_power",
+                 "color_degrade_power")
 
 @dataclass
 class MergeConfig(Validated):
     # `--help` topics: each starts at the named option and runs to the next topic's first option
     HELP_TOPICS: ClassVar[dict[str, str]] = {
-        "mask": "mask_mode", "colour and blending": "color_transfer", "sharpening and degrading": "sharpen_mode",
+        "mask": "mask_mode", "colour and blending": "color_transfer",
+        "motion blur, sharpening and degrading": "motion_blur_power",
         "output": "provenance", "runtime": "batch_size"}
 
     mask_mode: str = option("hull", "which mask cuts the face: the dst landmark hull, the model's learned src/dst "
                             "masks (or their product / sum / product with the hull), the dst face's XSeg mask "
                             "(applied by `facelab xseg apply`, else its labels), the learned src mask times it, "
                             "an XSeg model run on the swapped face (segmenter-prd, needs --segmenter-dir; "
-                            "DeepFaceLab's XSeg-prd), or that times the dst face's XSeg mask", MASK_MODES)
+                            "DeepFaceLab's XSeg-prd), that times the dst face's XSeg mask, or the product of all four "
+                            "(learned-src*dst*segmenter-prd*segmenter)", MASK_MODES,
+                            value_aliases=MASK_MODE_ALIASES)
     segmenter_dir: str = option("", "XSeg model folder (made by `facelab xseg train`) that the segmenter-prd mask "
                                 "modes run on the swapped face; empty = none")
     erode: int = option(0, "shrink (>0) or grow (<0) the mask by this many crop pixels", low=-200, high=200)
     blur: int = option(8, "feather the mask edge over this many crop pixels", low=0, high=200)
     face_scale: int = option(0, "make the pasted face this many percent larger (>0) or smaller (<0)", low=-50, high=50)
     output_face_type: str = option("model", "paste only the crop of this (smaller) face type; 'model' pastes the "
-                                   "model's whole crop", ("model",) + FACE_TYPES)
+                                   "model's whole crop", ("model",) + FACE_TYPES,
+                                   value_aliases=FACE_TYPE_ALIASES)
     color_transfer: str = option("rct", "match the swapped face's colours to the frame; -m variants take the "
                                  "statistics inside the mask only", COLOR_MODES)
     blend: str = option("overlay", "how the face goes into the frame: overlay, histogram-matched overlay, Poisson "
                         "(seamless) cloning, seamless after histogram matching, the raw square crop (raw-rgb) or "
                         "only the predicted face (raw-predict)", BLEND_MODES)
     hist_match_strength: float = option(1.0, "how far hist-match moves each channel's histogram (0 = not, 1 = fully)", low=0.0, high=1.0)
+    motion_blur_power: int = option(0, "blur the swapped face along its movement, as the camera blurred the frame "
+                                    "around it: the streak spans this percent of the distance the face moves from "
+                                    "the previous frame to the next (DeepFaceLab's motion blur; crop pixels, at "
+                                    "most a quarter of the crop; 0 = off)", low=0, high=100)
     sharpen_mode: str = option("gaussian", "unsharp-mask kernel used by --sharpen", SHARPEN_MODES)
     sharpen: int = option(0, "sharpen (>0) or blur (<0) the swapped face, -100..100", low=-100, high=100)
     denoise_power: int = option(0, "median-denoise the frame around the face, 0..500 (softens a noisy background "

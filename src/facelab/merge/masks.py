@@ -38,7 +38,16 @@ MODE_MASKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "learned-src*segmenter": ("*", ("learned-src", "segmenter")),
     "segmenter-prd": ("*", ("segmenter-prd",)),
     "segmenter-prd*segmenter": ("*", ("segmenter-prd", "segmenter")),
+    # DeepFaceLab's learned-prd*learned-dst*XSeg-prd*XSeg-dst: face only where all four masks see face
+    "learned-src*dst*segmenter-prd*segmenter": ("*", ("learned-src", "learned-dst", "segmenter-prd", "segmenter")),
 }
+
+
+# DeepFaceLab's names of the same modes (its merger's mask_mode menu), accepted by --mask-mode
+MASK_MODE_ALIASES = {"dst": "hull", "learned-prd": "learned-src", "learned-prd*learned-dst": "learned-src*dst",
+                     "learned-prd+learned-dst": "learned-src+dst", "XSeg-prd": "segmenter-prd", "XSeg-dst": "segmenter",
+                     "XSeg-prd*XSeg-dst": "segmenter-prd*segmenter",
+                     "learned-prd*learned-dst*XSeg-prd*XSeg-dst": "learned-src*dst*segmenter-prd*segmenter"}
 
 
 def mask_inputs(mode: str) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Finishing touches, as in DeepFaceLab: sharpen or blur the swapped face, and degrade the frame around it.
+"""Finishing touches, as in DeepFaceLab: motion-blur, sharpen or blur the swapped face, and degrade the frame
+around it.
 
 The degrade options soften or quantise the *frame* so its look matches a face that came out of a small
 network: they change pixels outside the face mask by design, so leave them at 0 to keep the rest of the
@@ -20,6 +21,33 @@ def sharpen(face: np.ndarray, amount: int, mode: str = "gaussian") -> np.ndarray
     if amount > 0:
         return np.clip(face + (face - soft) * (amount / 50.0), 0.0, 1.0)
     return face + (soft - face) * (-amount / 100.0)
+
+
+def motion_kernel(vector: np.ndarray) -> np.ndarray | None:
+    """The streak a point leaves when it moves by ``vector`` (x, y pixels) during the exposure: a line kernel
+    that long, pointing along it, drawn with bilinear weights so any angle and fractional length is smooth;
+    normalised to 1. None below one pixel, where a blur would only soften the face."""
+    vector = np.asarray(vector, np.float64)
+    length = float(np.hypot(*vector))
+    if length < 1.0:
+        return None
+    half = int(np.ceil(length / 2))
+    size = 2 * half + 1
+    t = np.linspace(-0.5, 0.5, int(np.ceil(4 * length)) + 1)
+    xs, ys = half + t * vector[0], half + t * vector[1]
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    fx, fy = xs - x0, ys - y0
+    kernel = np.zeros((size, size), np.float64)
+    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        np.add.at(kernel, (np.minimum(y0 + dy, size - 1), np.minimum(x0 + dx, size - 1)), weight)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def motion_blur(face: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Blur a float face along ``vector`` (its movement during the exposure, crop pixels); unchanged when
+    that is under a pixel."""
+    kernel = motion_kernel(vector)
+    return face if kernel is None else cv2.filter2D(face, -1, kernel, borderType=cv2.BORDER_REPLICATE)
 
 
 def denoise(frame: np.ndarray, power: int) -> np.ndarray:

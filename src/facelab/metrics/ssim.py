@@ -22,11 +22,14 @@ def gaussian_kernel_1d(kernel_size: int, sigma: float) -> torch.Tensor:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, kernel_size: int = 11, sigma: float = 1.5, max_val: float = 1.0,
-         reduce: bool = True) -> torch.Tensor:
+         reduce: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean SSIM of NCHW images in ``[0, max_val]``; per image ``(N,)`` when ``reduce`` is False.
 
     The window is separable (two 1-D passes per moment) and ``valid``-padded, like TensorFlow's
-    ``tf.image.ssim`` that DeepFaceLab uses, so borders do not count twice.
+    ``tf.image.ssim`` that DeepFaceLab uses, so borders do not count twice. With ``mask`` (``N1HW``, 0..1)
+    the SSIM map is averaged with the mask's weights: the face alone is scored. Multiplying both images
+    by the mask instead would score the blacked-out background as a perfect match and lift a featureless
+    face towards 1.
     """
     kernel_size = max(1, min(int(kernel_size), a.shape[-1], a.shape[-2]))
     channels = a.shape[1]
@@ -44,7 +47,14 @@ def ssim(a: torch.Tensor, b: torch.Tensor, kernel_size: int = 11, sigma: float =
     cov = blur(a * b) - mu_a * mu_b
     lum = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
     cs = (2 * cov + c2) / (var_a + var_b + c2)
-    per_image = (lum * cs).flatten(1).mean(1)
+    ssim_map = lum * cs
+    if mask is None:
+        per_image = ssim_map.flatten(1).mean(1)
+    else:  # the mask cut to the window centres of the valid map
+        top, left = (a.shape[-2] - ssim_map.shape[-2]) // 2, (a.shape[-1] - ssim_map.shape[-1]) // 2
+        w = mask[..., top : top + ssim_map.shape[-2], left : left + ssim_map.shape[-1]].to(ssim_map.dtype)
+        w = w.expand_as(ssim_map).flatten(1)
+        per_image = (ssim_map.flatten(1) * w).sum(1) / w.sum(1).clamp_min(1e-6)
     return per_image.mean() if reduce else per_image
 
 

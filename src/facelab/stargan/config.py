@@ -28,7 +28,8 @@ class StarGANConfig(Validated):
         "runtime": "device"}
     # data
     image_root: Path = option(Path("data/celeba/images"), "folder holding the CelebA images")
-    attr_path: Path = option(Path("data/celeba/list_attr_celeba.txt"), "CelebA attribute file (metadata path)")
+    attr_path: Path = option(Path("data/celeba/list_attr_celeba.txt"), "CelebA attribute file (metadata path)",
+                             spellings=("metadata_path",))
     selected_attrs: list[str] = option(list(DEFAULT_ATTRS), "attributes used as domains", fixed=True)
     c_dim: int = option(5, "number of domains; must equal the number of selected attributes", fixed=True, low=1)
     identity_path: Path | None = option(None, "CelebA identity file (identity_CelebA.txt: NAME IDENTITY per line); "
@@ -57,7 +58,8 @@ class StarGANConfig(Validated):
     lambda_gp: float = option(10.0, "weight of the WGAN-GP gradient penalty", low=0)
     # optimisation
     batch_size: int = option(16, "images per step", low=1)
-    target_iter: int = option(200000, "training iterations (discriminator steps)", low=1, aliases=("num_iters",))
+    target_iter: int = option(200000, "training iterations (discriminator steps)", low=1,
+                              aliases=("num_iters",), spellings=("training_iterations",))
     num_iters_decay: int = option(100000, "the learning rates fall linearly to 0 over the last N iterations", low=0)
     lr_update_step: int = option(1000, "recompute the decayed learning rates every N iterations", low=1)
     g_lr: float = option(1e-4, "generator learning rate", above=0)

@@ -11,13 +11,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
 
 MODELS = ("original", "saehd", "quick96")
 CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
+LOSSES = ("dssim+mse", "mse")
 
 
 @dataclass
@@ -25,7 +26,7 @@ class SwapConfig(Validated):
     # `--help` topics: each starts at the named option and runs to the next topic's first option
     HELP_TOPICS: ClassVar[dict[str, str]] = {
         "network (fixed once the model exists)": "model", "training": "batch_size", "augmentation": "random_warp",
-        "learning rate, GAN and style losses": "lr_dropout", "optimiser": "clipgrad", "pretraining": "pretrain",
+        "loss, learning rate, GAN and style": "loss", "optimiser": "clipgrad", "pretraining": "pretrain",
         "saving, previews and reports": "autobackup_hours", "runtime": "workers"}
 
     model: str = option("saehd", "Model family: original (classic 64 px), saehd (configurable) or quick96 (zero-configuration preset).",
@@ -33,7 +34,7 @@ class SwapConfig(Validated):
     resolution: int = option(128, "Face resolution in pixels, 64..640 in steps of 16 (32 for -d architectures); higher is sharper and slower.",
                              fixed=True, low=16, high=1024)
     face_type: str = option("whole", "Face type the model is trained on (half, mid, full, whole, head); facesets of a wider face type (whole for full) are cropped as they load.",
-                            FACE_TYPES, fixed=True)
+                            FACE_TYPES, fixed=True, value_aliases=FACE_TYPE_ALIASES)
     archi: str = option("liae-ud", "Architecture: df (better likeness, needs similar faces) or liae (better colour/shape of dst), "
                         "with -u (pixel-normalised, better likeness), -d (double resolution at the same cost), "
                         "-t (more layers, better likeness), e.g. df-ud, liae-udt.", fixed=True)
@@ -52,6 +53,9 @@ class SwapConfig(Validated):
     random_hsv_power: float = option(0.0, "Random HSV power: jitter hue/saturation/value of inputs by this much (0..0.3) so colours generalise.", low=0, high=1)
     random_src_flip: bool = option(False, "Random flip of src faces: more angles from a small src faceset, at some cost to likeness.")
     random_dst_flip: bool = option(True, "Random flip of dst faces: more dst angles for the src->dst generalisation.")
+    loss: str = option("dssim+mse", "Reconstruction loss: dssim+mse (SAEHD's structural similarity plus pixel error) or "
+                       "mse (the pixel error alone: a little faster per step, softer detail; the classic autoencoder "
+                       "loss). The mask loss is MSE either way.", LOSSES)
     lr_dropout: str = option("off", "Learning-rate dropout: on speeds up sharpening late in training; cpu builds the dropout mask on the CPU.",
                              ("off", "on", "cpu"))
     gan_power: float = option(0.0, "GAN power: train with a patch discriminator for finer detail (0 = off, 0.1 is a good start, after the model is trained).", low=0, high=10)
@@ -65,12 +69,20 @@ class SwapConfig(Validated):
     optimizer: str = option("adabelief", "Optimiser: adabelief (DeepFaceLab's default, faster, better generalisation) or adam.",
                             ("adabelief", "adam"))
     lr: float = option(5e-5, "Learning rate of the generator and the discriminators.", above=0)
+    encoder_lr_factor: float = option(1.0, "Encoder learning-rate factor: the encoder and its dense inter layers, "
+                                      "which both faces share, learn at lr times this, the decoders at lr (below 1 "
+                                      "keeps a pretrained encoder steady while the decoders adapt; 0 freezes it).",
+                                      low=0, high=100)
     pretrain: bool = option(False, "Pretrain mode: train on --pretrain-faceset for both sides; switching it off resets the iteration counter.")
     pretrain_faceset: str = option("", "Faceset folder used for pretraining (any faces of the model's face type).")
+    start_from: str = option("", "A trained (e.g. pretrained) model dir to start a NEW model from: its weights, the counter at 0; "
+                             "its network options must be this model's (DeepFaceLab's reuse of a pretrained model).")
     autobackup_hours: float = option(0.0, "Autobackup every N hours into model_dir/autobackups, keeping the last 15 (0 = off).", low=0)
     write_preview_history: bool = option(False, "Write preview history: keep a preview image per preview interval in preview_history/.")
     preview_every: int = option(100, "Write preview.png every N iterations.", low=1)
     save_every_minutes: float = option(25.0, "Save the model every N minutes (and always at the target iteration and on Ctrl-C).", above=0)
+    save_every: int = option(0, "Also save the model every N iterations (0 = by time only), e.g. to compare saves "
+                             "of a run at fixed points.", low=0)
     eval_every: int = option(500, "Report held-out SSIM (mean +- std) every N iterations (0 = only at the end).", low=0)
     eval_faces: int = option(16, "Faces per side held out from training for the SSIM quality report.", low=0)
     log_every: int = option(10, "Write losses to losses.csv and TensorBoard every N iterations.", low=1)

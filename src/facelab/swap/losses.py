@@ -32,8 +32,11 @@ def soft_mask(mask: torch.Tensor, resolution: int) -> torch.Tensor:
     return torch.clamp(gaussian_blur(mask, max(1, resolution // 32)), 0, 0.5) * 2
 
 
-def image_loss(target: torch.Tensor, pred: torch.Tensor, resolution: int) -> torch.Tensor:
-    """DSSIM at ``resolution / 11.6`` (and ``/ 23.2`` from 256 px) + 10 x MSE."""
+def image_loss(target: torch.Tensor, pred: torch.Tensor, resolution: int, kind: str = "dssim+mse") -> torch.Tensor:
+    """DSSIM at ``resolution / 11.6`` (and ``/ 23.2`` from 256 px) + 10 x MSE; ``kind`` "mse" keeps the 10 x MSE
+    alone, at the same weight, so its loss values read like the pixel part of the default's."""
+    if kind == "mse":
+        return 10 * F.mse_loss(pred, target)
     if resolution < 256:
         loss = 10 * dssim(pred, target, kernel_size=int(resolution / 11.6))
     else:
@@ -56,6 +59,7 @@ class LossOptions:
     eyes_mouth_prio: bool = False
     face_style_power: float = 0.0
     bg_style_power: float = 0.0
+    loss: str = "dssim+mse"  # the reconstruction loss (SwapConfig.loss)
 
 
 def side_loss(target: torch.Tensor, target_mask: torch.Tensor, em_mask: torch.Tensor, pred: torch.Tensor,
@@ -66,7 +70,7 @@ def side_loss(target: torch.Tensor, target_mask: torch.Tensor, em_mask: torch.Te
         target_opt, pred_opt = target * blur, pred * blur
     else:
         target_opt, pred_opt = target, pred
-    loss = image_loss(target_opt, pred_opt, opts.resolution)
+    loss = image_loss(target_opt, pred_opt, opts.resolution, opts.loss)
     if opts.eyes_mouth_prio:
         loss = loss + 300 * torch.mean(torch.abs(target * em_mask - pred * em_mask))
     loss = loss + 10 * F.mse_loss(pred_mask, target_mask)

@@ -15,19 +15,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import yaml
 
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
-from facelab.core.config import save_config
+from facelab.core.config import check_fixed_unchanged, save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, open_run_dir, run_steps, start_run
+from facelab.core.training_view import write_preview
 from facelab.metrics.identity import IdentityProbe
+from facelab.metrics.sharpness import sharpness_ratio
 from facelab.metrics.ssim import ssim
 from facelab.swap.config import SwapConfig, apply_preset
 from facelab.swap.data import Augment, FaceData, SwapBatches, load_faces
@@ -52,15 +53,36 @@ class TrainResult:
     stopped: str  # "target", "interrupted" or "limit"
 
 
-def _optimizer_options(cfg: SwapConfig) -> dict:
+def _optimizer_options(cfg: SwapConfig, lr_factor: float = 1.0) -> dict:
     """The optimiser settings a user may change between runs (a resumed optimiser keeps only its moments)."""
     belief = cfg.optimizer == "adabelief"
-    return dict(lr=cfg.lr, eps=1e-16 if belief else 1e-7, belief=belief,
+    return dict(lr=cfg.lr * lr_factor, eps=1e-16 if belief else 1e-7, belief=belief,
                 lr_dropout=0.3 if cfg.lr_dropout != "off" else 1.0, dropout_on_cpu=cfg.lr_dropout == "cpu")
 
 
 def _make_optimizer(params, cfg: SwapConfig) -> AdaBelief:
     return AdaBelief(params, **_optimizer_options(cfg))
+
+
+def _lr_factors(cfg: SwapConfig) -> tuple[float, float]:
+    """The learning-rate factors of the generator's two parameter groups (SwapModel.parameter_groups)."""
+    return cfg.encoder_lr_factor, 1.0
+
+
+def _generator_optimizer(model: SwapModel, cfg: SwapConfig) -> AdaBelief:
+    groups = [{"params": params, **_optimizer_options(cfg, factor)}
+              for params, factor in zip(model.parameter_groups(), _lr_factors(cfg))]
+    return AdaBelief(groups)
+
+
+def _as_groups(saved: dict, model: SwapModel) -> dict:
+    """A generator optimiser state saved as one group (before encoder_lr_factor existed) as today's two, so
+    those model folders resume with their moments; the split is exact because the encoder side comes first."""
+    if len(saved["param_groups"]) != 1:
+        return saved
+    (group,) = saved["param_groups"]
+    n = len(model.parameter_groups()[0])
+    return {**saved, "param_groups": [{**group, "params": group["params"][:n]}, {**group, "params": group["params"][n:]}]}
 
 
 class Trainer:
@@ -79,7 +101,7 @@ class Trainer:
         self.code_d = CodeDiscriminator(code_ch).to(self.device) if cfg.true_face_power > 0 else None
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.opt = _make_optimizer(self.model.parameters(), cfg)
+        self.opt = _generator_optimizer(self.model, cfg)
         self.gan_opt = _make_optimizer(self.gan.parameters(), cfg) if self.gan else None
         self.code_opt = _make_optimizer(self.code_d.parameters(), cfg) if self.code_d else None
         self.scaler = grad_scaler(self.device, cfg.precision)
@@ -89,7 +111,8 @@ class Trainer:
         self.forward = torch.compile(wrapped) if cfg.compile else wrapped
         self.gan_train = self.group.wrap(self.gan) if self.gan else None
         self.code_train = self.group.wrap(self.code_d) if self.code_d else None
-        self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power, cfg.bg_style_power)
+        self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power,
+                                     cfg.bg_style_power, cfg.loss)
         self.iteration, self.saved_iteration, self._unused_state = 0, None, {}
         self._last_eval: tuple[int, tuple[float, float]] | None = None
         self._id_probe: IdentityProbe | None = None
@@ -98,6 +121,8 @@ class Trainer:
             self._resume()
         else:
             self._refuse_lost_checkpoint()
+            if cfg.start_from:
+                self._start_from(Path(cfg.start_from))
         main = self.group.is_main
         if main:
             save_config(cfg, self.model_dir / CONFIG_NAME)
@@ -141,7 +166,7 @@ class Trainer:
         state = load_checkpoint(path)
         try:
             self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
+            self.opt.load_state_dict(_as_groups(state["optimizer"], self.model))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise FacelabError(f"{path} does not match this model's config ({type(exc).__name__}); "
                                "restore its config.yaml or use a new model dir") from None
@@ -152,9 +177,9 @@ class Trainer:
             elif name in state:  # switched off this run: keep it for a later run that switches it back on
                 self._unused_state[name] = state[name]
                 self._unused_state[f"{name}_optimizer"] = state[f"{name}_optimizer"]
-        for opt in (self.opt, self.gan_opt, self.code_opt):
-            for group in opt.param_groups if opt is not None else ():
-                group.update(_optimizer_options(self.cfg))
+        for opt, factors in ((self.opt, _lr_factors(self.cfg)), (self.gan_opt, (1.0,)), (self.code_opt, (1.0,))):
+            for group, factor in zip(opt.param_groups if opt is not None else (), factors):
+                group.update(_optimizer_options(self.cfg, factor))
         self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
         torch.set_rng_state(state["torch_rng"])
         self.iteration = self.saved_iteration = int(state["iteration"])
@@ -162,6 +187,22 @@ class Trainer:
             log.info("pretraining finished: the iteration counter starts again at 0")
             self.iteration = 0
         log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
+
+    def _start_from(self, folder: Path) -> None:
+        """A new model begins with another model's weights (its discriminators too, where both have them):
+        a model pretrained once on a generic faceset learns a new pair far sooner than random weights.
+        The optimiser starts afresh and the counter at 0, as when DeepFaceLab's pretraining is switched off."""
+        other = load_saved_config(folder)
+        if other is None or not (folder / WEIGHTS_NAME).is_file():  # read only: the other folder is not ours
+            raise FacelabError(f"--start-from {folder} is not a facelab swap model dir (needs {CONFIG_NAME} and "
+                               f"{WEIGHTS_NAME}); point it at a folder made by `facelab train`")
+        check_fixed_unchanged(other, self.cfg, str(folder))
+        state = load_checkpoint(folder / WEIGHTS_NAME)
+        self.model.load_state_dict(state["model"])
+        for name, module in (("gan", self.gan), ("code", self.code_d)):
+            if name in state and module is not None:
+                module.load_state_dict(state[name])
+        log.info(f"started from the weights of {folder} (its iteration {int(state['iteration'])}); counting from 0")
 
     def _refuse_lost_checkpoint(self) -> None:
         """A dir whose state.yaml records a save but that holds no checkpoint lost it: starting over at
@@ -255,49 +296,52 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- eval / preview
     @torch.inference_mode()
     def evaluate(self) -> tuple[float, float, dict[str, float]]:
-        """SSIM (11 px Gaussian window) between held-out faces and their reconstructions, mean and std.
+        """Held-out faces against their reconstructions and the dst faces swapped to src.
 
-        With masked training the model is only asked for the face, so faces and reconstructions are
-        compared under the soft face mask; otherwise the whole square is compared.
+        ``ssim_mean``/``ssim_std``: SSIM (11 px Gaussian window) of the whole crop, the reference port's
+        figure; ``ssim_face_*``: the same SSIM map averaged over the face mask only, where a blob that
+        keeps the background and the skin tone is not rewarded for them; ``sharp_*``: the Laplacian
+        variance over the face against the real face's (metrics.sharpness; real detail scores 1, a blob
+        near 0); and who the swapped faces are (:meth:`_identity`).
         """
         if not len(self.src_hold) or not len(self.dst_hold):
             return math.nan, math.nan, {}
-        src, src_m = self._tensors(self.src_hold)
-        dst, dst_m = self._tensors(self.dst_hold)
-        scores, swapped = {}, []
-        for side, faces, mask in (("src", src, src_m), ("dst", dst, dst_m)):
+        out, crop, face, swapped = {}, [], [], []
+        for side, data in (("src", self.src_hold), ("dst", self.dst_hold)):
+            faces, masks = self._tensors(data)
             preds = []
             for i in range(0, len(faces), self.cfg.batch_size):
                 chunk = faces[i : i + self.cfg.batch_size]
-                out = self.model(chunk, chunk)
-                preds.append(out.pred_src if side == "src" else out.pred_dst)
+                pred = self.model(chunk, chunk)
+                preds.append((pred.pred_src if side == "src" else pred.pred_dst).float())
                 if side == "dst":
-                    swapped.append(out.pred_swap.float())
-            pred = torch.cat(preds).float()
-            if self.cfg.masked_training:
-                m = soft_mask(mask, self.cfg.resolution)
-                faces, pred = faces * m, pred * m
-            scores[side] = ssim(pred, faces, reduce=False).cpu()
-        allv = torch.cat(list(scores.values()))
-        return allv.mean().item(), allv.std().item(), {**{f"ssim_{k}": v.mean().item() for k, v in scores.items()},
-                                                       **self._identity(torch.cat(swapped))}
+                    swapped.append(pred.pred_swap.float())
+            pred = torch.cat(preds)
+            crop.append(ssim(pred, faces, reduce=False).cpu())
+            face.append(ssim(pred, faces, reduce=False, mask=masks).cpu())
+            out[f"ssim_{side}"] = crop[-1].mean().item()
+            out[f"ssim_face_{side}"] = face[-1].mean().item()
+            out[f"sharp_{side}"] = sharpness_ratio(pred, faces, masks).mean().item()
+        swapped = torch.cat(swapped)
+        dst, dst_masks = self._tensors(self.dst_hold)
+        detail = sharpness_ratio(swapped, dst, dst_masks)  # against the real dst face: its pose, its light
+        out["sharp_swap"] = detail.mean().item()
+        face = torch.cat(face)
+        out["ssim_face_mean"], out["ssim_face_std"] = face.mean().item(), face.std().item()
+        crop = torch.cat(crop)
+        return crop.mean().item(), crop.std().item(), {**out, **self._identity(swapped, detail)}
 
-    def _identity(self, swapped: torch.Tensor) -> dict[str, float]:
-        """Who the held-out dst faces swapped to src are, by the calibrated same-person rule (metrics.identity):
-        their mean score to the src and to the dst person's held-out faces (default: L2 distance) and the
-        share the rule calls each person. A swap that carries the src identity moves from dst to src."""
+    def _identity(self, swapped: torch.Tensor, detail: torch.Tensor) -> dict[str, float]:
+        """Who the held-out dst faces swapped to src are (:meth:`IdentityProbe.judge`, the calibrated rule):
+        against the src and the dst person's held-out faces. A swap that carries the src identity moves
+        from dst to src; a blob is nobody."""
         if self._id_people is None:
             self._id_probe = IdentityProbe()
             self._id_people = {side: self._id_probe.embed(data.images, data.landmarks)
                                for side, data in (("src", self.src_hold), ("dst", self.dst_hold))}
         faces = swapped.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy()
-        vectors = self._id_probe.embed(faces, self.dst_hold.landmarks)
-        metric, out = self._id_probe.rule.metric, {}
-        for side, person in self._id_people.items():
-            scores = self._id_probe.scores(vectors, person)
-            out[f"id_swap_{metric}_{side}"] = float(scores.mean())
-            out[f"id_swap_is_{side}"] = float(self._id_probe.same(scores).mean())
-        return out
+        judged = self._id_probe.judge(faces, self.dst_hold.landmarks, self._id_people, detail.cpu().numpy())
+        return {f"id_swap_{k}": v for k, v in judged.items()}
 
     def _tensors(self, data: FaceData) -> tuple[torch.Tensor, torch.Tensor]:
         faces = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(255).to(self.device)
@@ -305,23 +349,27 @@ class Trainer:
         return faces, masks
 
     @torch.inference_mode()
-    def preview(self) -> np.ndarray:
-        """Rows: src, src reconstructed, dst, dst reconstructed, dst swapped to src (uint8 BGR)."""
+    def preview(self) -> tuple[np.ndarray, list[str]]:
+        """The preview grid (uint8 BGR), a column per face and a row per kind, and the rows' names: src,
+        src reconstructed, src swapped to dst, dst, dst reconstructed, dst swapped to src: each side's face,
+        how well its decoder rebuilds it, and the swap into the other identity."""
         src_data = self.src_hold if len(self.src_hold) else self.src_train
         dst_data = self.dst_hold if len(self.dst_hold) else self.dst_train
         n = min(PREVIEW_FACES, len(src_data), len(dst_data))
         src = self._tensors(src_data.subset(np.arange(n)))[0]
         dst = self._tensors(dst_data.subset(np.arange(n)))[0]
         out = self.model(src, dst)
-        rows = [src, out.pred_src, dst, out.pred_dst, out.pred_swap]
-        grid = torch.cat([torch.cat(list(r.float()), 2) for r in rows], 1)
-        return (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        rows = {"src": src, "src reconstructed": out.pred_src, "src swapped to dst": self.model.to_dst(src), "dst": dst,
+                "dst reconstructed": out.pred_dst, "dst swapped to src": out.pred_swap}
+        grid = torch.cat([torch.cat(list(r.float()), 2) for r in rows.values()], 1)
+        return (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8), list(rows)
 
     def write_preview(self) -> None:
-        ok, png = cv2.imencode(".png", self.preview())
-        atomic_write_bytes(self.model_dir / "preview.png", png.tobytes())
+        """``preview.png``, with its rows named for the training view (and a copy in preview_history/)."""
+        grid, rows = self.preview()
+        png = write_preview(self.model_dir, grid, self.iteration, rows=rows)
         if self.cfg.write_preview_history:
-            atomic_write_bytes(self.model_dir / "preview_history" / f"{self.iteration:09d}.png", png.tobytes())
+            atomic_write_bytes(self.model_dir / "preview_history" / f"{self.iteration:09d}.png", png)
 
     def report_eval(self) -> tuple[float, float]:
         if self._last_eval is not None and self._last_eval[0] == self.iteration:
@@ -331,7 +379,10 @@ class Trainer:
         if math.isfinite(mean):
             self.eval_log.write(self.iteration, {"ssim_mean": mean, "ssim_std": std, **sides})
             rule = self._id_probe.rule
-            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f}; dst faces swapped to src: "
+            log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f} (face only "
+                     f"{sides['ssim_face_mean']:.4f} +- {sides['ssim_face_std']:.4f}); detail against the real faces: "
+                     f"recon {sides['sharp_src']:.2f} src / {sides['sharp_dst']:.2f} dst, swap {sides['sharp_swap']:.2f}; "
+                     f"dst faces swapped to src: a face is found in {100 * sides['id_swap_found']:.0f}%, "
                      f"{100 * sides['id_swap_is_src']:.0f}% are the src person, {100 * sides['id_swap_is_dst']:.0f}% "
                      f"the dst person ({rule.metric} to src {sides[f'id_swap_{rule.metric}_src']:.3f}, to dst "
                      f"{sides[f'id_swap_{rule.metric}_dst']:.3f}; same person when {rule.describe()})")

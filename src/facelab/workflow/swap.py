@@ -17,7 +17,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
 from facelab.extract.pipeline import faceset_of
 from facelab.io.frames import extract_frames
-from facelab.io.images import list_images
+from facelab.io.images import is_image_file, list_images
 from facelab.io.video import is_video_file, probe
 from facelab.merge.config import MergeConfig
 from facelab.merge.merger import MergeStats, run_merge
@@ -29,15 +29,44 @@ from facelab.swap.model_dir import credentials, load_saved_config
 log = logging.getLogger(__name__)
 
 
-def training_config(model_dir: Path, iterations: int, model: str, train_cfg: SwapConfig | None) -> SwapConfig:
-    """What ``facelab train`` would use here: for a new model ``train_cfg`` (default: the ``model`` preset);
-    for an existing one its saved config, or ``train_cfg`` where given (whose network options must match
-    the saved ones); either way trained to ``iterations``."""
+DEFAULT_MODEL = "quick96"  # a new workspace's model when no training option is given
+DEFAULT_ITERATIONS = 2000
+
+
+def training_config(model_dir: Path, iterations: int | None, train_cfg: SwapConfig | None) -> SwapConfig:
+    """What ``facelab train`` would use here: for a new model ``train_cfg`` (default: the
+    :data:`DEFAULT_MODEL` preset); for an existing one its saved config, or ``train_cfg`` where given
+    (whose network options must match the saved ones); trained to ``iterations``, else to the config's
+    ``target_iter``, else to :data:`DEFAULT_ITERATIONS`."""
     saved = load_saved_config(model_dir)
     if saved is not None and train_cfg is not None:
         check_fixed_unchanged(saved, train_cfg, str(model_dir))
-    cfg = train_cfg or saved or apply_preset(SwapConfig(model=model))
-    return dataclasses.replace(cfg, target_iter=iterations)
+    cfg = train_cfg or saved or apply_preset(SwapConfig(model=DEFAULT_MODEL))
+    target = iterations or (train_cfg.target_iter if train_cfg is not None else 0) or DEFAULT_ITERATIONS
+    check_range(target, "iterations", "swap", low=1)
+    return dataclasses.replace(cfg, target_iter=target)
+
+
+def workspace_of(output: str | Path, workspace: str | Path | None) -> Path:
+    """The workspace folder: as given, else ``OUTPUT_workspace`` beside the output video."""
+    output = Path(output)
+    return Path(workspace) if workspace else output.with_name(f"{output.stem}_workspace")
+
+
+def check_inputs(src: str | Path, dst_video: str | Path, dst_person: str | Path | None = None) -> None:
+    """Refuse a missing or wrong input in one line before any frame is extracted or any model loaded."""
+    src, dst_video = Path(src), Path(dst_video)
+    if not (dst_video.is_file() and is_video_file(dst_video)):
+        raise FacelabError(f"{dst_video} is not a video file; facelab swap needs the dst video (the one to change)")
+    for path, what in ((src, "src (the face to put in)"), (dst_person, "--dst-person")):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir() and not list_images(path):
+            raise FacelabError(f"{path} holds no images; give {what} as a video, photos or a faceset folder")
+        if not path.is_dir() and not (path.is_file() and (is_video_file(path) or is_image_file(path))):
+            raise FacelabError(f"{path} not found or not a video, an image or a folder of images; check the "
+                               f"{what} path")
 
 
 def score_identity(src_faces: Path, dst_faces: Path, video: Path, every: int) -> dict:
@@ -53,25 +82,25 @@ def score_identity(src_faces: Path, dst_faces: Path, video: Path, every: int) ->
 
 
 def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: str | Path | None = None,
-         iterations: int = 2000, model: str = "quick96", merge_cfg: MergeConfig | None = None,
+         iterations: int | None = None, merge_cfg: MergeConfig | None = None,
          train_cfg: SwapConfig | None = None, identity_every: int = 0,
          dst_person: str | Path | None = None) -> MergeStats:
     """Run the whole workflow; returns the merge step's statistics. ``train_cfg`` sets every training
-    option (default: the ``model`` preset; see :func:`training_config`). With ``identity_every`` the result is also
-    scored for identity (every N-th frame) into ``WORKSPACE/identity.json``. With ``dst_person`` (photos,
-    a video or a faceset of one person in DST) only that person is replaced: the other people's faces
-    are moved to ``data_dst/aligned_others`` before training and merge."""
+    option (see :func:`training_config`). With ``identity_every`` the result is also scored for identity
+    (every N-th frame) into ``WORKSPACE/identity.json``. With ``dst_person`` (photos, a video or a faceset
+    of one person in DST) only that person is replaced: the other people's faces are moved to
+    ``data_dst/aligned_others`` before training and merge. Ctrl-C while training saves the model and
+    raises KeyboardInterrupt: an undertrained model is not merged."""
     from facelab.swap.predictor import load_predictor
     from facelab.swap.train import train
 
-    check_range(iterations, "iterations", "swap", low=1)
     check_range(identity_every, "identity_every", "swap", low=0)
+    check_inputs(src, dst_video, dst_person)
     src, dst_video, output = Path(src), Path(dst_video), Path(output)
-    if not (dst_video.is_file() and is_video_file(dst_video)):
-        raise FacelabError(f"{dst_video} is not a video file; facelab swap needs the dst video (the one to change)")
-    ws = Path(workspace) if workspace else output.with_name(f"{output.stem}_workspace")
+    ws = workspace_of(output, workspace)
     model_dir = ws / "model"
-    train_cfg = training_config(model_dir, iterations, model, train_cfg)  # checked before any work
+    train_cfg = training_config(model_dir, iterations, train_cfg)  # checked before any work
+    iterations = train_cfg.target_iter
 
     frames_dir = ws / "data_dst"
     info = probe(dst_video)
@@ -88,7 +117,10 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
         kept, moved, _ = keep_person(dst_faces, faceset_of(dst_person, ws / "dst_person" / "aligned"))
         log.info("kept %d faces of the dst person, %d other faces moved to %s_others", kept, moved, dst_faces)
     log.info("step 3/5: training to iteration %d", iterations)
-    train(train_cfg, src_faces, dst_faces, model_dir)
+    if train(train_cfg, src_faces, dst_faces, model_dir).stopped == "interrupted":
+        log.info("training stopped and saved in %s; run the same command again to go on (merge and video are "
+                 "made once training reaches iteration %d)", model_dir, iterations)
+        raise KeyboardInterrupt
     log.info("step 4/5: merge")
     merge_cfg = merge_cfg or MergeConfig()
     predictor = load_predictor(model_dir, merge_cfg.device, merge_cfg.precision)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facelab.align.face_types import FACE_TYPES
+from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICE_HELP, DEVICES, PRECISIONS
 from facelab.core.errors import FacelabError
@@ -19,7 +19,8 @@ class XSegConfig(Validated):
     resolution: int = option(256, "Segmenter resolution in pixels, 64..512 in steps of 32 (faces are resized to it).",
                              fixed=True, low=64, high=512)
     face_type: str = option("whole", "Face type the segmenter works on (half, mid, full, whole, head); the labelled "
-                            "and the applied facesets must be extracted with it.", FACE_TYPES, fixed=True)
+                            "and the applied facesets must be extracted with it.", FACE_TYPES, fixed=True,
+                            value_aliases=FACE_TYPE_ALIASES)
     base_channels: int = option(32, "Channels of the first U-Net level (doubled at each level down, up to 8x); "
                                 "more learns finer masks, slower.", fixed=True, low=1)
     batch_size: int = option(8, "Batch size: labelled faces per iteration.", low=1)
@@ -35,6 +36,7 @@ class XSegConfig(Validated):
     eval_every: int = option(500, "Report the held-out IoU every N iterations (0 = only at the end).", low=0)
     preview_every: int = option(100, "Write preview.png (face | label | prediction) every N iterations.", low=1)
     save_every_minutes: float = option(25.0, "Save the model every N minutes (and always at the target iteration and on Ctrl-C).", above=0)
+    save_every: int = option(0, "Also save the model every N iterations (0 = by time only).", low=0)
     log_every: int = option(10, "Write the loss to losses.csv and TensorBoard every N iterations.", low=1)
     workers: int = option(0, "Batch-producing worker processes (0 = produce batches in the training process).", low=0)
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.", low=0)

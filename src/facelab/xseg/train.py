@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,9 +21,9 @@ from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_write_bytes
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, open_run_dir, run_steps, start_run
+from facelab.core.training_view import write_preview
 from facelab.xseg.network import Segmenter
 from facelab.metrics.iou import mask_iou
 from facelab.xseg.config import XSegConfig
@@ -160,8 +159,7 @@ class Trainer:
         return np.concatenate(rows, 0)
 
     def write_preview(self) -> None:
-        ok, png = cv2.imencode(".png", self.preview())
-        atomic_write_bytes(self.model_dir / "preview.png", png.tobytes())
+        write_preview(self.model_dir, self.preview(), self.iteration, columns=["face", "label", "prediction"])
 
     def run(self, max_steps: int | None = None) -> XSegResult:
         """Train until the target iteration, ``max_steps`` more steps, or Ctrl-C; always save at the end."""

@@ -76,8 +76,21 @@ class SwapModel(nn.Module):
         not computed (None), so a merge whose mask mode does not use it skips that branch."""
         raise NotImplementedError
 
+    def to_dst(self, src: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """src faces with the dst identity: the swap the other way, which the training preview shows so both
+        decoders' progress can be seen (merge never needs it)."""
+        raise NotImplementedError
+
     def generator_parameters(self):
         return self.parameters()
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(encoder side, decoders): what both faces share (the encoder and its dense inter layers), which
+        learns at ``encoder_lr_factor`` times the rate, and the decoders. Every family registers its encoder
+        side first, so these come in ``parameters()`` order and an optimiser state saved as one group splits
+        into the two at ``len(encoder side)`` (tests/test_swap_options.py holds this for each family)."""
+        named = list(self.named_parameters())
+        return [p for n, p in named if not n.startswith("decoder")], [p for n, p in named if n.startswith("decoder")]
 
 
 class DFSwap(SwapModel):
@@ -100,3 +113,6 @@ class DFSwap(SwapModel):
         code = self.encoder(dst)
         swapped, swapped_mask = self.decoder_src(code) if src_mask else (self.decoder_src.face_only(code), None)
         return swapped, swapped_mask, self.decoder_dst.mask_only(code) if dst_mask else None
+
+    def to_dst(self, src: torch.Tensor) -> torch.Tensor:
+        return self.decoder_dst.face_only(self.encoder(src))

@@ -143,6 +143,11 @@ class SAEHDLIAE(SwapModel):
         dst_m = self.decoder.mask_only(torch.cat([self.inter_B(enc), ab], 1)) if dst_mask else None
         return swapped, swapped_mask, dst_m
 
+    def to_dst(self, src: torch.Tensor) -> torch.Tensor:
+        """The src face's common code with the dst-only code its encoding gives: dst's wiring applied to src."""
+        enc = self.encoder(src)
+        return self.decoder.face_only(torch.cat([self.inter_B(enc), self.inter_AB(enc)], 1))
+
 
 def build_saehd(resolution: int, kind: str, opts: str, ae_dims: int, e_dims: int, d_dims: int, d_mask_dims: int) -> SwapModel:
     cls = SAEHDDF if kind == "df" else SAEHDLIAE
