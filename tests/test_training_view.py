@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from facelab.cli import main
+from facelab.core.distributed import Group
 from facelab.core.errors import FacelabError
 from facelab.core.training import run_steps
 from facelab.core.training_view import (MAX_POINTS, make_server, pending_requests, request_path, send_request,
@@ -35,7 +36,7 @@ class CountingTrainer:
         self.cfg = SimpleNamespace(target_iter=50, batch_size=1, workers=0, log_every=1, preview_every=1000,
                                    eval_every=0, save_every=0, save_every_minutes=1e9)
         self.model_dir, self.asks = model_dir, asks
-        self.iteration, self.device, self.batches = 0, torch.device("cpu"), list(range(100))
+        self.iteration, self.group, self.batches = 0, Group(torch.device("cpu")), list(range(100))
         self.metrics = SimpleNamespace(write=lambda step, values: None)
         self.saved, self.previews = [], []
 
