@@ -236,7 +236,7 @@ def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(celeba, tmp_path):
         assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], (name, late)
 
 
-@pytest.mark.slow  # about a minute: a run of two processes under torchrun
+@pytest.mark.slow  # about 30 s: a run of two processes under torchrun
 def test_two_processes_train_as_one_with_twice_the_batch(celeba, tmp_path):
     """torchrun with 2 processes and --batch-size 2 trains StarGAN exactly as one process with --batch-size 4
     (flips, target labels and penalty points drawn for the whole batch in both): the same losses, critic

@@ -389,7 +389,7 @@ def _checkpoint(model_dir: Path) -> dict:
     return load_checkpoint(model_dir / "model.safetensors")
 
 
-@pytest.mark.slow  # about 40 s: two runs of two processes under torchrun
+@pytest.mark.slow  # about 30 s: two runs of two processes under torchrun
 def test_two_processes_train_as_one_with_twice_the_batch_and_resume_exactly(facesets, tmp_path):
     """torchrun with 2 processes and --batch-size 2 trains exactly as one process with --batch-size 4: the same
     losses (the processes' mean) and weights to float rounding, with a stop at iteration 2 and a resume on
@@ -410,7 +410,7 @@ def test_two_processes_train_as_one_with_twice_the_batch_and_resume_exactly(face
     assert not differing_tensors(_checkpoint(tmp_path / "two")["model"], _checkpoint(tmp_path / "one")["model"])
 
 
-@pytest.mark.slow  # about 30 s
+@pytest.mark.slow  # about 15 s
 def test_killing_one_process_stops_the_run_and_keeps_its_checkpoint(facesets, tmp_path):
     """SIGKILL one of two processes mid-run: the other stops with one line saying so and saves nothing more,
     torchrun ends with an error, and the checkpoint on disk is the last complete save, which a run resumes."""

@@ -245,7 +245,7 @@ def test_ctrl_c_saves_and_a_nan_loss_keeps_the_last_save(labelled, tmp_path, mon
 
 def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(labelled, tmp_path):
     """The segmenter runs under bf16 autocast, its loss in fp32 outside it: 50 iterations stay finite and the
-    mean loss of the last 20 is within 10 % of the fp32 run's from the same seed and batches (measured: %)."""
+    mean loss of the last 20 is within 10 % of the fp32 run's from the same seed and batches (measured: 0.06 %)."""
     curves = {}
     for precision in ("fp32", "bf16"):
         result = train(XSegConfig(**{**TINY, "batch_size": 4}, target_iter=50, precision=precision), labelled,
@@ -255,12 +255,11 @@ def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(labelled, tmp_path):
             curves[precision] = np.array([float(r["loss"]) for r in csv.DictReader(fh)])
     assert len(curves["bf16"]) == 50 and np.isfinite(curves["bf16"]).all()
     late = {k: v[-20:].mean() for k, v in curves.items()}
-    print(late, curves["bf16"][:5].mean())
     assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], late
     assert late["bf16"] < 0.9 * curves["bf16"][:5].mean()  # and it learns
 
 
-@pytest.mark.slow  # about a minute: a run of two processes under torchrun
+@pytest.mark.slow  # about 15 s: a run of two processes under torchrun
 def test_two_processes_train_as_one_with_twice_the_batch(labelled, tmp_path):
     """torchrun with 2 processes and --batch-size 2 trains the segmenter exactly as one process with
     --batch-size 4: the same losses and weights to float rounding; rank 0 alone speaks."""
