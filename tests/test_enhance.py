@@ -240,7 +240,9 @@ def test_eval_reports_every_level_and_writes_the_grid(trained, celeba, tmp_path,
     data = json.loads(report.read_text())
     assert json.loads(capsys.readouterr().out) == data
     assert set(data["levels"]) == set(LEVELS) and data["iteration"] == 150
-    assert {"psnr", "psnr_std", "psnr_bicubic", "ssim", "ssim_bicubic_std", "faces"} <= set(data["levels"]["x2"])
+    row = data["levels"]["x2"]
+    assert {"psnr", "psnr_std", "psnr_bicubic", "ssim", "ssim_bicubic_std", "psnr_better", "faces"} <= set(row)
+    assert abs(row["psnr_gain"] - (row["psnr"] - row["psnr_bicubic"])) < 1e-9
     image = cv2.imread(str(grid))
     assert image.shape == (20 + 2 * len(LEVELS) * SIZE, 4 * SIZE, 3)
 

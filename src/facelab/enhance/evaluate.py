@@ -52,10 +52,15 @@ def score(enhance: EnhanceFn, faces: np.ndarray, seed: int) -> dict[str, dict[st
 
 
 def summary(scores: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation of every figure, per level (``psnr``, ``psnr_std``, ...), and the face count."""
+    """Per level: the face count, mean and standard deviation of every figure (``psnr``, ``psnr_std``, ...) and
+    of each face's gain over bicubic (``psnr_gain``: the spread of the faces' own differences, which the two
+    spreads of the figures cannot show), and the share of faces the enhancer improves (``psnr_better``)."""
     out = {}
     for level, figures in scores.items():
         row: dict[str, float] = {"faces": len(figures["psnr"])}
+        for name in ("psnr", "ssim"):
+            figures = {**figures, f"{name}_gain": figures[name] - figures[f"{name}_bicubic"]}
+            row[f"{name}_better"] = float((figures[f"{name}_gain"] > 0).mean())
         for name, values in figures.items():
             row[name], row[f"{name}_std"] = float(values.mean()), float(values.std())
         out[level] = row
