@@ -103,6 +103,7 @@ def enhance_faceset(folder: str | Path, model_dir: str | Path, output: str | Pat
     if in_place and output is not None:
         raise FacelabError("faceset enhance: give either --in-place or -o/--output, not both")
     source = Faceset.open(folder)
+    enhancer = load_enhancer(model_dir, device, batch_size=batch_size)  # a bad enhancer dir creates no output folder
     if in_place:
         target = source
     else:
@@ -112,7 +113,6 @@ def enhance_faceset(folder: str | Path, model_dir: str | Path, output: str | Pat
                                "(or --in-place to replace the faces themselves)")
         out.mkdir(parents=True, exist_ok=True)
         target = Faceset(list(source.names), list(source.blobs), list(source.metas), out, source.packed)
-    enhancer = load_enhancer(model_dir, device, batch_size=batch_size)
     todo = [i for i, meta in enumerate(source.metas) if ENHANCED_KEY not in meta.extra]
     done: dict[int, tuple[bytes, FaceMeta]] = {}  # a pack's new faces, written once at the end
     with progress(total=len(todo), desc="faceset enhance", unit="face") as bar:
