@@ -39,6 +39,7 @@ class EnhancerConfig(Validated):
                                 low=1)
     save_every_minutes: float = option(10.0, "Save every N minutes (and always at the target iteration and on Ctrl-C).",
                                        above=0)
+    save_every: int = option(0, "Also save every N iterations (0 = by time only).", low=0)
     log_every: int = option(50, "Write the loss to losses.csv and TensorBoard every N iterations.", low=1)
     workers: int = option(0, "Batch-producing worker processes (0 = produce batches in the training process).", low=0)
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included, and holds out "
