@@ -184,6 +184,36 @@ def xseg_train_yaml_negative_lr(tmp):
 
 
 @case
+def enhancer_train_yaml_negative_lr(tmp):
+    (tmp / "enhancer.yaml").write_text("lr: -0.1\n")
+    return (["enhancer", "train", "--data", str(tmp), "--model-dir", str(tmp / "enhancer"), "--config",
+             str(tmp / "enhancer.yaml")], f"{tmp / 'enhancer.yaml'}: lr=-0.1 is out of range", None)
+
+
+@case
+def faceset_enhance_jpeg_quality_zero(tmp, one_face):
+    (tmp / "faces").mkdir()
+    shutil.copy(one_face, tmp / "faces")
+    return (["faceset", "enhance", str(tmp / "faces"), "--enhancer-dir", str(tmp / "enhancer"), "--jpeg-quality", "0"],
+            "jpeg_quality=0 is out of range", None)
+
+
+@case
+def faceset_enhance_without_an_enhancer(tmp, one_face):
+    (tmp / "faces").mkdir()
+    shutil.copy(one_face, tmp / "faces")
+    return (["faceset", "enhance", str(tmp / "faces"), "--enhancer-dir", str(tmp / "nothing")],
+            f"{tmp / 'nothing'} is not a face enhancer", None)
+
+
+@case
+def merge_super_resolution_without_an_enhancer(tmp):
+    frames = _frames_folder(tmp)
+    return (["merge", "--model-dir", str(tmp / "model"), "--input-dir", str(frames), "--output-dir", str(tmp / "out"),
+             "--super-resolution", "50"], "--super-resolution 50 runs a face enhancer", None)
+
+
+@case
 def editor_port_out_of_range(tmp, one_face):
     return ["xseg", "edit", str(one_face.parent), "--port", "70000", "--no-browser"], "--port 70000", None
 
@@ -284,6 +314,13 @@ def train_given_a_pfe_dir(tmp):
 def train_given_a_stargan_dir(tmp):
     folder = _model_dir(tmp / "stargan", StarGANConfig(), "checkpoints/stargan.safetensors")
     return ["train", "--model-dir", str(folder)], f"{folder} is a StarGAN run folder", None
+
+
+@case
+def enhancer_train_given_an_xseg_dir(tmp):
+    folder = _model_dir(tmp / "xseg", XSegConfig(), "segmenter.safetensors")
+    return (["enhancer", "train", "--data", str(tmp), "--model-dir", str(folder)],
+            f"{folder} is an XSeg model dir (made by `facelab xseg train`)", None)
 
 
 @case

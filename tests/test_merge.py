@@ -31,12 +31,16 @@ from facelab.merge.composite import merge_frame
 from facelab.xseg.network import Segmenter
 from facelab.merge.config import BLEND_MODES, MASK_MODES, MergeConfig
 from facelab.merge.masks import face_mask, mask_inputs
-from facelab.merge.merger import _face_inputs, face_motion, plan_merge, prd_segmenter_for, run_merge
+from facelab.merge.merger import _face_inputs, face_motion, plan_merge, prd_segmenter_for, run_merge, super_resolution_for
 from facelab.merge.postprocess import motion_kernel
 from facelab.merge.video import assemble_video
 from facelab.metrics.iou import mask_iou
 from facelab.xseg.config import XSegConfig
 from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME
+from facelab.enhance import model_dir as enhancer_dir
+from facelab.enhance.apply import load_enhancer
+from facelab.enhance.config import EnhancerConfig
+from facelab.enhance.network import FaceEnhancer
 
 from conftest import away_from, marked
 
@@ -680,3 +684,67 @@ def test_motion_ignores_a_neighbour_face_that_is_someone_else(dst_ws, tmp_path):
     plan = plan_merge(ws, ws / "aligned")
     assert np.allclose(face_motion(plan, 1, plan.faces_of[1][0]), [8.0, 0.0], atol=1e-6)  # 2 x (here - before)
     assert np.allclose(face_motion(plan, 0, plan.faces_of[0][0]), [8.0, 0.0], atol=1e-6)  # 2 x (after - here)
+
+
+# ------------------------------------------------------------------- super resolution (the face enhancer)
+def save_enhancer(folder: Path, size: int = 64) -> Path:
+    """A tiny enhancer saved as `facelab enhancer train` saves one, its last layer random so that it changes
+    faces (an untrained one returns them as they are)."""
+    torch.manual_seed(0)
+    net = FaceEnhancer(channels=8, blocks=1)
+    torch.nn.init.normal_(net.tail.weight, std=0.05)
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / enhancer_dir.WEIGHTS_NAME, {"format": enhancer_dir.FORMAT, "iteration": 0,
+                                                         "model": net.state_dict()})
+    save_config(EnhancerConfig(size=size, channels=8, blocks=1), folder / CONFIG_NAME)
+    return folder
+
+
+def test_super_resolution_blends_the_enhanced_face_at_its_power(dst_ws, tmp_path):
+    plan = plan_merge(dst_ws, dst_ws / "aligned")
+    k = next(iter(plan.faces_of))
+    items = [(k, i) for i in plan.faces_of[k]]
+    predictor = ShiftPredictor()  # 128 px faces, the enhancer's are 64 px: its correction is scaled up
+    enhancer = save_enhancer(tmp_path / "enhancer")
+    assert super_resolution_for(MergeConfig(enhancer_dir=str(enhancer)), predictor) is None  # power 0: nothing runs
+    plain = _face_inputs(plan, items, predictor, "hull")[k]
+    blended = {power: _face_inputs(plan, items, predictor, "hull", super_resolution=super_resolution_for(
+        MergeConfig(super_resolution=power, enhancer_dir=str(enhancer)), predictor))[k] for power in (50, 100)}
+    enhanced = load_enhancer(enhancer, "cpu").enhance([face.face for face in plain])
+    for face, full, half, want in zip(plain, blended[100], blended[50], enhanced):
+        assert np.abs(full.face - want).max() < 1e-5 and np.abs(full.face - face.face).mean() > 0.005
+        assert np.abs(half.face - (face.face + want) / 2).max() < 1e-5
+    frame = read_image(plan.frames[k])
+    cfg = MergeConfig(color_transfer="none")
+    (before, mask), (after, same_mask) = (merge_frame(frame, faces, cfg, predictor.face_type, predictor.resolution)
+                                          for faces in (plain, blended[100]))
+    changed = np.abs(before.astype(int) - after).max(2) > 0
+    assert np.array_equal(mask, same_mask) and changed.sum() > 500 and not (changed & (mask == 0)).any()
+
+
+def test_super_resolution_without_an_enhancer_is_one_line(dst_ws, tmp_path, monkeypatch, capsys):
+    with pytest.raises(FacelabError, match="--super-resolution 50 .*--enhancer-dir.*facelab enhancer train"):
+        run_merge(ShiftPredictor(), MergeConfig(workers=1, super_resolution=50), dst_ws, tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FacelabError, match="--enhancer-dir: .*empty is not a face enhancer.*facelab enhancer train"):
+        run_merge(ShiftPredictor(), MergeConfig(workers=1, super_resolution=50, enhancer_dir=str(tmp_path / "empty")),
+                  dst_ws, tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # refused before any frame
+    monkeypatch.setattr(merge_commands, "load_model", lambda model_dir, device, precision: ShiftPredictor())
+    base = ["merge", "--model-dir", str(tmp_path / "model"), "--input-dir", str(dst_ws), "--output-dir",
+            str(tmp_path / "merged"), "--super-resolution", "100", "--preview", "2"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--enhancer-dir" in err
+    enhancer = save_enhancer(tmp_path / "enhancer")
+    assert main(base + ["--enhancer-dir", str(enhancer), "--preview-output", str(tmp_path / "p.png")]) == 0
+    assert read_image(tmp_path / "p.png").shape[1] == 3 * read_image(sorted(dst_ws.glob("*.png"))[0]).shape[1]
+
+
+
+def test_swap_refuses_super_resolution_without_an_enhancer_before_any_work(sample_clips, tmp_path):
+    from facelab.workflow.swap import swap
+
+    with pytest.raises(FacelabError, match="--enhancer-dir"):
+        swap(sample_clips[0], sample_clips[1], tmp_path / "out.mp4", merge_cfg=MergeConfig(super_resolution=50))
+    assert not any(tmp_path.iterdir())  # no frames, faces or model were made

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "facelab.cli.faceset",
     "facelab.cli.train",
     "facelab.cli.xseg",
+    "facelab.cli.enhancer",
     "facelab.cli.merge",
     "facelab.cli.swap",
     "facelab.cli.stargan",

@@ -1,4 +1,4 @@
-"""``facelab faceset info|sort|dedupe|keep|resize|pack|unpack``."""
+"""``facelab faceset info|sort|dedupe|keep|resize|enhance|pack|unpack``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,16 @@ def _cmd_resize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_enhance(args: argparse.Namespace) -> int:
+    from facelab.enhance.apply import enhance_faceset
+
+    stats = enhance_faceset(args.folder, args.enhancer_dir, args.output, args.in_place, args.device, args.batch_size,
+                            args.jpeg_quality)
+    before = f"; {stats.skipped} faces were enhanced before and kept as they were" if stats.skipped else ""
+    print(f"enhanced {stats.enhanced} faces into {stats.folder}{before}")
+    return 0
+
+
 def _cmd_pack(args: argparse.Namespace) -> int:
     print(f"packed into {pack(args.folder)}")
     return 0
@@ -85,7 +95,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("faceset", help="inspect, sort, dedupe, keep one person, resize, pack and unpack aligned facesets")
+    p = sub.add_parser("faceset", help="inspect, sort, dedupe, keep one person, resize, enhance, pack and unpack aligned facesets")
     fs = p.add_subparsers(dest="faceset_command", required=True, metavar="ACTION")
 
     info = fs.add_parser("info", help="summary of a faceset folder, or the metadata of one face image")
@@ -133,6 +143,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="new face type (default: keep each face's; DeepFaceLab's h, mf, f, wf are accepted)")
     rs.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG faces (default 95)")
     rs.set_defaults(func=_cmd_resize)
+
+    en = fs.add_parser("enhance", help="sharpen every face with a trained face enhancer (into FOLDER_enhanced)",
+                       description="DeepFaceLab's faceset enhance: restore every face with the enhancer of "
+                                   "--enhancer-dir (made by `facelab enhancer train`); each face keeps its metadata "
+                                   "(alignment, landmarks, XSeg labels and masks) and records which enhancer it went "
+                                   "through, so no face is enhanced twice. The input is not changed unless --in-place.")
+    en.add_argument("folder")
+    en.add_argument("--enhancer-dir", required=True, help="an enhancer folder made by facelab enhancer train")
+    en.add_argument("-o", "--output", default=None, help="new faceset folder (default: FOLDER_enhanced)")
+    en.add_argument("--in-place", action="store_true",
+                    help="replace the faces themselves instead (rerun after an interruption to finish)")
+    en.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG faces (default 95)")
+    en.add_argument("--batch-size", type=int, default=16, help="faces per enhancer call (default: 16)")
+    en.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    en.set_defaults(func=_cmd_enhance)
 
     pk = fs.add_parser("pack", help="pack the faces into one faceset.pak for fast loading")
     pk.add_argument("folder")

@@ -27,6 +27,7 @@ def load_model(model_dir: str | Path, device: str, precision: str = "fp32") -> P
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     cfg = config_from_args(MergeConfig, args)
+    cfg.check()  # before the model loads
     mask_dir = Path(args.output_mask_dir) if args.output_mask_dir else None
     check_output_dirs(Path(args.input_dir), Path(args.output_dir), mask_dir)  # before loading the model
     predictor = load_model(args.model_dir, cfg.device, cfg.precision)

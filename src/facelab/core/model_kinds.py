@@ -20,6 +20,7 @@ _MARKERS = (
     ("c_dim", "a StarGAN run folder (made by `facelab stargan train`)"),
     ("classes_per_batch", "a PFE model dir (made by `facelab pfe train`)"),
     ("embedding_size", "a PFE backbone dir (made by `facelab pfe train-backbone`)"),
+    ("blocks", "a face enhancer dir (made by `facelab enhancer train`)"),
 )
 
 

@@ -87,18 +87,26 @@ class Faceset:
                                    f"re-extract with --face-type {face_type}")
 
     def update_metas(self, changed: dict[int, FaceMeta]) -> None:
-        """Store new metadata for the faces in ``changed`` without re-encoding their pixels: each loose
-        file is replaced atomically, a pack is rewritten once (atomically); the faceset in memory follows."""
-        if self.derived:
-            raise FacelabError(f"the faces of {self.root} in memory were derived from its files and cannot be saved over them")
+        """Store new metadata for the faces in ``changed`` without re-encoding their pixels (see
+        :meth:`replace_faces`)."""
+        faces = {}
         for i, meta in changed.items():
             try:
-                self.blobs[i] = embed_meta(self.blobs[i], meta)
+                faces[i] = (embed_meta(self.blobs[i], meta), meta)
             except FacelabError as exc:
                 raise FacelabError(f"{self.root / self.names[i]}: {exc}") from None
-            self.metas[i] = meta
+        self.replace_faces(faces)
+
+    def replace_faces(self, changed: dict[int, tuple[bytes, FaceMeta]]) -> None:
+        """Store new encoded faces (file bytes with their metadata embedded, and that metadata) for the faces
+        in ``changed``: each loose file is replaced atomically, a pack is rewritten once (atomically); the
+        faceset in memory follows."""
+        if self.derived:
+            raise FacelabError(f"the faces of {self.root} in memory were derived from its files and cannot be saved over them")
+        for i, (blob, meta) in changed.items():
+            self.blobs[i], self.metas[i] = blob, meta
             if not self.packed:
-                atomic_write_bytes(self.root / self.names[i], self.blobs[i])
+                atomic_write_bytes(self.root / self.names[i], blob)
         if self.packed and changed:
             _write_pack(self.root / PACK_NAME, self.names, self.blobs)
 

@@ -14,6 +14,7 @@ from facelab.align.face_types import FACE_TYPE_ALIASES, FACE_TYPES
 from facelab.color.transfer import MODES as COLOR_MODES
 from facelab.core.config import Validated, option
 from facelab.core.device import DEVICE_HELP, DEVICES
+from facelab.core.errors import FacelabError
 from facelab.merge.masks import MASK_MODE_ALIASES, MODE_MASKS
 
 MASK_MODES = tuple(MODE_MASKS)
@@ -61,6 +62,11 @@ class MergeConfig(Validated):
                                     "most a quarter of the crop; 0 = off)", low=0, high=100)
     sharpen_mode: str = option("gaussian", "unsharp-mask kernel used by --sharpen", SHARPEN_MODES)
     sharpen: int = option(0, "sharpen (>0) or blur (<0) the swapped face, -100..100", low=-100, high=100)
+    super_resolution: int = option(0, "blend this many percent (0..100) of the face enhancer's restoration into the "
+                                   "swapped face before its colours are matched and it is pasted (DeepFaceLab's super "
+                                   "resolution power; needs --enhancer-dir)", low=0, high=100)
+    enhancer_dir: str = option("", "face enhancer folder (made by `facelab enhancer train`) that --super-resolution "
+                               "runs on the swapped face; empty = none")
     denoise_power: int = option(0, "median-denoise the frame around the face, 0..500 (softens a noisy background "
                                 "to match the smoother face; changes pixels outside the mask)", low=0, high=500)
     bicubic_degrade_power: int = option(0, "downscale and upscale the frame around the face, 0..100 (changes pixels "
@@ -79,3 +85,10 @@ class MergeConfig(Validated):
     precision: str = option("fp32", "model arithmetic: fp32, or bf16 (about twice as fast on GPUs and on CPUs with "
                             "AVX512-BF16, output differs by about one 8-bit step) or fp16 (GPU only)",
                             ("fp32", "bf16", "fp16"))
+
+    def check(self) -> None:
+        """``--super-resolution`` runs a trained enhancer: without its folder there is nothing to run."""
+        if self.super_resolution and not self.enhancer_dir:
+            raise FacelabError(f"--super-resolution {self.super_resolution} runs a face enhancer on the swapped face; give "
+                               "its folder with --enhancer-dir (train one with `facelab enhancer train --data FACES "
+                               "--model-dir DIR`)")

@@ -40,6 +40,7 @@ from facelab.faceset.store import Faceset
 from facelab.io.frames import frame_name
 from facelab.io.images import list_images, read_image, write_image
 from facelab.io.video import is_video_file
+from facelab.merge import postprocess
 from facelab.merge.composite import FaceInput, merge_frame
 from facelab.merge.config import MergeConfig
 from facelab.merge.frame_settings import FrameSettings, MergeLog, options_digest, settings_path
@@ -265,6 +266,27 @@ def prd_segmenter_for(cfg: MergeConfig, predictor: Predictor,
     return load_prd_segmenter(cfg.segmenter_dir, getattr(predictor, "device", "cpu"), getattr(predictor, "precision", "fp32"))
 
 
+FacesFn = Callable[[np.ndarray], np.ndarray]  # predicted faces (N, R, R, 3) float BGR -> the same, changed
+
+
+def super_resolution_for(cfg: MergeConfig, predictor: Predictor) -> FacesFn | None:
+    """What ``cfg.super_resolution`` does to the predicted faces: the enhancer of ``cfg.enhancer_dir``, loaded
+    once per merge on the predictor's device, blended in at that power; None at power 0 (no torch import)."""
+    cfg.check()
+    if not cfg.super_resolution:
+        if cfg.enhancer_dir:
+            log.warning("--enhancer-dir %s is not used: --super-resolution is 0", cfg.enhancer_dir)
+        return None
+    from facelab.enhance.apply import load_enhancer
+
+    try:
+        enhancer = load_enhancer(cfg.enhancer_dir, getattr(predictor, "device", "cpu"),
+                                 getattr(predictor, "precision", "fp32"), cfg.batch_size)
+    except FacelabError as exc:
+        raise FacelabError(f"--enhancer-dir: {exc}") from None
+    return lambda faces: postprocess.super_resolution(faces, np.stack(enhancer.enhance(faces)), cfg.super_resolution)
+
+
 def face_motion(plan: MergePlan, k: int, i: int) -> np.ndarray:
     """How far face ``i`` of frame ``k`` moves from the previous frame to the next, in frame pixels (the
     centre of its landmarks; DeepFaceLab measures the same span). A neighbouring frame's face is the one
@@ -289,10 +311,12 @@ def face_motion(plan: MergePlan, k: int, i: int) -> np.ndarray:
 
 
 def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predictor, mask_mode: str,
-                 segmenter: PredictedFaceSegmenter | None = None) -> dict[int, list[FaceInput]]:
+                 segmenter: PredictedFaceSegmenter | None = None,
+                 super_resolution: FacesFn | None = None) -> dict[int, list[FaceInput]]:
     """Run the model on the faces ``items`` = [(frame index, face index)] in one batch; only the masks that
     ``mask_mode`` uses are made: the learned ones predicted, the dst XSeg masks read, and ``segmenter``
-    (from :func:`prd_segmenter_for`) run on the predicted faces."""
+    (from :func:`prd_segmenter_for`) run on the predicted faces, after ``super_resolution`` (from
+    :func:`super_resolution_for`) enhanced them."""
     size, face_type = predictor.resolution, predictor.face_type
     uses = mask_inputs(mask_mode)
     metas = [plan.faceset.metas[i] for _, i in items]
@@ -301,6 +325,8 @@ def _face_inputs(plan: MergePlan, items: list[tuple[int, int]], predictor: Predi
     crops = np.stack([model_input(plan.faceset, i, plan.frames[k], m, size) for (k, i), m in zip(items, mats)])
     faces, src_masks, dst_masks = predictor.predict(crops, src_mask="learned-src" in uses,
                                                     dst_mask="learned-dst" in uses)
+    if super_resolution is not None:
+        faces = super_resolution(np.asarray(faces, np.float32))
     prd_masks = segmenter.masks(np.asarray(faces, np.float32), landmarks, mats) if "segmenter-prd" in uses else None
     out: dict[int, list[FaceInput]] = {}
     for j, ((k, i), meta, mat) in enumerate(zip(items, metas, mats)):
@@ -370,6 +396,7 @@ class FrameMerger:
         self.expected = (first.shape[1], first.shape[0])
         self.credentials = (credentials or Credentials("face swap")) if cfg.provenance else None
         self._segmenter: PredictedFaceSegmenter | None = None
+        self._super_resolution = super_resolution_for(cfg, predictor)  # refused here, before any frame
         self._model_lock = threading.Lock()  # the page's view and its background merge share the model
 
     def _segmenter_for(self, modes: set[str]) -> PredictedFaceSegmenter | None:
@@ -393,7 +420,7 @@ class FrameMerger:
             segmenter = self._segmenter_for(set(by_mode)) if any("segmenter-prd" in mask_inputs(m) for m in by_mode) \
                 else None
             for mode, items in by_mode.items():  # a frame's faces all have its mode: each lands in one call
-                out.update(_face_inputs(self.plan, items, self.predictor, mode, segmenter))
+                out.update(_face_inputs(self.plan, items, self.predictor, mode, segmenter, self._super_resolution))
         return out
 
     def task(self, k: int, inputs: dict[int, list[FaceInput]], settings: FrameSettings, output: Path | None = None,

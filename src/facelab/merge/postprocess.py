@@ -1,5 +1,5 @@
-"""Finishing touches, as in DeepFaceLab: motion-blur, sharpen or blur the swapped face, and degrade the frame
-around it.
+"""Finishing touches, as in DeepFaceLab: blend in the enhanced face, motion-blur, sharpen or blur the swapped
+face, and degrade the frame around it.
 
 The degrade options soften or quantise the *frame* so its look matches a face that came out of a small
 network: they change pixels outside the face mask by design, so leave them at 0 to keep the rest of the
@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+
+def super_resolution(faces: np.ndarray, enhanced: np.ndarray, power: int) -> np.ndarray:
+    """``power`` percent (0..100) of the enhanced faces blended into the predicted ``faces`` (float BGR): at 100
+    the enhancer's face, below it a share of its correction, for when full restoration looks too crisp
+    next to the rest of the frame."""
+    return faces + (enhanced - faces) * np.float32(power / 100.0)
 
 
 def sharpen(face: np.ndarray, amount: int, mode: str = "gaussian") -> np.ndarray:

@@ -96,6 +96,7 @@ def swap(src: str | Path, dst_video: str | Path, output: str | Path, workspace: 
 
     check_range(identity_every, "identity_every", "swap", low=0)
     check_inputs(src, dst_video, dst_person)
+    (merge_cfg or MergeConfig()).check()  # a merge option that cannot work is refused before hours of training
     src, dst_video, output = Path(src), Path(dst_video), Path(output)
     ws = workspace_of(output, workspace)
     model_dir = ws / "model"
