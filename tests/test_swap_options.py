@@ -338,9 +338,10 @@ def test_save_every_n_iterations_saves_at_each_multiple_and_once_at_the_end(tmp_
 
 def test_preview_shows_each_side_rebuilt_and_swapped_into_the_other(tmp_path):
     trainer = _trainer(tmp_path, "preview")
-    grid = trainer.preview()
+    grid, names = trainer.preview()
     n = min(4, len(trainer.src_hold), len(trainer.dst_hold))
     assert grid.shape == (6 * RES, n * RES, 3)
+    assert names == ["src", "src reconstructed", "src swapped to dst", "dst", "dst reconstructed", "dst swapped to src"]
     rows = [grid[r * RES:(r + 1) * RES] for r in range(6)]
     src = torch.from_numpy(trainer.src_hold.images[:n]).permute(0, 3, 1, 2).float().div(255)
     with torch.inference_mode():
