@@ -119,3 +119,26 @@ def resume_checkpoint(path: str | Path) -> Path | None:
                 break
     remove_stale_temps(path.parent)
     return path if path.is_file() else None
+
+
+def one_network_state(fmt: str, iteration: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                      scaler: Any) -> dict[str, Any]:
+    """What a trainer of one network (XSeg, the face enhancer) saves to continue exactly."""
+    return {"format": fmt, "iteration": iteration, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict()}
+
+
+def restore_one_network(state: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: Any,
+                        lr: float, path: Path, what: str) -> int:
+    """Load :func:`one_network_state` back; returns the iteration. A checkpoint of another shape is one
+    line naming ``path``; the learning rate is this run's (it may change between runs)."""
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise FacelabError(f"{path} does not match this {what}'s config ({type(exc).__name__}); restore its "
+                           "config.yaml or use a new model dir") from None
+    for group in opt.param_groups:
+        group["lr"] = lr
+    scaler.load_state_dict(state.get("scaler", {}) or scaler.state_dict())
+    return int(state["iteration"])

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.checkpoint import save_checkpoint
+from facelab.core.checkpoint import one_network_state, restore_one_network, save_checkpoint
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
-from facelab.core.errors import FacelabError
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, open_run_dir, run_steps, start_run
 from facelab.core.training_view import write_preview
@@ -87,23 +86,14 @@ class Trainer:
         self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration, enabled=main)
 
     def _resume(self) -> None:
-        state = read_checkpoint(self.model_dir)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise FacelabError(f"{self.model_dir / WEIGHTS_NAME} does not match this segmenter's config "
-                               f"({type(exc).__name__}); restore its config.yaml or use a new model dir") from None
-        for group in self.opt.param_groups:
-            group["lr"] = self.cfg.lr  # the learning rate may change between runs
-        self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
-        self.iteration = self.saved_iteration = int(state["iteration"])
+        self.iteration = self.saved_iteration = restore_one_network(
+            read_checkpoint(self.model_dir), self.model, self.opt, self.scaler, self.cfg.lr,
+            self.model_dir / WEIGHTS_NAME, "segmenter")
         log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
 
     def save(self) -> None:
-        save_checkpoint(self.model_dir / WEIGHTS_NAME, {
-            "format": FORMAT, "iteration": self.iteration, "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict()})
+        save_checkpoint(self.model_dir / WEIGHTS_NAME,
+                        one_network_state(FORMAT, self.iteration, self.model, self.opt, self.scaler))
         save_config(self.cfg, self.model_dir / CONFIG_NAME)
         self.saved_iteration = self.iteration
         log.info(f"saved {self.model_dir / WEIGHTS_NAME} at iteration {self.iteration}")
