@@ -192,3 +192,28 @@ def test_train_help_lists_the_options_by_topic():
     topics = ["network (fixed once the model exists):", "training:", "augmentation:", "optimiser:", "runtime:"]
     at = [text.index(t) for t in topics]
     assert at == sorted(at) and text.index("--archi") < at[1] < text.index("--random-warp") < text.index("--workers")
+
+
+def test_a_batch_worker_is_quiet_when_the_trainer_leaves_mid_handover(capsys):
+    """The resource-sharer thread of a batch worker loses its connection when the trainer stops mid-handover
+    (seen as an EOFError traceback after `kill`): that says nothing to the user; any other error is shown."""
+    import threading
+
+    from facelab.core import batches
+
+    def fail(exc):
+        def run():
+            raise exc
+        return run
+
+    previous = threading.excepthook
+    threading.excepthook = batches._quiet_if_the_trainer_left
+    try:
+        for target, name in ((fail(EOFError()), "Thread-1 (_serve)"), (fail(ValueError("boom")), "Thread-2 (work)")):
+            t = threading.Thread(target=target, name=name)
+            t.start()
+            t.join()
+    finally:
+        threading.excepthook = previous
+    err = capsys.readouterr().err
+    assert "EOFError" not in err and "ValueError: boom" in err
