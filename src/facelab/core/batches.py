@@ -13,6 +13,7 @@ for its own (``rows``), so its part is exactly the rows a one-process run would 
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from typing import Any, Callable, Iterator
 
@@ -78,17 +79,17 @@ def hsv_jitter(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    threading.excepthook = _quiet_if_the_trainer_left
+    sys.excepthook = _quiet_if_the_trainer_left
 
 
-def _quiet_if_the_trainer_left(args: threading.ExceptHookArgs) -> None:
+def _quiet_if_the_trainer_left(exc_type, exc, tb) -> None:
     """A worker hands its batches over as file descriptors from multiprocessing's resource-sharer thread;
     when the trainer stops (Ctrl-C, ``kill``) while one is on its way, that thread's connection ends and
-    it would print a traceback about a batch nobody wants any more. Every other error is printed."""
-    if issubclass(args.exc_type, (EOFError, ConnectionError)) and args.thread is not None \
-            and args.thread.name.endswith("(_serve)"):
+    it would print a traceback (through ``sys.excepthook``) about a batch nobody wants any more. Every
+    other error is printed."""
+    if issubclass(exc_type, (EOFError, ConnectionError)) and threading.current_thread().name.endswith("(_serve)"):
         return
-    threading.__excepthook__(args)
+    sys.__excepthook__(exc_type, exc, tb)
 
 
 def batch_stream(batches: Dataset, start: int, workers: int) -> DataLoader:
