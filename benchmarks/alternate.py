@@ -39,10 +39,9 @@ def rel_diff(a: float, b: float, floor: float = 0.01) -> float:
     return abs(a - b) / max(abs(a), abs(b), floor)
 
 
-def loss_gap(a: dict[str, float], b: dict[str, float]) -> float:
-    """The largest relative difference over the losses both dicts hold."""
-    shared = [k for k in a if k in b]
-    return max((rel_diff(a[k], b[k]) for k in shared), default=math.nan)
+def loss_gap(a: dict[str, float], b: dict[str, float]) -> tuple[float, str]:
+    """The largest relative difference over the losses both dicts hold, and which loss it is."""
+    return max(((rel_diff(a[k], b[k]), k) for k in a if k in b), default=(math.nan, ""))
 
 
 def _run(step: Step, unit: Any, sync: Callable[[], None]) -> tuple[float, dict[str, float]]:
@@ -54,12 +53,14 @@ def _run(step: Step, unit: Any, sync: Callable[[], None]) -> tuple[float, dict[s
 
 
 def race(facelab: Step, reference: Step, units: Sequence[Any], pairs: int, *, first_rtol: float,
-         curve_rtol: float, sync: Callable[[], None] = lambda: None) -> dict:
+         curve_rtol: float, first_step: Callable[[str], bool] = lambda name: True,
+         sync: Callable[[], None] = lambda: None) -> dict:
     """Unit 0 on both sides (the first-step loss check; also warm-up), unit 1 on both (warm-up), then
     ``pairs`` alternated, timed pairs on units 2, 3, ... (``units`` needs ``pairs + 2`` entries).
 
-    ``first_rtol`` bounds the relative loss difference on unit 0, ``curve_rtol`` on every later unit
-    (the weights drift apart by rounding, or by bf16 against fp32, as training goes on).
+    ``first_rtol`` bounds the relative difference of unit 0's losses that ``first_step`` names (those of
+    the first training step, before any update: the same weights and batch on both sides), ``curve_rtol``
+    every loss after them (the weights drift apart by rounding, or by bf16 against fp32, as training goes on).
     """
     if len(units) < pairs + 2:
         raise ValueError(f"race needs {pairs + 2} units, got {len(units)}")
@@ -77,13 +78,17 @@ def race(facelab: Step, reference: Step, units: Sequence[Any], pairs: int, *, fi
             times[name].append(seconds)
         curve.append((losses["facelab"], losses["reference"]))
     ratios = [r / f for f, r in zip(times["facelab"], times["reference"])]
-    first_gap = loss_gap(*curve[0])
-    curve_gap = max(loss_gap(f, r) for f, r in curve[1:])
+    first = [{k: v for k, v in side.items() if first_step(k)} for side in curve[0]]
+    first_gap, _ = loss_gap(*first)
+    later = [{k: v for k, v in side.items() if not first_step(k)} for side in curve[0]]
+    gaps = [loss_gap(f, r) for f, r in ([later] if later[0] else []) + curve[1:]]
+    curve_gap, worst = max(gaps)
     return {
-        "first_step_losses": {k: {"facelab": round(v, 6), "reference": round(curve[0][1][k], 6)}
-                              for k, v in curve[0][0].items() if k in curve[0][1]},
+        "first_step_losses": {k: {"facelab": round(v, 6), "reference": round(first[1][k], 6)}
+                              for k, v in first[0].items() if k in first[1]},
         "first_step_max_rel_diff": float(f"{first_gap:.3g}"),
         "curve_max_rel_diff": float(f"{curve_gap:.3g}"),
+        "curve_rel_diff_per_unit": [float(f"{g:.3g}") for g, _ in gaps], "curve_worst_loss": worst,
         "losses_match": bool(first_gap <= first_rtol and curve_gap <= curve_rtol),
         "tolerances": {"first": first_rtol, "curve": curve_rtol},
         "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from alternate import emit, machine  # noqa: E402
-from reference_loops import TRAINERS, build_case  # noqa: E402
+from reference_loops import TRAINERS, build_case, option_value  # noqa: E402
 
 
 def op_table(prof, top: int) -> tuple[float, list[dict]]:
@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--xseg-resolution", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--set", nargs="+", default=[], type=option_value, metavar="NAME=VALUE",
+                    help="a facelab swap option, e.g. channels_last=true")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:

@@ -58,9 +58,11 @@ TINY = {
     "stargan": dict(image_size=32, batch_size=2, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=4,
                     d_train_repeat=2),
 }
-# fp32 against fp32: rounding alone (other kernels, other summation order); bf16 against fp32: bf16's 3
-# significant digits in the networks, the losses in fp32
-TOLERANCES = {"fp32": (1e-4, 2e-3), "bf16": (3e-2, 5e-2)}
+# (first unit, later units). fp32 against fp32 on the first unit: rounding alone (other kernels, another
+# summation order). Later units drift further: Adam's steps are +-lr for gradients near 0, whatever their
+# rounding, so two fp32 runs part by ~1 % within a StarGAN cycle or two. bf16 against fp32: bf16's 3
+# significant digits in the networks (the losses stay fp32).
+TOLERANCES = {"fp32": (1e-4, 5e-2), "bf16": (3e-2, 1e-1)}
 
 
 @dataclass
@@ -73,6 +75,8 @@ class Case:
     settings: dict
     cleanup: list = field(default_factory=list)
     make_batch: Callable[[int], Any] | None = None  # facelab's batch production, for profile_step.py
+    first_step: Callable[[str], bool] = lambda name: True  # the losses of unit 0 that come before any update
+    curve_rtol: dict[str, float] | None = None  # per precision, where this trainer's curves part faster
 
 
 # --------------------------------------------------------------------------------------------- real data
@@ -268,14 +272,93 @@ def xseg_case(precision: str, batch_size: int | None, resolution: int, units: in
 
 
 # --------------------------------------------------------------------------------------------- StarGAN
+class OfficialResidualBlock(torch.nn.Module):
+    """yunjey/stargan model.py's ResidualBlock, as written there."""
+
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        nn = torch.nn
+        self.main = nn.Sequential(
+            nn.Conv2d(dim_in, dim_out, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.InstanceNorm2d(dim_out, affine=True, track_running_stats=True),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim_out, dim_out, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.InstanceNorm2d(dim_out, affine=True, track_running_stats=True))
+
+    def forward(self, x):
+        return x + self.main(x)
+
+
+class OfficialGenerator(torch.nn.Module):
+    """yunjey/stargan model.py's Generator (same layers and parameter names as facelab's)."""
+
+    def __init__(self, conv_dim=64, c_dim=5, repeat_num=6):
+        super().__init__()
+        nn = torch.nn
+        layers = [nn.Conv2d(3 + c_dim, conv_dim, kernel_size=7, stride=1, padding=3, bias=False),
+                  nn.InstanceNorm2d(conv_dim, affine=True, track_running_stats=True), nn.ReLU(inplace=True)]
+        curr_dim = conv_dim
+        for _ in range(2):
+            layers += [nn.Conv2d(curr_dim, curr_dim * 2, kernel_size=4, stride=2, padding=1, bias=False),
+                       nn.InstanceNorm2d(curr_dim * 2, affine=True, track_running_stats=True), nn.ReLU(inplace=True)]
+            curr_dim *= 2
+        layers += [OfficialResidualBlock(curr_dim, curr_dim) for _ in range(repeat_num)]
+        for _ in range(2):
+            layers += [nn.ConvTranspose2d(curr_dim, curr_dim // 2, kernel_size=4, stride=2, padding=1, bias=False),
+                       nn.InstanceNorm2d(curr_dim // 2, affine=True, track_running_stats=True), nn.ReLU(inplace=True)]
+            curr_dim //= 2
+        layers += [nn.Conv2d(curr_dim, 3, kernel_size=7, stride=1, padding=3, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x, c):
+        c = c.view(c.size(0), c.size(1), 1, 1)
+        c = c.repeat(1, 1, x.size(2), x.size(3))
+        return self.main(torch.cat([x, c], dim=1))
+
+
+class OfficialDiscriminator(torch.nn.Module):
+    """yunjey/stargan model.py's Discriminator (facelab names its two heads ``src`` and ``cls``)."""
+
+    def __init__(self, image_size=128, conv_dim=64, c_dim=5, repeat_num=6):
+        super().__init__()
+        nn = torch.nn
+        layers = [nn.Conv2d(3, conv_dim, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.01)]
+        curr_dim = conv_dim
+        for _ in range(1, repeat_num):
+            layers += [nn.Conv2d(curr_dim, curr_dim * 2, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.01)]
+            curr_dim *= 2
+        self.main = nn.Sequential(*layers)
+        self.conv1 = nn.Conv2d(curr_dim, 1, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(curr_dim, c_dim, kernel_size=int(image_size / 2**repeat_num), bias=False)
+
+    def forward(self, x):
+        h = self.main(x)
+        out_src = self.conv1(h)
+        out_cls = self.conv2(h)
+        return out_src, out_cls.view(out_cls.size(0), out_cls.size(1))
+
+
+def official_models(cfg, g_state: dict, d_state: dict):
+    """The official networks holding facelab's weights (their running-stat buffers, unused in training,
+    start at their defaults)."""
+    g = OfficialGenerator(cfg.g_conv_dim, cfg.c_dim, cfg.g_repeat_num)
+    d = OfficialDiscriminator(cfg.image_size, cfg.d_conv_dim, cfg.c_dim, cfg.d_repeat_num)
+    missing, unexpected = g.load_state_dict(g_state, strict=False)
+    if unexpected or any(not k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in missing):
+        raise RuntimeError(f"facelab's generator no longer matches the official one: {missing} {unexpected}")
+    names = {"src.weight": "conv1.weight", "cls.weight": "conv2.weight"}
+    d.load_state_dict({names.get(k, k): v for k, v in d_state.items()})
+    return g, d
+
+
 def stargan_case(precision: str, batch_size: int | None, image_size: int, units: int, tiny: bool = False) -> Case:
-    """facelab's StarGAN Trainer.train_step against the official solver's loop (Choi et al. 2018,
-    yunjey/stargan solver.py): D on real, fake and the interpolate (gradient penalty by autograd.grad with
+    """facelab's StarGAN Trainer.train_step against the official code (Choi et al. 2018, yunjey/stargan):
+    its networks (model.py, InstanceNorm2d with running stats) loaded with facelab's weights, and its
+    solver.py loop: D on real, fake and the interpolate (gradient penalty by autograd.grad with
     create_graph), both optimisers' grads reset, D updated; every n_critic steps the fake generated again,
     G updated through D (whose weights also collect gradients), the reconstruction through G again."""
     from facelab.stargan.config import StarGANConfig
     from facelab.stargan.data import read_attributes
-    from facelab.stargan.models import build_models
     from facelab.stargan.train import Trainer
 
     cfg = StarGANConfig(**{"batch_size": batch_size or 16, "image_size": image_size, **(TINY["stargan"] if tiny else {})},
@@ -294,9 +377,7 @@ def stargan_case(precision: str, batch_size: int | None, image_size: int, units:
     cycles = [steps[u * repeat : (u + 1) * repeat] for u in range(units)]
 
     trainer = Trainer(cfg, torch.device("cpu"))
-    g, d = build_models(cfg)
-    g.load_state_dict(trainer.g.state_dict())
-    d.load_state_dict(trainer.d.state_dict())
+    g, d = official_models(cfg, trainer.g.state_dict(), trainer.d.state_dict())
     g.train(), d.train()
     g_opt = torch.optim.Adam(g.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
     d_opt = torch.optim.Adam(d.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
@@ -372,7 +453,10 @@ def stargan_case(precision: str, batch_size: int | None, image_size: int, units:
         def make_batch(i):
             items = [dataset[(i * n + j) % len(dataset)] for j in range(n)]
             return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
-    return Case(cycle(trainer.train_step), cycle(reference_step), cycles, settings, make_batch=make_batch)
+    # A GAN's two fp32 runs part fastest: Adam turns rounding-sized gradient differences near 0 into +-lr
+    # steps, and each network's step moves the other's target (measured: ~0.1 after 4 cycles at 64 px).
+    return Case(cycle(trainer.train_step), cycle(reference_step), cycles, settings, make_batch=make_batch,
+                first_step=lambda name: name.endswith("@1"), curve_rtol={"fp32": 0.25, "bf16": 0.25})
 
 
 # --------------------------------------------------------------------------------------------- PFE head
@@ -474,7 +558,7 @@ def option_value(text: str) -> tuple[str, Any]:
 
 def build_case(trainer: str, precision: str, args: argparse.Namespace, units: int) -> Case:
     if trainer in SWAP_RUNS:
-        return swap_case(trainer, precision, args.batch_size, units, args.tiny, dict(args.set))
+        return swap_case(trainer, precision, args.batch_size, units, args.tiny, dict(getattr(args, "set", None) or {}))
     if trainer == "xseg":
         return xseg_case(precision, args.batch_size, args.xseg_resolution, units, args.tiny)
     if trainer == "stargan":
@@ -494,6 +578,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
     ap.add_argument("--set", nargs="+", default=[], type=option_value, metavar="NAME=VALUE",
                     help="a facelab swap option for its side, e.g. channels_last=true (A/B of an option)")
+    ap.add_argument("--against", nargs="+", default=None, type=option_value, metavar="NAME=VALUE",
+                    help="swap trainers only: race facelab with --set against facelab with these options instead of "
+                    "the reference loop (an A/B of facelab's own settings, e.g. --set channels_last=true --against "
+                    "channels_last=false)")
     ap.add_argument("--tiny", action="store_true", help="tiny networks and batches: checks the script and the loss "
                     "check in seconds (the test suite's mode); its times mean nothing")
     args = ap.parse_args()
@@ -502,9 +590,17 @@ def main() -> None:
     for trainer in args.trainer:
         for precision in args.precision:
             case = build_case(trainer, precision, args, args.pairs + 2)
+            if args.against is not None:
+                if trainer not in SWAP_RUNS:
+                    raise SystemExit("--against works for the swap trainers only")
+                other = swap_case(trainer, precision, args.batch_size, args.pairs + 2, args.tiny, dict(args.against))
+                case.reference, case.cleanup = other.facelab, case.cleanup + other.cleanup
+                case.settings["reference_side"] = {"facelab with options": dict(args.against)}
             try:
                 first, curve = TOLERANCES[precision]
-                result = race(case.facelab, case.reference, case.units, args.pairs, first_rtol=first, curve_rtol=curve)
+                curve = (case.curve_rtol or {}).get(precision, curve)
+                result = race(case.facelab, case.reference, case.units, args.pairs, first_rtol=first, curve_rtol=curve,
+                              first_step=case.first_step)
             finally:
                 for done in case.cleanup:
                     done()
