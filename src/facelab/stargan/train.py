@@ -87,11 +87,12 @@ class Trainer:
         with self.autocast():
             with torch.set_grad_enabled(g_step):  # the fake's graph is reused by the generator step
                 fake = self.g(real, label_trg)
-            out_src, out_cls = self.d(real)
-            d_real = -out_src.float().mean()
-            d_cls = classification_loss(out_cls, label_org)
-            out_src, _ = self.d(fake.detach())
-            d_fake = out_src.float().mean()
+            # real and fake through the critic as one batch: it has no normalisation, so each image scores
+            # what a call of its own gives, and one call on 2n images is faster than two on n
+            out_src, out_cls = self.d(torch.cat([real, fake.detach()]))
+            d_real = -out_src[:n].float().mean()
+            d_cls = classification_loss(out_cls[:n], label_org)
+            d_fake = out_src[n:].float().mean()
             d_gp = gradient_penalty(self.d, real, fake.detach(), alpha, self.d_scaler.get_scale())
             d_loss = d_real + d_fake + cfg.lambda_cls * d_cls + cfg.lambda_gp * d_gp
         self.d_opt.zero_grad(set_to_none=True)
