@@ -179,21 +179,38 @@ class PlainAdaBelief:
 
 
 # --------------------------------------------------------------------------------------------- swap
+def plain_forward(model, src: torch.Tensor, dst: torch.Tensor):
+    """DeepFaceLab's SAEHD graph as its model files write it, one call per part and input: the encoder on
+    src, then on dst; each decoder on its own code. Only what the loss reads (the reconstructions and their
+    masks): TensorFlow evaluates no more of the graph for the training op when the style losses are off."""
+    from facelab.swap.models.base import DFSwap
+
+    if isinstance(model, DFSwap):
+        src_code, dst_code = model.encoder(src), model.encoder(dst)
+        return (*model.decoder_src(src_code), *model.decoder_dst(dst_code))
+    src_enc, dst_enc = model.encoder(src), model.encoder(dst)
+    src_ab, dst_ab, dst_b = model.inter_AB(src_enc), model.inter_AB(dst_enc), model.inter_B(dst_enc)
+    return (*model.decoder(torch.cat([src_ab, src_ab], 1)), *model.decoder(torch.cat([dst_b, dst_ab], 1)))
+
+
 def swap_case(name: str, precision: str, batch_size: int | None, units: int, tiny: bool = False,
               options: dict | None = None) -> Case:
-    """facelab's swap Trainer.step against DeepFaceLab's SAEHD step: masked DSSIM + MSE per side, the
-    mask loss, one AdaBelief update of the whole autoencoder (GAN, true-face and style terms off: the
-    defaults)."""
+    """facelab's swap Trainer.step against DeepFaceLab's SAEHD step (:func:`plain_forward`): masked DSSIM
+    + MSE per side, the mask loss, one AdaBelief update of the whole autoencoder (GAN, true-face and style
+    terms off: the defaults)."""
+    if options and (options.get("face_style_power") or options.get("bg_style_power") or options.get("gan_power")
+                    or options.get("true_face_power")):
+        raise SystemExit("the reference swap loop has no GAN, true-face or style terms; race those with --against")
     from facelab.swap.config import SwapConfig, apply_preset
     from facelab.swap.data import FaceData
     from facelab.swap.models import build_model
     from facelab.swap.train import Trainer
 
     given = {"batch_size"} if batch_size else set()
-    run = dict(TINY["swap"] if tiny else SWAP_RUNS[name], **({"batch_size": batch_size} if batch_size else {}))
+    run = {**(TINY["swap"] if tiny else SWAP_RUNS[name]), **({"batch_size": batch_size} if batch_size else {}),
+           **(options or {})}
     cfg = apply_preset(SwapConfig(**run, device="cpu", precision=precision, workers=0, eval_every=0, eval_faces=0,
-                                  preview_every=10**9, log_every=10**9, save_every_minutes=10**9, **(options or {})),
-                       given)
+                                  preview_every=10**9, log_every=10**9, save_every_minutes=10**9), given)
     images, source = celeba_faces(8 if tiny else 64, cfg.resolution)
     masks, em = face_masks(len(images), cfg.resolution)
     faces = FaceData(images, masks, em, np.zeros(len(images), np.float32), np.zeros((len(images), 68, 2), np.float32))
@@ -216,9 +233,9 @@ def swap_case(name: str, precision: str, batch_size: int | None, units: int, tin
         return loss + 10 * torch.mean((p - t) ** 2) + 10 * torch.mean((pred_mask - mask) ** 2)
 
     def reference(b):
-        out = model(b["src_input"], b["dst_input"])
-        src = side(b["src_target"], b["src_mask"], out.pred_src, out.pred_src_mask)
-        dst = side(b["dst_target"], b["dst_mask"], out.pred_dst, out.pred_dst_mask)
+        pred_src, pred_src_mask, pred_dst, pred_dst_mask = plain_forward(model, b["src_input"], b["dst_input"])
+        src = side(b["src_target"], b["src_mask"], pred_src, pred_src_mask)
+        dst = side(b["dst_target"], b["dst_mask"], pred_dst, pred_dst_mask)
         total = src + dst
         opt.zero_grad()
         total.backward()

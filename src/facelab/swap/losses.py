@@ -57,6 +57,11 @@ class LossOptions:
     face_style_power: float = 0.0
     bg_style_power: float = 0.0
 
+    @property
+    def uses_swap(self) -> bool:
+        """Whether a loss reads the swapped face (only the style losses do)."""
+        return self.face_style_power > 0 or self.bg_style_power > 0
+
 
 def side_loss(target: torch.Tensor, target_mask: torch.Tensor, em_mask: torch.Tensor, pred: torch.Tensor,
               pred_mask: torch.Tensor, opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
