@@ -53,14 +53,15 @@ def _run(step: Step, unit: Any, sync: Callable[[], None]) -> tuple[float, dict[s
 
 
 def race(facelab: Step, reference: Step, units: Sequence[Any], pairs: int, *, first_rtol: float,
-         curve_rtol: float, first_step: Callable[[str], bool] = lambda name: True,
+         curve_rtol: float, first_step: Callable[[str], bool] = lambda name: True, judged_units: int | None = None,
          sync: Callable[[], None] = lambda: None) -> dict:
     """Unit 0 on both sides (the first-step loss check; also warm-up), unit 1 on both (warm-up), then
     ``pairs`` alternated, timed pairs on units 2, 3, ... (``units`` needs ``pairs + 2`` entries).
 
     ``first_rtol`` bounds the relative difference of unit 0's losses that ``first_step`` names (those of
     the first training step, before any update: the same weights and batch on both sides), ``curve_rtol``
-    every loss after them (the weights drift apart by rounding, or by bf16 against fp32, as training goes on).
+    every loss after them (the weights drift apart by rounding, or by bf16 against fp32, as training goes on)
+    in the first ``judged_units`` units (all when None); later units are reported, not judged.
     """
     if len(units) < pairs + 2:
         raise ValueError(f"race needs {pairs + 2} units, got {len(units)}")
@@ -82,12 +83,12 @@ def race(facelab: Step, reference: Step, units: Sequence[Any], pairs: int, *, fi
     first_gap, _ = loss_gap(*first)
     later = [{k: v for k, v in side.items() if not first_step(k)} for side in curve[0]]
     gaps = [loss_gap(f, r) for f, r in ([later] if later[0] else []) + curve[1:]]
-    curve_gap, worst = max(gaps)
+    curve_gap, worst = max(gaps[:judged_units] if judged_units else gaps)
     return {
         "first_step_losses": {k: {"facelab": round(v, 6), "reference": round(first[1][k], 6)}
                               for k, v in first[0].items() if k in first[1]},
         "first_step_max_rel_diff": float(f"{first_gap:.3g}"),
-        "curve_max_rel_diff": float(f"{curve_gap:.3g}"),
+        "curve_max_rel_diff": float(f"{curve_gap:.3g}"), "curve_judged_units": judged_units or len(gaps),
         "curve_rel_diff_per_unit": [float(f"{g:.3g}") for g, _ in gaps], "curve_worst_loss": worst,
         "losses_match": bool(first_gap <= first_rtol and curve_gap <= curve_rtol),
         "tolerances": {"first": first_rtol, "curve": curve_rtol},
