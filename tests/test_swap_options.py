@@ -56,6 +56,43 @@ def test_adabelief_follows_the_paper_update():
         np.testing.assert_allclose(ours[t - 1], p, rtol=1e-4, atol=1e-6)
 
 
+def _fused_against_eager(monkeypatch, compiled) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Five AdaBelief steps of an NCHW, a channels_last and a small parameter, with the compiled update
+    (``compiled``: what _compiled holds, or left to compile) and with the eager passes."""
+    from facelab.swap import optim
+
+    def run(min_numel):
+        monkeypatch.setattr(optim, "FUSE_MIN_NUMEL", min_numel)
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(64, 32, 3, 3).contiguous(memory_format=torch.channels_last)),
+              torch.nn.Parameter(torch.randn(5000)), torch.nn.Parameter(torch.randn(10))]
+        opt = AdaBelief(ps, lr=1e-2)
+        for _ in range(5):
+            opt.zero_grad()
+            sum(((p - 0.3) ** 2 * torch.linspace(0.1, 3, p.numel()).view_as(p)).sum() for p in ps).backward()
+            opt.step()
+        return [p.detach() for p in ps]
+
+    if compiled is not None:
+        monkeypatch.setattr(optim, "_compiled", compiled)
+    return list(zip(run(1000), run(1 << 62)))
+
+
+@pytest.mark.slow  # torch.compile: about 30 s the first time on the 2-core machine
+def test_compiled_update_is_the_eager_update(monkeypatch):
+    for fused, eager in _fused_against_eager(monkeypatch, None):
+        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+        assert fused.stride() == eager.stride()
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_update(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    for fused, eager in _fused_against_eager(monkeypatch, {"update": broken}):
+        torch.testing.assert_close(fused, eager, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("on_cpu", [False, True])
 def test_lr_dropout_applies_each_update_with_its_probability(on_cpu):
     p = torch.nn.Parameter(torch.zeros(200, 200))

@@ -3,6 +3,10 @@
 Instance norm is affine and always uses the statistics of the image itself (no running averages): the
 original keeps running stats but never uses them in training, and using them at test time or in an
 export would change the output, so we leave them out and train, test and export behave alike.
+
+On the CPU the generator works in channels_last layout (it takes and returns ordinary NCHW tensors): its
+3x3 and 7x7 convolutions and norms are faster there. The critic stays NCHW: its strided 4x4 convolutions
+and the gradient penalty's double backward ran slower in channels_last (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import torch
 from torch import nn
 
 
-def _norm(channels: int) -> nn.InstanceNorm2d:
-    return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+def _norm(channels: int) -> nn.GroupNorm:
+    """Affine instance norm, written as a GroupNorm with one channel per group: the same statistics (each
+    image's own, per channel), eps and weights (the same state-dict keys), but PyTorch's GroupNorm runs
+    on channels_last tensors where InstanceNorm2d copies them to NCHW and back."""
+    return nn.GroupNorm(channels, channels, eps=1e-5, affine=True)
 
 
 class ResidualBlock(nn.Module):
@@ -51,7 +58,10 @@ class Generator(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = c.to(x.dtype).view(c.shape[0], c.shape[1], 1, 1).expand(-1, -1, x.shape[2], x.shape[3])
-        return self.main(torch.cat([x, c], dim=1))
+        x = torch.cat([x, c], dim=1)
+        if x.device.type != "cpu":
+            return self.main(x)
+        return self.main(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class Discriminator(nn.Module):

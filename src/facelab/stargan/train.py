@@ -97,11 +97,13 @@ class Trainer:
         with self.autocast():
             with torch.set_grad_enabled(g_step):  # the fake's graph is reused by the generator step
                 fake = self.g_train(real, label_trg)
-            real_src, real_cls = self.d_train(real)
-            fake_src, _ = self.d_train(fake.detach())
-        d_real = -real_src.float().mean()
-        d_cls = classification_loss(real_cls, label_org)
-        d_fake = fake_src.float().mean()
+            # real and fake through the critic as one batch: it has no normalisation, so each image scores
+            # what a call of its own gives, and one call on 2m images is faster than two on m
+            m = real.shape[0]
+            out_src, out_cls = self.d_train(torch.cat([real, fake.detach()]))
+        d_real = -out_src[:m].float().mean()
+        d_cls = classification_loss(out_cls[:m], label_org)
+        d_fake = out_src[m:].float().mean()
         d_gp = gradient_penalty(self.d_train, real, fake.detach(), alpha, self.d_scaler.get_scale(), self.autocast)
         d_loss = d_real + d_fake + cfg.lambda_cls * d_cls + cfg.lambda_gp * d_gp
         self.d_opt.zero_grad(set_to_none=True)

@@ -61,6 +61,11 @@ class LossOptions:
     bg_style_power: float = 0.0
     loss: str = "dssim+mse"  # the reconstruction loss (SwapConfig.loss)
 
+    @property
+    def uses_swap(self) -> bool:
+        """Whether a loss reads the swapped face (only the style losses do)."""
+        return self.face_style_power > 0 or self.bg_style_power > 0
+
 
 def side_loss(target: torch.Tensor, target_mask: torch.Tensor, em_mask: torch.Tensor, pred: torch.Tensor,
               pred_mask: torch.Tensor, opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

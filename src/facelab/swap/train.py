@@ -249,13 +249,15 @@ class Trainer:
         b = {k: v.to(self.device, non_blocking=True).contiguous(memory_format=fmt) for k, v in batch.items()}
         # the networks run under autocast; every loss (SSIM's Gaussian convolutions above all) is computed
         # in fp32 outside it: in bf16 the DSSIM of two near-flat faces came out 0.344 instead of 0.0072
-        with autocast(self.device, cfg.precision):
-            out = self.forward(b["src_input"], b["dst_input"])
+        with autocast(self.device, cfg.precision):  # the swapped face only where a style loss reads it
+            out = self.forward(b["src_input"], b["dst_input"], swap=self.loss_opts.uses_swap)
         src_loss, src_t, src_p = side_loss(b["src_target"], b["src_mask"], b["src_em_mask"], out.pred_src.float(),
                                            out.pred_src_mask.float(), self.loss_opts)
         dst_loss, _, _ = side_loss(b["dst_target"], b["dst_mask"], b["dst_em_mask"], out.pred_dst.float(),
                                    out.pred_dst_mask.float(), self.loss_opts)
-        total = src_loss + dst_loss + style_losses(b["dst_target"], b["dst_mask"], out.pred_swap.float(), self.loss_opts)
+        total = src_loss + dst_loss
+        if self.loss_opts.uses_swap:
+            total = total + style_losses(b["dst_target"], b["dst_mask"], out.pred_swap.float(), self.loss_opts)
         if self.gan is not None:
             with autocast(self.device, cfg.precision):
                 center, pixel = self.gan(src_p)

@@ -72,6 +72,8 @@ class Trainer:
                                    Augment(cfg.random_warp, cfg.random_flip, cfg.random_hsv_power), cfg.seed,
                                    self.group.shard)
         self.model = Segmenter(cfg.resolution, cfg.base_channels).to(self.device)
+        if self.device.type == "cpu":  # its convolutions and GroupNorms run faster so (docs/performance.md)
+            self.model.to(memory_format=torch.channels_last)
         self.forward = self.group.wrap(self.model)  # the training step's way in (DistributedDataParallel under torchrun)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scaler = grad_scaler(self.device, cfg.precision)

@@ -18,8 +18,8 @@ class SwapOutputs(NamedTuple):
     pred_src_mask: torch.Tensor  # (N,1,R,R)
     pred_dst: torch.Tensor
     pred_dst_mask: torch.Tensor
-    pred_swap: torch.Tensor  # dst face with the src identity
-    pred_swap_mask: torch.Tensor  # the src mask predicted for the swapped face
+    pred_swap: torch.Tensor | None  # dst face with the src identity (None from forward(..., swap=False))
+    pred_swap_mask: torch.Tensor | None  # the src mask predicted for the swapped face
     src_code: torch.Tensor  # what the true-face discriminator compares
     dst_code: torch.Tensor
 
@@ -63,11 +63,18 @@ class ResidualBlock(nn.Module):
 
 
 class SwapModel(nn.Module):
-    """Common interface: ``forward(src, dst)`` for training, ``swap(dst)`` for merge and export."""
+    """Common interface: ``forward(src, dst)`` for training, ``swap(dst)`` for merge and export.
+
+    ``forward`` runs each shared part once on everything it sees (the encoder on src and dst together, a
+    decoder on all the codes it decodes): no layer mixes the faces of a batch, so each output is what a
+    call of its own gives, and one call on 2n faces costs less than two on n (the weights are read and
+    their gradients made once; the Original model's dense layers most of all). ``swap=False`` leaves the
+    swapped face out: only the style losses and the previews use it, and it costs a decoder pass.
+    """
 
     resolution: int
 
-    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> SwapOutputs:  # pragma: no cover - abstract
+    def forward(self, src: torch.Tensor, dst: torch.Tensor, swap: bool = True) -> SwapOutputs:  # pragma: no cover
         raise NotImplementedError
 
     def swap(self, dst: torch.Tensor, src_mask: bool = True,
@@ -101,11 +108,15 @@ class DFSwap(SwapModel):
         self.resolution = resolution
         self.encoder, self.decoder_src, self.decoder_dst = encoder, decoder_src, decoder_dst
 
-    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> SwapOutputs:
-        src_code, dst_code = self.encoder(src), self.encoder(dst)
-        pred_src, pred_src_mask = self.decoder_src(src_code)
+    def forward(self, src: torch.Tensor, dst: torch.Tensor, swap: bool = True) -> SwapOutputs:
+        sizes = [len(src), len(dst)]
+        src_code, dst_code = self.encoder(torch.cat([src, dst])).split(sizes)
+        if swap:
+            (pred_src, pred_swap), (pred_src_mask, pred_swap_mask) = (
+                out.split(sizes) for out in self.decoder_src(torch.cat([src_code, dst_code])))
+        else:
+            (pred_src, pred_src_mask), pred_swap, pred_swap_mask = self.decoder_src(src_code), None, None
         pred_dst, pred_dst_mask = self.decoder_dst(dst_code)
-        pred_swap, pred_swap_mask = self.decoder_src(dst_code)
         return SwapOutputs(pred_src, pred_src_mask, pred_dst, pred_dst_mask, pred_swap, pred_swap_mask, src_code, dst_code)
 
     def swap(self, dst: torch.Tensor, src_mask: bool = True,

@@ -121,16 +121,19 @@ class SAEHDLIAE(SwapModel):
         self.inter_B = Inter(flat, ae_dims, ae_dims * 2, low, opts)
         self.decoder = Decoder(ae_dims * 4, d_dims, d_mask_dims, opts)
 
-    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> SwapOutputs:
-        src_enc, dst_enc = self.encoder(src), self.encoder(dst)
-        src_ab = self.inter_AB(src_enc)
-        dst_ab, dst_b = self.inter_AB(dst_enc), self.inter_B(dst_enc)
+    def forward(self, src: torch.Tensor, dst: torch.Tensor, swap: bool = True) -> SwapOutputs:
+        sizes = [len(src), len(dst)]
+        enc = self.encoder(torch.cat([src, dst]))
+        src_ab, dst_ab = self.inter_AB(enc).split(sizes)
+        dst_b = self.inter_B(enc[sizes[0]:])
         src_code = torch.cat([src_ab, src_ab], 1)
         dst_code = torch.cat([dst_b, dst_ab], 1)
-        swap_code = torch.cat([dst_ab, dst_ab], 1)
-        pred_src, pred_src_mask = self.decoder(src_code)
-        pred_dst, pred_dst_mask = self.decoder(dst_code)
-        pred_swap, pred_swap_mask = self.decoder(swap_code)
+        codes = [src_code, dst_code] + ([torch.cat([dst_ab, dst_ab], 1)] if swap else [])
+        faces, masks = self.decoder(torch.cat(codes))
+        parts = [sizes[0], sizes[1]] + sizes[1:] * swap
+        (pred_src, pred_dst, *pred_swap), (pred_src_mask, pred_dst_mask, *pred_swap_mask) = (
+            out.split(parts) for out in (faces, masks))
+        pred_swap, pred_swap_mask = (pred_swap[0], pred_swap_mask[0]) if swap else (None, None)
         return SwapOutputs(pred_src, pred_src_mask, pred_dst, pred_dst_mask, pred_swap, pred_swap_mask, src_code, dst_code)
 
     def swap(self, dst: torch.Tensor, src_mask: bool = True,
