@@ -220,9 +220,11 @@ def test_cli_train_test_export_fid_edit(celeba, sample_photos, tmp_path, capsys)
 
 def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(celeba, tmp_path):
     """bf16 runs the networks under autocast but the losses and the gradient penalty in fp32 outside it: 50
-    iterations of a thin 32 px StarGAN stay finite, and the last 20 iterations' classification, cycle and
-    gradient-penalty losses are within 10 % of the fp32 run's from the same seed and batches (measured: 0.6 %,
-    0.1 % and 2 %)."""
+    iterations of a thin 32 px StarGAN stay finite; the last 20 iterations' classification and cycle losses are
+    within 10 % of the fp32 run's from the same seed and batches (measured with seeds 0-2: at most 0.3 % and
+    3.5 %), and the gradient penalty of the first 5 iterations within 2 % (at most 0.5 %). The penalty is
+    compared early: by the end it is near 0.01 and the two GAN runs have parted, so its late mean differs by
+    7-60 % between fp32 and bf16 runs before and after any change (a relative figure of a value near zero)."""
     rows = {}
     for precision in ("fp32", "bf16"):
         train(small_config(celeba, tmp_path / precision, precision=precision, target_iter=50, log_every=1,
@@ -231,9 +233,11 @@ def test_bf16_on_the_cpu_stays_finite_and_tracks_fp32(celeba, tmp_path):
         rows[precision] = read_log(tmp_path / precision)
     assert len(rows["bf16"]) == 50
     assert np.isfinite([v for r in rows["bf16"][1:] for v in r.values()]).all()  # the generator's first step is the 2nd
-    for name in ("D/loss_cls", "G/loss_rec", "D/loss_gp"):
+    for name in ("D/loss_cls", "G/loss_rec"):
         late = {p: np.mean([r[name] for r in rows[p][-20:]]) for p in rows}
         assert abs(late["bf16"] - late["fp32"]) < 0.10 * late["fp32"], (name, late)
+    early = {p: np.array([r["D/loss_gp"] for r in rows[p][:5]]) for p in rows}
+    assert (abs(early["bf16"] - early["fp32"]) < 0.02 * early["fp32"]).all(), early
 
 
 @pytest.mark.slow  # about 30 s: a run of two processes under torchrun
