@@ -71,3 +71,31 @@ def test_the_config_file_goes_to_the_stage_that_has_each_option():
                      "merge": {"blur": 3, "erode": 5, "device": "cpu"}}
     with pytest.raises(FacelabError, match="swap.yaml: unknown option colour"):
         split_config_file({"colour": "rct"}, "swap.yaml")
+
+
+def test_a_new_swap_on_the_cpu_trains_the_small_network_and_a_flag_changes_one_setting(clips, tmp_path, monkeypatch):
+    """No training option: the 64 px CPU network for 3000 iterations (docs/training.md, issue 20); one flag
+    changes that setting only; a GPU gets the SAEHD defaults."""
+    import torch
+
+    from facelab.swap.config import SwapConfig, swap_default
+    from facelab.workflow import swap as workflow
+
+    cfg = workflow.training_config(tmp_path / "model", None, None)
+    assert (cfg.model, cfg.resolution, cfg.archi, cfg.ae_dims, cfg.batch_size, cfg.target_iter) == \
+        ("saehd", 64, "liae-ud", 64, 8, 3000)
+    class Called(Exception):
+        pass
+
+    def swap(*args, **kwargs):
+        raise Called(kwargs["train_cfg"])
+
+    monkeypatch.setattr(workflow, "swap", swap)
+    with pytest.raises(Called) as called:
+        main(["swap", str(clips[0]), str(clips[1]), "-o", str(tmp_path / "o.mp4"), "--batch-size", "4"])
+    cfg = called.value.args[0]
+    assert (cfg.resolution, cfg.ae_dims, cfg.batch_size, cfg.target_iter) == (64, 64, 4, 3000)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = swap_default("auto")
+    assert (gpu.resolution, gpu.ae_dims, gpu.batch_size, gpu.target_iter) == \
+        (SwapConfig().resolution, SwapConfig().ae_dims, SwapConfig().batch_size, 20000)

@@ -117,6 +117,21 @@ PRESETS = {
 }
 
 
+# What `facelab swap` trains when no network is chosen (issue 20, measured in docs/training.md): on a CPU a
+# small 64 px LIAE-UD that carries the src identity on most swapped faces within about an hour of two cores
+# (Quick96 and the SAEHD defaults are still a blur then); on a GPU the SAEHD defaults at 20000 iterations.
+CPU_SWAP = dict(model="saehd", resolution=64, face_type="whole", archi="liae-ud", ae_dims=64, e_dims=16, d_dims=16,
+                d_mask_dims=8, batch_size=8, lr=5e-4, target_iter=3000)
+GPU_SWAP = dict(model="saehd", target_iter=20000)
+
+
+def swap_default(device: str = "auto") -> SwapConfig:
+    """The new-model config of `facelab swap` on ``device`` (``auto``: a GPU when there is one)."""
+    from facelab.core.device import resolve_device
+
+    return SwapConfig(device=device, **(CPU_SWAP if resolve_device(device).type == "cpu" else GPU_SWAP))
+
+
 def parse_archi(archi: str) -> tuple[str, str]:
     """``liae-udt`` -> ``("liae", "udt")``, refusing unknown types or options with one line."""
     kind, _, opts = archi.partition("-")

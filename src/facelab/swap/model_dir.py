@@ -25,14 +25,16 @@ def load_saved_config(model_dir: str | Path) -> SwapConfig | None:
 
 
 def resolve_config(model_dir: str | Path, file_values: dict[str, Any] | None = None, file_source: str = "config",
-                   flags: dict[str, Any] | None = None) -> SwapConfig:
-    """What training in ``model_dir`` uses: the saved config of an existing model (or the defaults), then a
-    config file's values, then the flags typed; a preset's network options pinned (a resumed preset keeps
-    the batch size it was last trained with). ``facelab train`` and ``facelab swap`` both resolve here."""
+                   flags: dict[str, Any] | None = None, new: SwapConfig | None = None) -> SwapConfig:
+    """What training in ``model_dir`` uses: the saved config of an existing model (or for a new one ``new``,
+    else the defaults), then a config file's values, then the flags typed; a preset's network options pinned
+    (a resumed preset keeps the batch size it was last trained with). ``facelab train`` and ``facelab swap``
+    both resolve here."""
     saved = load_saved_config(model_dir)
     file_values, flags = file_values or {}, flags or {}
     given = set(file_values) | set(flags) | ({"batch_size"} if saved is not None else set())
-    cfg = config_from_dict(SwapConfig, file_values, file_source, base=saved) if file_values else saved
+    base = saved or new
+    cfg = config_from_dict(SwapConfig, file_values, file_source, base=base) if file_values else base
     return apply_preset(config_from_dict(SwapConfig, flags, COMMAND_LINE, base=cfg), given)
 
 

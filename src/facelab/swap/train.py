@@ -114,6 +114,8 @@ class Trainer:
         self.loss_opts = LossOptions(cfg.resolution, cfg.masked_training, cfg.eyes_mouth_prio, cfg.face_style_power,
                                      cfg.bg_style_power, cfg.loss)
         self.iteration, self.saved_iteration, self._unused_state = 0, None, {}
+        # wall-clock seconds this model has trained in earlier runs; eval.csv's ``minutes`` adds this run's
+        self._seconds_before, self._started = 0.0, time.monotonic()
         self._last_eval: tuple[int, tuple[float, float]] | None = None
         self._id_probe: IdentityProbe | None = None
         self._id_people: dict[str, np.ndarray] | None = None  # src and dst embeddings, made at the first report
@@ -183,9 +185,10 @@ class Trainer:
         self.scaler.load_state_dict(state.get("scaler", {}) or self.scaler.state_dict())
         torch.set_rng_state(state["torch_rng"])
         self.iteration = self.saved_iteration = int(state["iteration"])
+        self._seconds_before = float(state.get("train_seconds", 0.0))
         if state.get("pretrain") and not self.cfg.pretrain:
             log.info("pretraining finished: the iteration counter starts again at 0")
-            self.iteration = 0
+            self.iteration, self._seconds_before = 0, 0.0
         log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
 
     def _start_from(self, folder: Path) -> None:
@@ -217,8 +220,14 @@ class Trainer:
                                "(nor a previous or temporary save); restore it (e.g. from autobackups/) or use a new model dir")
 
     # ----------------------------------------------------------------------------------------- saving
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of training so far, every run of this model dir together (set-up, previews and
+        evaluations included: what a user waits), so a curve against minutes survives resumes."""
+        return self._seconds_before + time.monotonic() - self._started
+
     def save(self) -> None:
         state = {"format": "facelab-swap-1", "iteration": self.iteration, "pretrain": self.cfg.pretrain,
+                 "train_seconds": self.train_seconds(),
                  "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(), **self._unused_state}
         if self.gan is not None:
@@ -228,7 +237,8 @@ class Trainer:
         save_checkpoint(self.model_dir / WEIGHTS_NAME, state)
         save_config(self.cfg, self.model_dir / CONFIG_NAME)
         atomic_write_text(self.model_dir / STATE_NAME, yaml.safe_dump(
-            {"iteration": self.iteration, "pretrain": self.cfg.pretrain, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            {"iteration": self.iteration, "pretrain": self.cfg.pretrain, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "train_minutes": round(self.train_seconds() / 60, 2)}))
         self.saved_iteration = self.iteration
         log.info(f"saved {self.model_dir / WEIGHTS_NAME} at iteration {self.iteration}")
 
@@ -379,7 +389,8 @@ class Trainer:
         mean, std, sides = self.evaluate()
         self._last_eval = (self.iteration, (mean, std))
         if math.isfinite(mean):
-            self.eval_log.write(self.iteration, {"ssim_mean": mean, "ssim_std": std, **sides})
+            self.eval_log.write(self.iteration, {"ssim_mean": mean, "ssim_std": std, **sides,
+                                                 "minutes": self.train_seconds() / 60})
             rule = self._id_probe.rule
             log.info(f"iteration {self.iteration}: held-out SSIM {mean:.4f} +- {std:.4f} (face only "
                      f"{sides['ssim_face_mean']:.4f} +- {sides['ssim_face_std']:.4f}); detail against the real faces: "

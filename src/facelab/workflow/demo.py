@@ -14,13 +14,12 @@ from pathlib import Path
 
 from facelab.core.errors import FacelabError
 from facelab.merge.merger import MergeStats
-from facelab.swap.config import SwapConfig
+from facelab.swap.config import CPU_SWAP, SwapConfig
 
 log = logging.getLogger(__name__)
-# A small SAEHD (64 px LIAE-UD, narrow layers) that learns a recognisable swap in a few CPU minutes;
-# the real presets (quick96, saehd defaults) need far more iterations than a demo can give them.
-DEMO_TRAIN = SwapConfig(model="saehd", resolution=64, face_type="whole", archi="liae-ud", ae_dims=64, e_dims=16,
-                        d_dims=16, d_mask_dims=8, batch_size=8, lr=5e-4, eval_every=200)
+# `facelab swap`'s CPU network (64 px LIAE-UD, narrow layers), for the demo's few minutes: the real presets
+# (quick96, the saehd defaults) need far more iterations than a demo can give them.
+DEMO_TRAIN = SwapConfig(**{**CPU_SWAP, "eval_every": 200})
 # ../shared beside the checkout: found from the source tree (editable install) or the working directory.
 SHARED_VIDEO_DIRS = (Path(__file__).resolve().parents[4] / "shared" / "data" / "videos",
                      Path.cwd().parent / "shared" / "data" / "videos")

@@ -22,27 +22,23 @@ from facelab.io.video import is_video_file, probe
 from facelab.merge.config import MergeConfig
 from facelab.merge.merger import MergeStats, run_merge
 from facelab.merge.video import assemble_video
-from facelab.swap.config import SwapConfig, apply_preset
+from facelab.swap.config import SwapConfig, swap_default
 from facelab.provenance.stamp import Stamp
 from facelab.swap.model_dir import credentials, load_saved_config
 
 log = logging.getLogger(__name__)
 
 
-DEFAULT_MODEL = "quick96"  # a new workspace's model when no training option is given
-DEFAULT_ITERATIONS = 2000
-
-
 def training_config(model_dir: Path, iterations: int | None, train_cfg: SwapConfig | None) -> SwapConfig:
-    """What ``facelab train`` would use here: for a new model ``train_cfg`` (default: the
-    :data:`DEFAULT_MODEL` preset); for an existing one its saved config, or ``train_cfg`` where given
-    (whose network options must match the saved ones); trained to ``iterations``, else to the config's
-    ``target_iter``, else to :data:`DEFAULT_ITERATIONS`."""
+    """What ``facelab train`` would use here: for a new model ``train_cfg`` (default: the config
+    :func:`~facelab.swap.config.swap_default` picks for this machine's device); for an existing one its
+    saved config, or ``train_cfg`` where given (whose network options must match the saved ones); trained
+    to ``iterations``, else to the config's ``target_iter``."""
     saved = load_saved_config(model_dir)
     if saved is not None and train_cfg is not None:
         check_fixed_unchanged(saved, train_cfg, str(model_dir))
-    cfg = train_cfg or saved or apply_preset(SwapConfig(model=DEFAULT_MODEL))
-    target = iterations or (train_cfg.target_iter if train_cfg is not None else 0) or DEFAULT_ITERATIONS
+    cfg = train_cfg or saved or swap_default()
+    target = iterations or cfg.target_iter or swap_default(cfg.device).target_iter
     check_range(target, "iterations", "swap", low=1)
     return dataclasses.replace(cfg, target_iter=target)
 
