@@ -23,5 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run extract -> train -> merge -> video on the sample clips",
                        description=demo.__doc__.split("\n\n")[0])
     p.add_argument("--workspace", default="workspace", help="workspace folder (default: ./workspace)")
-    p.add_argument("--iterations", type=int, default=1000, help="training iterations (default: 1000, a few minutes on a CPU)")
+    p.add_argument("--iterations", type=int, default=demo.DEMO_TRAIN.target_iter,
+                   help=f"training iterations (default: {demo.DEMO_TRAIN.target_iter}, `facelab swap`'s CPU default: "
+                        "about 10 minutes of training on 2 cores)")
     p.set_defaults(func=_cmd_demo)
