@@ -35,3 +35,16 @@ def test_gpu_check_says_there_is_nothing_to_measure_without_cuda():
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["cuda"] is False and "nothing was measured" in report["reason"]
+
+
+@pytest.mark.slow  # about a minute: every trainer's race, tiny
+def test_reference_loops_race_every_trainer_and_its_losses_match():
+    """benchmarks/reference_loops.py still builds both sides of every trainer, and with the same weights and
+    batch they compute the same first-step losses (the check that makes its speed-ups comparable)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reference_loops.py"), "--tiny", "--pairs", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert {r["trainer"] for r in records} == {"original", "quick96", "saehd-df-ud-128", "xseg", "stargan", "pfe-head"}
+    for r in records:
+        assert r["losses_match"] and r["speedup_median"] > 0 and r["first_step_losses"], r
