@@ -74,7 +74,7 @@ def test_the_config_file_goes_to_the_stage_that_has_each_option():
 
 
 def test_a_new_swap_on_the_cpu_trains_the_small_network_and_a_flag_changes_one_setting(clips, tmp_path, monkeypatch):
-    """No training option: the 64 px CPU network for 3000 iterations (docs/training.md, issue 20); one flag
+    """No training option: the 64 px CPU network for 9000 iterations (docs/training.md, issue 20); one flag
     changes that setting only; a GPU gets the SAEHD defaults."""
     import torch
 
@@ -83,7 +83,7 @@ def test_a_new_swap_on_the_cpu_trains_the_small_network_and_a_flag_changes_one_s
 
     cfg = workflow.training_config(tmp_path / "model", None, None)
     assert (cfg.model, cfg.resolution, cfg.archi, cfg.ae_dims, cfg.batch_size, cfg.target_iter) == \
-        ("saehd", 64, "liae-ud", 64, 8, 3000)
+        ("saehd", 64, "liae-ud", 64, 8, 9000)
     class Called(Exception):
         pass
 
@@ -94,7 +94,7 @@ def test_a_new_swap_on_the_cpu_trains_the_small_network_and_a_flag_changes_one_s
     with pytest.raises(Called) as called:
         main(["swap", str(clips[0]), str(clips[1]), "-o", str(tmp_path / "o.mp4"), "--batch-size", "4"])
     cfg = called.value.args[0]
-    assert (cfg.resolution, cfg.ae_dims, cfg.batch_size, cfg.target_iter) == (64, 64, 4, 3000)
+    assert (cfg.resolution, cfg.ae_dims, cfg.batch_size, cfg.target_iter) == (64, 64, 4, 9000)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = swap_default("auto")
     assert (gpu.resolution, gpu.ae_dims, gpu.batch_size, gpu.target_iter) == \

@@ -17,9 +17,10 @@ from facelab.merge.merger import MergeStats
 from facelab.swap.config import CPU_SWAP, SwapConfig
 
 log = logging.getLogger(__name__)
-# `facelab swap`'s CPU default (64 px LIAE-UD, narrow layers, 3000 iterations) on every machine: the real
-# presets (quick96, the saehd defaults) need far more iterations than a demo can give them.
-DEMO_TRAIN = SwapConfig(**{**CPU_SWAP, "eval_every": 200})
+# `facelab swap`'s CPU network (64 px LIAE-UD, narrow layers) on every machine, for 3000 iterations (about 10
+# minutes of 2 cores; 75 % of held-out swaps are the src man there, docs/training.md) where `facelab swap`
+# trains it to 9000: the real presets (quick96, the saehd defaults) need far more than a demo can give them.
+DEMO_TRAIN = SwapConfig(**{**CPU_SWAP, "eval_every": 500, "target_iter": 3000})
 # ../shared beside the checkout: found from the source tree (editable install) or the working directory.
 SHARED_VIDEO_DIRS = (Path(__file__).resolve().parents[4] / "shared" / "data" / "videos",
                      Path.cwd().parent / "shared" / "data" / "videos")
