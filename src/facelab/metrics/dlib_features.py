@@ -23,12 +23,12 @@ class DlibFaceFeatures:
 
     def __init__(self):
         try:
-            import dlib
+            import dlib  # noqa: F401 - here only for the install hint
         except ImportError:
             raise FacelabError("the dlib-resnet128 extractor needs dlib; run: pip install dlib-bin") from None
-        from facelab.detect.dlib_models import model_path
+        from facelab.detect.dlib_models import loaded
 
-        self._net = dlib.face_recognition_model_v1(model_path(MODEL_FILE))
+        self._net = loaded("face_recognition_model_v1", MODEL_FILE)
 
     def __call__(self, images_bgr: np.ndarray) -> np.ndarray:
         chips = [np.ascontiguousarray(cv2.resize(img, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA
