@@ -33,8 +33,10 @@ from facelab.swap.train import Trainer, train
 from conftest import (TORCHRUN_ENV, differing_tensors, flags, interrupt_at, signal_when, torchrun, torchrun_command,
                       torchrun_ranks)
 
+# eval_faces 2: every run ends with an evaluation whose identity check embeds each held-out face with dlib,
+# the costliest part of a tiny run; the tests that judge the figures hold out more
 TINY = dict(model="saehd", resolution=64, archi="df-ud", ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=4, batch_size=4,
-            workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3)
+            workers=0, eval_every=0, log_every=1, preview_every=1000, seed=3, eval_faces=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -282,7 +284,7 @@ def test_a_stop_from_the_training_view_saves_like_ctrl_c(facesets, tmp_path, mon
     """The view's Enter (a stop request in the model folder) ends the run after the step in hand, saved,
     with a preview whose rows are named for the view; the run resumes from there."""
     model_dir = tmp_path / "m"
-    trainer = Trainer(SwapConfig(**TINY, target_iter=10, eval_faces=4), *facesets, model_dir)
+    trainer = Trainer(SwapConfig(**{**TINY, "eval_faces": 4}, target_iter=10), *facesets, model_dir)
     real_step = trainer.step
 
     def step(batch):
@@ -469,9 +471,9 @@ def test_a_new_model_starts_from_a_pretrained_one(facesets, tmp_path, caplog):
     """--start-from: a new model dir begins with the other model's weights and counts from 0; a model of
     another network, or a folder that is no model, is one clear error; the other folder is only read."""
     pretrained = tmp_path / "generic"
-    train(SwapConfig(**TINY, target_iter=2, eval_faces=0), facesets[0], facesets[0], pretrained)
+    train(SwapConfig(**{**TINY, "eval_faces": 0}, target_iter=2), facesets[0], facesets[0], pretrained)
     before = {p.name: p.read_bytes() for p in pretrained.iterdir() if p.is_file()}
-    trainer = Trainer(SwapConfig(**TINY, target_iter=1, eval_faces=0, start_from=str(pretrained)), *facesets,
+    trainer = Trainer(SwapConfig(**{**TINY, "eval_faces": 0}, target_iter=1, start_from=str(pretrained)), *facesets,
                       tmp_path / "new")
     weights = load_checkpoint(pretrained / "model.safetensors")["model"]
     assert trainer.iteration == 0
