@@ -377,6 +377,7 @@ def stargan_case(precision: str, batch_size: int | None, image_size: int, units:
     G updated through D (whose weights also collect gradients), the reconstruction through G again."""
     from facelab.stargan.config import StarGANConfig
     from facelab.stargan.data import read_attributes
+    from facelab.core.distributed import Group
     from facelab.stargan.train import Trainer
 
     cfg = StarGANConfig(**{"batch_size": batch_size or 16, "image_size": image_size, **(TINY["stargan"] if tiny else {})},
@@ -394,7 +395,7 @@ def stargan_case(precision: str, batch_size: int | None, image_size: int, units:
     steps = [(real[i : i + n], labels[i : i + n]) for i in range(0, len(real), n)]
     cycles = [steps[u * repeat : (u + 1) * repeat] for u in range(units)]
 
-    trainer = Trainer(cfg, torch.device("cpu"))
+    trainer = Trainer(cfg, Group(torch.device("cpu")))  # one process
     g, d = official_models(cfg, trainer.g.state_dict(), trainer.d.state_dict())
     g.train(), d.train()
     g_opt = torch.optim.Adam(g.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
