@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import safetensors.torch
 import torch
 
+from facelab.core.config import save_config
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path, previous_path, remove_stale_temps, temp_files
 
@@ -142,3 +143,36 @@ def restore_one_network(state: dict[str, Any], model: torch.nn.Module, opt: torc
         group["lr"] = lr
     scaler.load_state_dict(state.get("scaler", {}) or scaler.state_dict())
     return int(state["iteration"])
+
+
+class OneNetworkSaves:
+    """``save``, ``_resume`` and the optimiser update of a trainer of one network (XSeg, the face enhancer):
+    the network, its optimiser and loss scaler in one checkpoint (:func:`one_network_state`), the config
+    beside it. The trainer names its files, format and reader in the class attributes and has ``cfg``
+    (with ``lr``), ``model_dir``, ``model``, ``opt``, ``scaler``, ``iteration`` and ``saved_iteration``."""
+
+    FORMAT: ClassVar[str]
+    WEIGHTS_NAME: ClassVar[str]
+    CONFIG_NAME: ClassVar[str]
+    NETWORK: ClassVar[str]  # what the messages call it
+    read_checkpoint: ClassVar[Callable[[Path], dict[str, Any]]]  # the model dir's reader (checks the format)
+
+    def _resume(self) -> None:
+        self.iteration = self.saved_iteration = restore_one_network(
+            type(self).read_checkpoint(self.model_dir), self.model, self.opt, self.scaler, self.cfg.lr,
+            self.model_dir / self.WEIGHTS_NAME, self.NETWORK)
+        log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
+
+    def save(self) -> None:
+        save_checkpoint(self.model_dir / self.WEIGHTS_NAME,
+                        one_network_state(self.FORMAT, self.iteration, self.model, self.opt, self.scaler))
+        save_config(self.cfg, self.model_dir / self.CONFIG_NAME)
+        self.saved_iteration = self.iteration
+        log.info(f"saved {self.model_dir / self.WEIGHTS_NAME} at iteration {self.iteration}")
+
+    def _update(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss`` through the loss scaler (a no-op scaler outside fp16)."""
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.checkpoint import one_network_state, restore_one_network, resume_checkpoint, save_checkpoint
+from facelab.core.checkpoint import OneNetworkSaves, resume_checkpoint
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
@@ -52,7 +52,10 @@ class EnhanceResult:
     stopped: str = "target"  # "target", "interrupted" or "limit"
 
 
-class Trainer:
+class Trainer(OneNetworkSaves):
+    FORMAT, WEIGHTS_NAME, CONFIG_NAME, NETWORK = FORMAT, WEIGHTS_NAME, CONFIG_NAME, "enhancer"
+    read_checkpoint = staticmethod(read_checkpoint)
+
     def __init__(self, cfg: EnhancerConfig, data: list[str | Path], model_dir: str | Path):
         cfg.check()
         self.cfg, self.model_dir = cfg, Path(model_dir)
@@ -82,19 +85,6 @@ class Trainer:
         self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration)
         self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration)
 
-    def _resume(self) -> None:
-        self.iteration = self.saved_iteration = restore_one_network(
-            read_checkpoint(self.model_dir), self.model, self.opt, self.scaler, self.cfg.lr,
-            self.model_dir / WEIGHTS_NAME, "enhancer")
-        log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
-
-    def save(self) -> None:
-        save_checkpoint(self.model_dir / WEIGHTS_NAME,
-                        one_network_state(FORMAT, self.iteration, self.model, self.opt, self.scaler))
-        save_config(self.cfg, self.model_dir / CONFIG_NAME)
-        self.saved_iteration = self.iteration
-        log.info(f"saved {self.model_dir / WEIGHTS_NAME} at iteration {self.iteration}")
-
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         x, target = batch["input"].to(self.device), batch["target"].to(self.device)
         with autocast(self.device, self.cfg.precision):
@@ -102,10 +92,7 @@ class Trainer:
         loss = enhancer_loss(out.float(), target)
         value = loss.item()
         check_finite_loss(value, self.iteration + 1, self.saved_iteration, self.model_dir)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        self._update(loss)
         return {"loss": value}
 
     def enhance(self, faces: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.checkpoint import one_network_state, restore_one_network, save_checkpoint
+from facelab.core.checkpoint import OneNetworkSaves
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler
 from facelab.core.logs import MetricsLog
@@ -57,7 +57,10 @@ class XSegResult:
     stopped: str  # "target", "interrupted" or "limit"
 
 
-class Trainer:
+class Trainer(OneNetworkSaves):
+    FORMAT, WEIGHTS_NAME, CONFIG_NAME, NETWORK = FORMAT, WEIGHTS_NAME, CONFIG_NAME, "segmenter"
+    read_checkpoint = staticmethod(read_checkpoint)
+
     def __init__(self, cfg: XSegConfig, facesets: list[str | Path], model_dir: str | Path):
         cfg.check()
         self.cfg, self.model_dir = cfg, Path(model_dir)
@@ -87,19 +90,6 @@ class Trainer:
         self.metrics = MetricsLog(self.model_dir, "losses", resume_step=self.iteration, enabled=main)
         self.eval_log = MetricsLog(self.model_dir, "eval", resume_step=self.iteration, enabled=main)
 
-    def _resume(self) -> None:
-        self.iteration = self.saved_iteration = restore_one_network(
-            read_checkpoint(self.model_dir), self.model, self.opt, self.scaler, self.cfg.lr,
-            self.model_dir / WEIGHTS_NAME, "segmenter")
-        log.info(f"resumed {self.model_dir} at iteration {self.iteration}")
-
-    def save(self) -> None:
-        save_checkpoint(self.model_dir / WEIGHTS_NAME,
-                        one_network_state(FORMAT, self.iteration, self.model, self.opt, self.scaler))
-        save_config(self.cfg, self.model_dir / CONFIG_NAME)
-        self.saved_iteration = self.iteration
-        log.info(f"saved {self.model_dir / WEIGHTS_NAME} at iteration {self.iteration}")
-
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         face, label = batch["face"].to(self.device), batch["label"].to(self.device)
         with autocast(self.device, self.cfg.precision):
@@ -107,10 +97,7 @@ class Trainer:
         loss = segmentation_loss(logits.float(), label)  # in fp32, outside autocast
         value = self.group.mean({"loss": loss.item()})["loss"]  # the global batch's: every process stops alike
         check_finite_loss(value, self.iteration + 1, self.saved_iteration, self.model_dir)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        self._update(loss)
         return {"loss": value}
 
     @torch.inference_mode()
