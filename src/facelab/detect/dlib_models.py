@@ -6,7 +6,6 @@ That package imports ``pkg_resources`` on import, so its folder is located witho
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import cv2
@@ -24,17 +23,19 @@ def model_path(filename: str) -> str:
     return str(packaged_file("face_recognition_models", f"models/{filename}", INSTALL))
 
 
+_THREAD = threading.local()  # each thread's loaded dlib objects, freed with the thread
+
+
 def loaded(kind: str, filename: str = ""):
     """The dlib object ``dlib.<kind>(model file)`` (or ``dlib.<kind>()``), made once per thread: reading the
     weights costs seconds (the HOG detector alone ~2 s here) and every training run's evaluations, merges and
-    identity checks build the same ones; per thread, because nothing says dlib's objects may be shared."""
-    return _loaded(threading.get_ident(), kind, filename)
-
-
-@functools.cache
-def _loaded(_thread: int, kind: str, filename: str):
-    make = getattr(dlib, kind)
-    return make(model_path(filename)) if filename else make()
+    identity checks build the same ones; per thread, because nothing says dlib's objects may be shared, and
+    in thread-local storage so that a thread's copies (the 68-point predictor is ~100 MB) go with it."""
+    models = _THREAD.__dict__.setdefault("models", {})
+    if (kind, filename) not in models:
+        make = getattr(dlib, kind)
+        models[kind, filename] = make(model_path(filename)) if filename else make()
+    return models[kind, filename]
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
