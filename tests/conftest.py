@@ -106,10 +106,10 @@ def people(fetched_photos):
 
 
 def signal_when(args: list[str], ready: Callable[[], bool], poll: float, settle: int = 60,
-                sig: int = signal.SIGINT) -> subprocess.Popen:
+                sig: int = signal.SIGINT, group: bool | None = None) -> subprocess.Popen:
     """Run ``python -m facelab ARGS`` in its own process group and, once ``ready()`` holds, send ``sig``:
-    SIGINT to the whole group, as a terminal's Ctrl-C does, any other signal (``kill``'s SIGTERM) to the
-    facelab process alone. Return the finished process (its ``err`` attribute holds stderr). Fails if the
+    by default SIGINT to the whole group, as a terminal's Ctrl-C does, any other signal (``kill``'s SIGTERM)
+    to the facelab process alone; ``group`` chooses otherwise (``timeout`` signals the group). Return the finished process (its ``err`` attribute holds stderr). Fails if the
     command ends, or is not ready within 120 s, before that."""
     proc = subprocess.Popen([sys.executable, "-m", "facelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, start_new_session=True)
@@ -118,7 +118,7 @@ def signal_when(args: list[str], ready: Callable[[], bool], poll: float, settle:
         while not ready():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
             time.sleep(poll)
-        if sig == signal.SIGINT:
+        if sig == signal.SIGINT if group is None else group:
             os.killpg(proc.pid, sig)
         else:
             os.kill(proc.pid, sig)

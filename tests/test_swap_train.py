@@ -320,15 +320,17 @@ def test_a_real_ctrl_c_saves_with_batch_workers_running(facesets, tmp_path):
     assert train(SwapConfig(**TINY, target_iter=done + 1), *facesets, model_dir).iteration == done + 1
 
 
-def test_kill_saves_like_ctrl_c(facesets, tmp_path):
-    """SIGTERM to the facelab process alone (`kill PID`, `docker stop`, a job scheduler): the trainer saves
-    at the last finished iteration, as on Ctrl-C, and its batch workers stop with it."""
+@pytest.mark.parametrize("group", [False, True], ids=["process", "group"])
+def test_kill_saves_like_ctrl_c(facesets, tmp_path, group):
+    """SIGTERM to the facelab process alone (`kill PID`, `docker stop`) or to its whole process group
+    (`timeout`, `kill -- -PGID`, systemd): the trainer saves at the last finished iteration, as on Ctrl-C,
+    and its batch workers stop with it."""
     model_dir = tmp_path / "m"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("workers", "preview_every")]
     proc = signal_when(["train", "--src", str(facesets[0]), "--dst", str(facesets[1]), "--model-dir", str(model_dir),
                         "--workers=2", "--target-iter=100000", *flags],
                        lambda: (model_dir / "losses.csv").is_file() and len(_losses(model_dir)) >= 3, poll=0.2,
-                       settle=120, sig=signal.SIGTERM)
+                       settle=120, sig=signal.SIGTERM, group=group)
     assert proc.returncode == 130 and "Traceback" not in proc.err, proc.err  # as Ctrl-C: saved, exit 130
     done = max(_losses(model_dir))
     assert f"iteration: {done}\n" in (model_dir / "state.yaml").read_text() and done >= 3

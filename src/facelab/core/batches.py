@@ -13,6 +13,7 @@ for its own (``rows``), so its part is exactly the rows a one-process run would 
 from __future__ import annotations
 
 import itertools
+import signal
 import sys
 import threading
 from typing import Any, Callable, Iterator
@@ -80,6 +81,11 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     sys.excepthook = _quiet_if_the_trainer_left
+    # A SIGTERM to the whole process group (`timeout`, `kill -- -PGID`, a scheduler or systemd stopping the
+    # job) reaches the workers too. By default it kills them, and the trainer, which is finishing its step
+    # to save, would die of "DataLoader worker killed by signal" instead. Made a KeyboardInterrupt, it ends
+    # the worker's loop quietly, as Ctrl-C does, and the trainer saves.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _quiet_if_the_trainer_left(exc_type, exc, tb) -> None:
