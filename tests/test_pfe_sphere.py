@@ -142,7 +142,13 @@ def test_two_processes_train_as_one_with_twice_the_batch(aligned_faces, backbone
                 rows[run] = [[float(v) for v in r.values()] for r in csv.DictReader(fh)]
         assert len(rows["two"]) == options["target_iter"] and np.allclose(rows["two"], rows["one"], rtol=1e-4), rows
     states = [load_checkpoint(tmp_path / f"backbone-{run}" / "backbone.safetensors")["model"] for run in ("two", "one")]
-    assert not differing_tensors(*states)
+    # the weights to 1e-5; the running statistics to 1e-3 relative: the last BatchNorm sees features of up to
+    # ~270, whose batch mean and variance the two processes sum in another order than one process does (on
+    # the AMD EPYC CPU host one of 32 running means differed by 1.6e-4 relative); statistics taken per
+    # process instead of over both would differ by tens of percent with 2 faces against 4
+    running = {k for k in states[0] if k.endswith(("running_mean", "running_var"))}
+    assert not differing_tensors(*[{k: v for k, v in s.items() if k not in running} for s in states])
+    assert running and all(torch.allclose(states[0][k], states[1][k], rtol=1e-3, atol=1e-5) for k in running)
     # the uncertainty module by what it computes: Adam turns the rounding noise of the near-zero gradients of
     # fc1's weights on features that are (almost) always zero into steps of up to lr, which those features
     # then multiply by (almost) zero
