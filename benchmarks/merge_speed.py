@@ -2,9 +2,11 @@
 
 Usage: python benchmarks/merge_speed.py [--frames N] [--workers 1 2 ...] [--format png jpg] [--device cpu] [--repeat R]
                                       [--threads 1 2] [--mask-mode hull segmenter-prd ...]
+                                      [--model saehd|cpu-default|quick96|identity]
 The dst frames and their faces come from the first 720p clip in ../shared/data/videos, else from the
 rendered 720p sample clip (facelab.samples.clips); they are prepared once in a cache folder. The model has
-the default SAEHD network at 128 px with untrained weights: speed does not depend on the weights.
+untrained weights (speed does not depend on them): by default the SAEHD network at 128 px with DeepFaceLab's
+dims (what `facelab swap` trains on a GPU), ``--model cpu-default`` the 64 px one it trains on a CPU.
 Each measurement merges every frame into a fresh folder (model, compositing and file writes included;
 process start-up of the worker pool included too, so short runs understate steady-state speed).
 Each setting is measured ``--repeat`` times and reported by its median, with the slowest and fastest run:
@@ -42,11 +44,16 @@ from facelab.merge.config import MergeConfig  # noqa: E402
 from facelab.merge.masks import MODE_MASKS, mask_inputs  # noqa: E402
 from facelab.merge import merger  # noqa: E402
 from facelab.merge.merger import run_merge  # noqa: E402
-from facelab.swap.config import SwapConfig, apply_preset  # noqa: E402
+from facelab.swap.config import CPU_SWAP, SwapConfig, apply_preset  # noqa: E402
 from facelab.swap.models import build_model  # noqa: E402
 from facelab.swap.predictor import SwapPredictor  # noqa: E402
 from facelab.xseg.config import XSegConfig  # noqa: E402
 from facelab.xseg.model_dir import CONFIG_NAME, FORMAT, WEIGHTS_NAME  # noqa: E402
+
+
+MODELS = {"saehd": lambda: apply_preset(SwapConfig(model="saehd", resolution=128, face_type="whole")),
+          "cpu-default": lambda: SwapConfig(**CPU_SWAP),
+          "quick96": lambda: apply_preset(SwapConfig(model="quick96"))}
 
 
 def prepare(clip: Path, n: int, face_type: str) -> Path:
@@ -97,13 +104,13 @@ def main() -> None:
     ap.add_argument("--mask-mode", nargs="+", default=["hull"], choices=[m for m in MODE_MASKS
                                                                         if "segmenter" not in mask_inputs(m)],
                     help="merge mask modes to time (modes reading dst XSeg masks are left out: the frames have none)")
-    ap.add_argument("--model", choices=("saehd", "quick96", "identity"), default="saehd",
-                    help="saehd: 128 px liae-ud; quick96: 96 px df-ud; identity: no network (compositing only)")
+    ap.add_argument("--model", choices=tuple(MODELS) + ("identity",), default="saehd",
+                    help="saehd: 128 px liae-ud at DeepFaceLab's dims; cpu-default: the 64 px network `facelab swap` "
+                         "trains on a CPU; quick96: 96 px df-ud; identity: no network (compositing only)")
     args = ap.parse_args()
     clip = args.clip or find_720p_clip("hopper")
     info = probe(clip)
-    net = "quick96" if args.model == "quick96" else "saehd"
-    cfg = apply_preset(SwapConfig(model=net, resolution=128, face_type="whole") if net == "saehd" else SwapConfig(model=net))
+    cfg = MODELS.get(args.model, MODELS["saehd"])()
     device = resolve_device(args.device)
     model = build_model(cfg).to(device)
     frames = prepare(clip, args.frames, cfg.face_type)

