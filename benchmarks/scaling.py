@@ -10,7 +10,7 @@ crowded clip merges in real time. Each training figure is facelab's own step (be
 builds it: the default SAEHD dims, real CelebA batches made beforehand, fp32, one warm-up step, then the
 median of ``--steps`` timed steps). The clips are made from the real 720p clip (../shared/data/videos/
 lp_s18_720p.mp4): its first ``--frames`` frames resized to each size (the face grows with the frame), and at
-720p with 1 to 4 copies of the face region pasted side by side (face size fixed, count growing). Merge uses
+720p as a 2x2 grid of half-size copies of the frame with 1, 2 or 4 cells filled (face size fixed, count growing). Merge uses
 the default settings (`facelab merge` defaults: hull mask, rct, PNG, provenance on, fp32) with the 128 px
 SAEHD liae-ud model of benchmarks/merge_speed.py (untrained: speed does not depend on the weights);
 extraction the default detector and settings. The clips and their extracted faces are cached in the temp
@@ -74,47 +74,34 @@ def train_scaling(args) -> None:
                       "cycle_seconds": round(times[0], 3), **machine(torch.device("cpu"))})
 
 
-def make_clip(source: Path, frames: int, size: tuple[int, int], copies: int, out: Path) -> Path:
-    """The first ``frames`` frames of ``source`` resized to ``size``; with ``copies`` > 1 the face region of
-    each frame (found in the first frame by the default detector) is pasted ``copies - 1`` more times beside it."""
+def make_clip(source: Path, frames: int, size: tuple[int, int], tiles: int, out: Path) -> Path:
+    """The first ``frames`` frames of ``source`` resized to ``size``; with ``tiles`` (1, 2 or 4) each frame
+    is instead a 2x2 grid of half-size copies of itself with ``tiles`` cells filled and the rest black, so
+    the face count grows while the face size stays fixed (an earlier version pasted the face region beside
+    itself, which on a close-up overlapped the face and was found as one face)."""
     from facelab.io.video import iter_frames
 
     if out.is_file():
         return out
-    box = None
     writer = None
     tmp = out.with_suffix(".tmp.mp4")
+    width, height = size
     for index, frame in iter_frames(source):
         if index >= frames:
             break
         frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if size[1] < frame.shape[0] else cv2.INTER_CUBIC)
-        if copies > 1:
-            if box is None:
-                box = head_box(frame)
-            x0, y0, x1, y1 = box
-            w = x1 - x0
-            head = frame[y0:y1, x0:x1].copy()
-            for k in range(1, copies):
-                left = (x0 + k * (w + w // 4)) % (frame.shape[1] - w)
-                frame[y0:y1, left:left + w] = head
+        if tiles:
+            half = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+            frame = np.zeros_like(frame)
+            for k in range(tiles):
+                y, x = (k // 2) * (height // 2), (k % 2) * (width // 2)
+                frame[y:y + height // 2, x:x + width // 2] = half
         if writer is None:
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 30, size)
         writer.write(frame)
     writer.release()
     tmp.rename(out)
     return out
-
-
-def head_box(frame: np.ndarray) -> tuple[int, int, int, int]:
-    """A box around the one face of ``frame`` with margin for the hair and chin (where a pasted copy is whole)."""
-    from facelab.detect.registry import make_detector
-
-    found = make_detector("hog").detect(frame)
-    if not found:
-        raise SystemExit("no face found in the clip's first frame")
-    x0, y0, x1, y1 = (int(v) for v in found[0].box)
-    w, h = x1 - x0, y1 - y0
-    return max(0, x0 - w // 2), max(0, y0 - h // 2), min(frame.shape[1], x1 + w // 2), min(frame.shape[0], y1 + h // 2)
 
 
 def video_scaling(args) -> None:
@@ -134,10 +121,11 @@ def video_scaling(args) -> None:
     cfg = apply_preset(SwapConfig(model="saehd", resolution=128, face_type="whole"))
     device = torch.device("cpu")
     predictor = SwapPredictor(build_model(cfg).to(device), cfg, device)
-    runs = [(name, size, 1) for name, size in SIZES.items()] + [("720p", SIZES["720p"], k) for k in (2, 4)]
-    for name, size, copies in runs:
-        clip = make_clip(source, args.frames, size, copies, cache / f"{name}-{copies}faces-{args.frames}.mp4")
-        record = {"benchmark": "scaling", "what": "video", "frame_size": f"{size[0]}x{size[1]}", "faces_per_frame": copies,
+    runs = [(name, size, 0) for name, size in SIZES.items()] + [("720p", SIZES["720p"], k) for k in (1, 2, 4)]
+    for name, size, tiles in runs:
+        clip = make_clip(source, args.frames, size, tiles, cache / f"{name}-{tiles}tiles-{args.frames}.mp4")
+        record = {"benchmark": "scaling", "what": "video", "frame_size": f"{size[0]}x{size[1]}",
+                  "faces_per_frame": max(tiles, 1), "layout": f"{tiles} of 2x2 half-size tiles" if tiles else "whole frame",
                   "clip": str(clip), "source": str(source)}
         fps = []
         for _ in range(args.repeat):
