@@ -245,7 +245,7 @@ def swap_case(name: str, precision: str, batch_size: int | None, units: int, tin
 
     settings = {"model": cfg.model, "archi": cfg.archi if cfg.model != "original" else "original",
                 "resolution": res, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "data": source,
-                "channels_last": cfg.channels_last, "options": options or {}}
+                "channels_last": trainer.memory_format == torch.channels_last, "options": options or {}}
     return Case(trainer.step, reference, batches, settings, [trainer.close, tmp.cleanup], trainer.batches.__getitem__)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from facelab.align.transform import align_matrix, compose, invert
-from facelab.core.device import autocast
+from facelab.core.device import autocast, memory_format
 from facelab.core.errors import FacelabError
 from facelab.xseg.network import Segmenter
 from facelab.xseg.config import XSegConfig
@@ -37,7 +37,8 @@ class PredictedFaceSegmenter:
     precision: str = "fp32"
 
     def __post_init__(self):
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.memory_format = memory_format(None, self.device)  # channels_last where it is faster
+        self.model = self.model.to(memory_format=self.memory_format)
 
     def crop_to_segmenter(self, landmarks: np.ndarray, crop_mat: np.ndarray) -> np.ndarray:
         """Model-crop pixels -> segmenter-frame pixels for a face with source ``landmarks``."""
@@ -54,7 +55,7 @@ class PredictedFaceSegmenter:
         # The border replicates so the segmenter does not see black bars where its frame exceeds the crop.
         seg_faces = np.stack([cv2.warpAffine(face, mat, (res, res), flags=cv2.INTER_LINEAR,
                                              borderMode=cv2.BORDER_REPLICATE) for face, mat in zip(faces, mats)])
-        x = faces_to_tensor(seg_faces).to(self.device).contiguous(memory_format=torch.channels_last)
+        x = faces_to_tensor(seg_faces).to(self.device).contiguous(memory_format=self.memory_format)
         with autocast(self.device, self.precision):
             logits = self.model(x)
         probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()

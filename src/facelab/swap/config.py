@@ -90,8 +90,9 @@ class SwapConfig(Validated):
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU, resumes included.", low=0)
     device: str = option("auto", f"Device the networks and optimiser state live on: {DEVICE_HELP}.", DEVICES)
     precision: str = option("fp32", "Precision: fp32, bf16 (autocast) or fp16 (autocast with a loss scaler, CUDA only).", PRECISIONS)
-    channels_last: bool = option(True, "Use channels_last memory format (SAEHD and Quick96 train 1.2-1.35x faster so on the CPU; "
-                                 "--no-channels-last for NCHW).")
+    channels_last: bool | None = option(None, "Use channels_last memory format (--no-channels-last: NCHW); by default "
+                                        "where it is faster: on GPUs and AVX512 CPUs (SAEHD and Quick96 train 1.2-1.35x "
+                                        "faster so there), not on AVX2-only CPUs (1.13-1.22x slower).")
     compile: bool = option(False, "Compile the model with torch.compile (slower start, faster steps).")
 
     def check(self) -> None:

@@ -21,7 +21,7 @@ import yaml
 
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
 from facelab.core.config import check_fixed_unchanged, save_config
-from facelab.core.device import autocast, grad_scaler
+from facelab.core.device import autocast, grad_scaler, memory_format
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, atomic_write_text
 from facelab.core.logs import MetricsLog
@@ -99,8 +99,8 @@ class Trainer:
         self.gan = UNetPatchDiscriminator(cfg.resolution, cfg.gan_patch_size, cfg.gan_dims).to(self.device) if cfg.gan_power > 0 else None
         code_ch = self._code_channels()
         self.code_d = CodeDiscriminator(code_ch).to(self.device) if cfg.true_face_power > 0 else None
-        if cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.memory_format = memory_format(cfg.channels_last, self.device)
+        self.model.to(memory_format=self.memory_format)
         self.opt = _generator_optimizer(self.model, cfg)
         self.gan_opt = _make_optimizer(self.gan.parameters(), cfg) if self.gan else None
         self.code_opt = _make_optimizer(self.code_d.parameters(), cfg) if self.code_d else None
@@ -255,8 +255,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- one step
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         cfg = self.cfg
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        b = {k: v.to(self.device, non_blocking=True).contiguous(memory_format=fmt) for k, v in batch.items()}
+        b = {k: v.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) for k, v in batch.items()}
         # the networks run under autocast; every loss (SSIM's Gaussian convolutions above all) is computed
         # in fp32 outside it: in bf16 the DSSIM of two near-flat faces came out 0.344 instead of 0.0072
         with autocast(self.device, cfg.precision):  # the swapped face only where a style loss reads it

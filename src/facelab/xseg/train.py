@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from facelab.core.checkpoint import OneNetworkSaves
 from facelab.core.config import save_config
-from facelab.core.device import autocast, grad_scaler
+from facelab.core.device import autocast, grad_scaler, memory_format
 from facelab.core.logs import MetricsLog
 from facelab.core.training import check_finite_loss, open_run_dir, run_steps, start_run
 from facelab.core.training_view import write_preview
@@ -75,8 +75,7 @@ class Trainer(OneNetworkSaves):
                                    Augment(cfg.random_warp, cfg.random_flip, cfg.random_hsv_power), cfg.seed,
                                    self.group.shard)
         self.model = Segmenter(cfg.resolution, cfg.base_channels).to(self.device)
-        if self.device.type == "cpu":  # its convolutions and GroupNorms run faster so (docs/performance.md)
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(memory_format=memory_format(None, self.device))  # channels_last where it is faster
         self.forward = self.group.wrap(self.model)  # the training step's way in (DistributedDataParallel under torchrun)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scaler = grad_scaler(self.device, cfg.precision)
