@@ -198,6 +198,19 @@ def test_erode_blur_and_face_scale(one_frame):
     assert area(blur=0, mask_mode="learned-src", output_face_type="half") < area(blur=0, mask_mode="learned-src")
 
 
+def test_a_feathered_mask_falls_to_zero_at_the_crop_edge():
+    """A mask that fills the crop (a whole face's chin and neck reach its border) is feathered inside the
+    crop: 0 on its edge, so pasted back it ends softly instead of in a straight cut; unblurred it is kept."""
+    from facelab.merge.masks import erode_blur
+
+    full = np.ones((64, 64), np.float32)
+    for blur in (1, 4, 8, 9):
+        soft = erode_blur(full, 0, blur)
+        edge = np.concatenate([soft[0], soft[-1], soft[:, 0], soft[:, -1]])
+        assert edge.max() == 0 and soft[32, 32] == 1, blur
+    assert erode_blur(full, 0, 0).min() == 1
+
+
 def test_sharpen_and_degrade_options(one_frame):
     frame = one_frame[0]
     base, mask = _merge(one_frame)

@@ -99,15 +99,20 @@ def erode_blur(mask: np.ndarray, erode: int, blur: int) -> np.ndarray:
     """Shrink (``erode`` > 0) or grow (< 0) the mask, then feather its edge over ``blur`` pixels.
 
     The feather is centred on the eroded edge: half the ramp lies inside, half outside, so ``blur``
-    alone keeps the mask's 50% contour where it was.
+    alone keeps the mask's 50% contour where it was. Where the mask reaches the crop's border (a whole
+    face's chin and neck, a face cut by the frame), it is first cleared within half the feather of the
+    border, as DeepFaceLab's merger does, so the feathered mask has fallen to 0 at the crop's edge: pasted
+    back, a mask still high there ended in a straight cut across the neck, the box seam of issue 15.
     """
     out = mask
     if erode:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(erode) + 1, 2 * abs(erode) + 1))
         out = cv2.erode(out, k) if erode > 0 else cv2.dilate(out, k)
     if blur > 0:
-        # Pad so the crop's own edge does not act as a mask edge while blurring.
-        pad = blur + 1
+        half = (blur | 1) // 2 + 1
+        out = out.copy()
+        out[:half], out[-half:], out[:, :half], out[:, -half:] = 0, 0, 0, 0
+        pad = blur + 1  # pad so the blur sees zeros, not a replicated border, beyond the crop
         padded = cv2.copyMakeBorder(out, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         padded = cv2.blur(padded, (blur | 1, blur | 1))
         out = padded[pad:-pad, pad:-pad]
