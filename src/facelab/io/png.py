@@ -3,8 +3,8 @@
 Compressing is most of what writing a PNG costs. OpenCV's encoder runs zlib on rows filtered against
 the pixel to their left; here each row is stored as its difference to the row above (PNG filter "Up",
 one vectorised subtraction) and compressed by libdeflate at its fastest level, which on marked 720p
-frames is about twice as fast as OpenCV's default and the file a tenth smaller (2-core CPU, 2026-12-02:
-21 ms / 0.69 MB against 41 ms / 1.0 MB; docs/performance.md). Lossless: the pixels read back
+frames is about twice as fast as OpenCV's default and the file a third smaller (2-core CPU, 2026-12-02:
+16-20 ms / 0.69 MB against 41 ms / 1.0 MB; docs/performance.md). Lossless: the pixels read back
 identical. 8-bit grey, BGR and BGRA images; anything else goes to OpenCV.
 """
 
