@@ -369,7 +369,8 @@ def official_models(cfg, g_state: dict, d_state: dict):
     return g, d
 
 
-def stargan_case(precision: str, batch_size: int | None, image_size: int, units: int, tiny: bool = False) -> Case:
+def stargan_case(precision: str, batch_size: int | None, image_size: int, units: int, tiny: bool = False,
+                 options: dict | None = None) -> Case:
     """facelab's StarGAN Trainer.train_step against the official code (Choi et al. 2018, yunjey/stargan):
     its networks (model.py, InstanceNorm2d with running stats) loaded with facelab's weights, and its
     solver.py loop: D on real, fake and the interpolate (gradient penalty by autograd.grad with
@@ -380,8 +381,8 @@ def stargan_case(precision: str, batch_size: int | None, image_size: int, units:
     from facelab.core.distributed import Group
     from facelab.stargan.train import Trainer
 
-    cfg = StarGANConfig(**{"batch_size": batch_size or 16, "image_size": image_size, **(TINY["stargan"] if tiny else {})},
-                        device="cpu", precision=precision)
+    cfg = StarGANConfig(**{"batch_size": batch_size or 16, "image_size": image_size, **(TINY["stargan"] if tiny else {}),
+                           **(options or {})}, device="cpu", precision=precision)
     image_size = cfg.image_size
     n, repeat = cfg.batch_size, cfg.d_train_repeat
     rgb, names, source = celeba_rgb(n * repeat * units, image_size, cfg.crop_size)
@@ -576,13 +577,17 @@ def option_value(text: str) -> tuple[str, Any]:
     return name, yaml.safe_load(value)
 
 
-def build_case(trainer: str, precision: str, args: argparse.Namespace, units: int) -> Case:
+def build_case(trainer: str, precision: str, args: argparse.Namespace, units: int, options: dict | None = None) -> Case:
+    """The race for ``trainer``; ``options`` (default: ``--set``) are facelab options for its side."""
+    options = dict(args.set) if options is None else options
     if trainer in SWAP_RUNS:
-        return swap_case(trainer, precision, args.batch_size, units, args.tiny, dict(getattr(args, "set", None) or {}))
+        return swap_case(trainer, precision, args.batch_size, units, args.tiny, options)
+    if trainer == "stargan":
+        return stargan_case(precision, args.batch_size, args.image_size, units, args.tiny, options)
+    if options:
+        raise SystemExit(f"--set and --against work for the swap and StarGAN trainers, not {trainer}")
     if trainer == "xseg":
         return xseg_case(precision, args.batch_size, args.xseg_resolution, units, args.tiny)
-    if trainer == "stargan":
-        return stargan_case(precision, args.batch_size, args.image_size, units, args.tiny)
     return pfe_case(precision, args.batch_size, units, args.tiny)
 
 
@@ -597,9 +602,9 @@ def main() -> None:
     ap.add_argument("--xseg-resolution", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
     ap.add_argument("--set", nargs="+", default=[], type=option_value, metavar="NAME=VALUE",
-                    help="a facelab swap option for its side, e.g. channels_last=true (A/B of an option)")
+                    help="a facelab swap or StarGAN option for its side, e.g. channels_last=true (A/B of an option)")
     ap.add_argument("--against", nargs="+", default=None, type=option_value, metavar="NAME=VALUE",
-                    help="swap trainers only: race facelab with --set against facelab with these options instead of "
+                    help="swap and StarGAN trainers: race facelab with --set against facelab with these options instead of "
                     "the reference loop (an A/B of facelab's own settings, e.g. --set channels_last=true --against "
                     "channels_last=false)")
     ap.add_argument("--tiny", action="store_true", help="tiny networks and batches: checks the script and the loss "
@@ -611,9 +616,7 @@ def main() -> None:
         for precision in args.precision:
             case = build_case(trainer, precision, args, args.pairs + 2)
             if args.against is not None:
-                if trainer not in SWAP_RUNS:
-                    raise SystemExit("--against works for the swap trainers only")
-                other = swap_case(trainer, precision, args.batch_size, args.pairs + 2, args.tiny, dict(args.against))
+                other = build_case(trainer, precision, args, args.pairs + 2, dict(args.against))
                 case.reference, case.cleanup = other.facelab, case.cleanup + other.cleanup
                 case.settings["reference_side"] = {"facelab with options": dict(args.against)}
             try:

@@ -48,3 +48,15 @@ def test_reference_loops_race_every_trainer_and_its_losses_match():
     assert {r["trainer"] for r in records} == {"original", "quick96", "saehd-df-ud-128", "xseg", "stargan", "pfe-head"}
     for r in records:
         assert r["losses_match"] and r["speedup_median"] > 0 and r["first_step_losses"], r
+
+
+def test_reference_loops_race_stargan_against_itself_in_another_layout():
+    """``--set`` / ``--against`` reach StarGAN's side too (the A/B of its generator's layout): the two
+    sides are one algorithm, so their first-step losses agree."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reference_loops.py"), "--tiny", "--pairs", "1",
+                           "--trainer", "stargan", "--set", "channels_last=true", "--against", "channels_last=false"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (record,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert record["reference_side"] == {"facelab with options": {"channels_last": False}}
+    assert record["losses_match"], record

@@ -48,6 +48,19 @@ def test_generator_uses_the_label():
     assert not torch.allclose(g(x, torch.tensor([[1.0, 0, 0]])), g(x, torch.tensor([[0.0, 1, 0]])))
 
 
+@pytest.mark.parametrize("channels_last", [True, False, None])
+def test_generator_gives_the_same_nchw_image_in_either_layout(channels_last):
+    """The layout is a speed choice only: the same weights give the same image, returned as NCHW."""
+    torch.manual_seed(0)
+    nchw = Generator(conv_dim=8, c_dim=3, repeat_num=1, channels_last=False)
+    other = Generator(conv_dim=8, c_dim=3, repeat_num=1, channels_last=channels_last)
+    other.load_state_dict(nchw.state_dict())
+    x, c = torch.rand(2, 3, 16, 16), torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    out = other(x, c)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, nchw(x, c), rtol=1e-5, atol=1e-5)
+
+
 def test_residual_block_shape():
     assert ResidualBlock(16)(torch.rand(2, 16, 8, 8)).shape == (2, 16, 8, 8)
 

@@ -80,6 +80,9 @@ class StarGANConfig(Validated):
     seed: int = option(1234, "random seed (data order, flips, target labels, initial weights)", low=0)
     device: str = option("auto", f"where to train: {DEVICE_HELP}", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)
+    channels_last: bool | None = option(None, "run the generator in channels_last memory format (--no-channels-last: "
+                                              "NCHW); by default where it is faster: on GPUs and AVX512 CPUs, not on "
+                                              "AVX2-only CPUs")
 
     def check(self) -> None:
         if self.c_dim != len(self.selected_attrs):

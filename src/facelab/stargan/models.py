@@ -4,15 +4,18 @@ Instance norm is affine and always uses the statistics of the image itself (no r
 original keeps running stats but never uses them in training, and using them at test time or in an
 export would change the output, so we leave them out and train, test and export behave alike.
 
-On the CPU the generator works in channels_last layout (it takes and returns ordinary NCHW tensors): its
-3x3 and 7x7 convolutions and norms are faster there. The critic stays NCHW: its strided 4x4 convolutions
-and the gradient penalty's double backward ran slower in channels_last (docs/performance.md).
+The generator runs in the layout ``core.device.memory_format`` picks (it takes and returns ordinary NCHW
+tensors): channels_last on GPUs and AVX512 CPUs, where its 3x3 and 7x7 convolutions and norms are faster
+so, NCHW on AVX2-only CPUs; ``channels_last`` decides when given. The critic stays NCHW: its strided 4x4
+convolutions and the gradient penalty's double backward ran slower in channels_last (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from facelab.core.device import memory_format
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -42,8 +45,9 @@ class Generator(nn.Module):
     The label is tiled over the image and concatenated as ``c_dim`` extra input channels.
     """
 
-    def __init__(self, conv_dim: int = 64, c_dim: int = 5, repeat_num: int = 6):
+    def __init__(self, conv_dim: int = 64, c_dim: int = 5, repeat_num: int = 6, channels_last: bool | None = None):
         super().__init__()
+        self.channels_last = channels_last
         layers: list[nn.Module] = [nn.Conv2d(3 + c_dim, conv_dim, 7, 1, 3, bias=False), _norm(conv_dim), nn.ReLU(inplace=True)]
         ch = conv_dim
         for _ in range(2):
@@ -59,9 +63,8 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = c.to(x.dtype).view(c.shape[0], c.shape[1], 1, 1).expand(-1, -1, x.shape[2], x.shape[3])
         x = torch.cat([x, c], dim=1)
-        if x.device.type != "cpu":
-            return self.main(x)
-        return self.main(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        layout = memory_format(self.channels_last, x.device)
+        return self.main(x.contiguous(memory_format=layout)).contiguous()
 
 
 class Discriminator(nn.Module):
@@ -87,6 +90,6 @@ class Discriminator(nn.Module):
 
 def build_models(cfg) -> tuple[Generator, Discriminator]:
     """Both networks from a :class:`~facelab.stargan.config.StarGANConfig`."""
-    g = Generator(cfg.g_conv_dim, cfg.c_dim, cfg.g_repeat_num)
+    g = Generator(cfg.g_conv_dim, cfg.c_dim, cfg.g_repeat_num, cfg.channels_last)
     d = Discriminator(cfg.image_size, cfg.d_conv_dim, cfg.c_dim, cfg.d_repeat_num)
     return g, d
