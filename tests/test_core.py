@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import signal
 import time
@@ -266,3 +267,39 @@ def test_networks_use_channels_last_where_it_is_faster_unless_told(monkeypatch, 
     assert (memory_format(None, cpu) == torch.channels_last) is expected
     assert memory_format(True, cpu) == torch.channels_last and memory_format(False, cpu) == torch.contiguous_format
     assert memory_format(None, torch.device("cuda")) == torch.channels_last
+
+
+def test_adam_is_fused_steps_as_plain_adam_and_stays_fused_after_an_old_checkpoint():
+    """The trainers' Adam is PyTorch's fused kernel: the same updates as the plain one, and a state saved
+    by a plain Adam (a checkpoint from before) resumes fused, its step counters where the kernel wants them."""
+    from facelab.core.optim import adam, load_optimizer_state
+
+    torch.manual_seed(0)
+    plain_params = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(32))]
+    fused_params = [torch.nn.Parameter(p.detach().clone()) for p in plain_params]
+    plain = torch.optim.Adam(plain_params, 1e-3, (0.5, 0.999))
+    fused = adam(fused_params, 1e-3, (0.5, 0.999))
+    assert fused.param_groups[0]["fused"] is True
+
+    def step(opt, params, seed):
+        g = torch.Generator().manual_seed(seed)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        opt.step()
+
+    for seed in range(3):
+        step(plain, plain_params, seed)
+        step(fused, fused_params, seed)
+    for a, b in zip(plain_params, fused_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+    resumed_params = [torch.nn.Parameter(p.detach().clone()) for p in plain_params]
+    resumed = adam(resumed_params, 1e-3, (0.5, 0.999))
+    saved = copy.deepcopy(plain.state_dict())  # as read back from a checkpoint a plain Adam wrote
+    load_optimizer_state(resumed, saved)
+    assert resumed.param_groups[0]["fused"] is True
+    for seed in range(3, 5):
+        step(plain, plain_params, seed)
+        step(resumed, resumed_params, seed)
+    for a, b in zip(plain_params, resumed_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -18,6 +18,7 @@ import torch
 from facelab.core.config import save_config
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path, previous_path, remove_stale_temps, temp_files
+from facelab.core.optim import load_optimizer_state
 
 log = logging.getLogger("facelab")
 _TENSOR = "__tensor__"
@@ -135,7 +136,7 @@ def restore_one_network(state: dict[str, Any], model: torch.nn.Module, opt: torc
     line naming ``path``; the learning rate is this run's (it may change between runs)."""
     try:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(opt, state["optimizer"])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise FacelabError(f"{path} does not match this {what}'s config ({type(exc).__name__}); restore its "
                            "config.yaml or use a new model dir") from None

@@ -24,6 +24,7 @@ from facelab.core.device import autocast, grad_scaler
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_bytes, ensure_folder
 from facelab.core.logs import MetricsLog
+from facelab.core.optim import adam
 from facelab.core.training import check_finite_loss, run_steps, start_run
 from facelab.enhance.config import EnhancerConfig
 from facelab.enhance.data import EnhanceBatches, load_faces, split_people, spread
@@ -74,7 +75,7 @@ class Trainer(OneNetworkSaves):
             log.info("no held-out faces (every --data folder holds one person): no held-out PSNR/SSIM is reported")
         self.batches = EnhanceBatches(self.faces, cfg.batch_size, cfg.patch_size, cfg.seed)
         self.model = FaceEnhancer(cfg.channels, cfg.blocks).to(self.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.opt = adam(self.model.parameters(), cfg.lr)
         self.scaler = grad_scaler(self.device, cfg.precision)
         self.iteration, self.saved_iteration = 0, None
         self._last_eval: tuple[int, dict] | None = None

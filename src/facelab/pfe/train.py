@@ -28,6 +28,7 @@ from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_path
 from facelab.core.model_kinds import load_model_config
 from facelab.core.logs import MetricsLog
+from facelab.core.optim import adam, load_optimizer_state
 from facelab.core.rng import seed_everything
 from facelab.core.training import Every, open_run_dir, step_loop
 from facelab.io.images import read_image
@@ -158,12 +159,12 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
     built = group.on_main(lambda: load_or_build_pool(cfg, model_dir, backbone, rng))
     pool = built if built is not None else load_or_build_pool(cfg, model_dir, backbone, rng)
     module = build_module(cfg, backbone).to(device)
-    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adam(module.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device, cfg.precision)
     start = 0
     if state is not None:
         load_module_state(module, state, model_dir / PFE_FILE)
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(opt, state["optimizer"])
         start = int(state["step"])
     forward = group.wrap(module)
     # the global batch holds classes_per_batch identities per process; each process takes whole identities,

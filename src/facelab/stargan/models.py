@@ -63,8 +63,16 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = c.to(x.dtype).view(c.shape[0], c.shape[1], 1, 1).expand(-1, -1, x.shape[2], x.shape[3])
         x = torch.cat([x, c], dim=1)
-        layout = memory_format(self.channels_last, x.device)
-        return self.main(x.contiguous(memory_format=layout)).contiguous()
+        return self.main(x.contiguous(memory_format=self._layout(x))).contiguous()
+
+    def _layout(self, x: torch.Tensor) -> torch.memory_format:
+        """The rule's layout, except under the CPU's bf16 autocast: NCHW there unless ``channels_last`` says
+        otherwise, since PyTorch's bf16 GroupNorm on channels_last tensors made the generator's forward
+        and backward 2.3x slower than in NCHW (0.86 against 0.38 s at 64 px, batch 8, one thread, on an
+        AVX512-BF16 host, where fp32 takes 0.75 s in either layout)."""
+        if self.channels_last is None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            return torch.contiguous_format
+        return memory_format(self.channels_last, x.device)
 
 
 class Discriminator(nn.Module):

@@ -19,6 +19,7 @@ from facelab.core.batches import StepBatches, index_batches
 from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import check_fixed_unchanged, config_from_dict, config_to_dict, save_config
 from facelab.core.device import autocast, grad_scaler
+from facelab.core.optim import adam, load_optimizer_state
 from facelab.core.distributed import Group, Shard, join
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
@@ -62,8 +63,8 @@ class Trainer:
         # the steps that update a network call it through DistributedDataParallel under torchrun
         self.g_train, self.d_train = group.wrap(self.g), group.wrap(self.d)
         betas = (cfg.beta1, cfg.beta2)
-        self.g_opt = torch.optim.Adam(self.g.parameters(), cfg.g_lr, betas)
-        self.d_opt = torch.optim.Adam(self.d.parameters(), cfg.d_lr, betas)
+        self.g_opt = adam(self.g.parameters(), cfg.g_lr, betas)
+        self.d_opt = adam(self.d.parameters(), cfg.d_lr, betas)
         self.g_scaler = grad_scaler(device, cfg.precision)
         self.d_scaler = grad_scaler(device, cfg.precision)
         self.autocast = lambda: autocast(device, cfg.precision)
@@ -143,8 +144,8 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.g.load_state_dict(state["G"])
         self.d.load_state_dict(state["D"])
-        self.g_opt.load_state_dict(state["g_opt"])
-        self.d_opt.load_state_dict(state["d_opt"])
+        load_optimizer_state(self.g_opt, state["g_opt"])
+        load_optimizer_state(self.d_opt, state["d_opt"])
         if state["g_scaler"]:
             self.g_scaler.load_state_dict(state["g_scaler"])
             self.d_scaler.load_state_dict(state["d_scaler"])

@@ -21,6 +21,7 @@ from facelab.core.checkpoint import OneNetworkSaves
 from facelab.core.config import save_config
 from facelab.core.device import autocast, grad_scaler, memory_format
 from facelab.core.logs import MetricsLog
+from facelab.core.optim import adam
 from facelab.core.training import check_finite_loss, open_run_dir, run_steps, start_run
 from facelab.core.training_view import write_preview
 from facelab.xseg.network import Segmenter
@@ -77,7 +78,7 @@ class Trainer(OneNetworkSaves):
         self.model = Segmenter(cfg.resolution, cfg.base_channels).to(self.device)
         self.model.to(memory_format=memory_format(None, self.device))  # channels_last where it is faster
         self.forward = self.group.wrap(self.model)  # the training step's way in (DistributedDataParallel under torchrun)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.opt = adam(self.model.parameters(), cfg.lr)
         self.scaler = grad_scaler(self.device, cfg.precision)
         self.iteration, self.saved_iteration = 0, None
         self._last_eval: tuple[int, float] | None = None
