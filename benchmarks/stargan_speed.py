@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from facelab.core.device import device_name  # noqa: E402
+from facelab.core.memory import keep_freed_memory  # noqa: E402
 from facelab.core.distributed import join  # noqa: E402
 from facelab.stargan.config import StarGANConfig  # noqa: E402
 from facelab.stargan.data import CelebADataset, read_attributes  # noqa: E402
@@ -49,6 +50,7 @@ def sync(device: torch.device) -> None:
 
 def measure(cfg: StarGANConfig, iters: int, warmup: int) -> dict:
     trainer = Trainer(cfg, join(cfg.device))
+    keep_freed_memory()  # as the training loop (core.training.step_loop) sets it
     device = trainer.device
     batches = real_batches(cfg, device)
     for i in range(warmup):

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facelab.core.device import device_name  # noqa: E402
+from facelab.core.memory import keep_freed_memory  # noqa: E402
 from facelab.swap.config import SwapConfig, apply_preset  # noqa: E402
 from facelab.swap.data import FaceData  # noqa: E402
 
@@ -62,6 +63,7 @@ def run_one(name: str, steps: int, device: str, precision: str, threads: int) ->
     faces = synthetic_faces(64, cfg.resolution)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, faces, faces, tmp)
+        keep_freed_memory()  # as the training loop (core.training.step_loop) sets it
         batches = [trainer.batches[i] for i in range(steps + 2)]
         t0 = time.perf_counter()
         for i in range(4):

@@ -24,6 +24,7 @@ from facelab.core.device import autocast
 from facelab.core.distributed import Group, join
 from facelab.core.errors import FacelabError
 from facelab.core.files import ensure_folder
+from facelab.core.memory import keep_freed_memory
 from facelab.core.progress import progress
 from facelab.core.rng import seed_everything
 from facelab.core.training_view import take_requests
@@ -147,6 +148,7 @@ def step_loop(iteration: int, end: float, step: Callable[[Any], dict[str, float]
     end where any process has one, in every process at the same iteration; a collective that fails because
     another process ended becomes one line, without a save.
     """
+    keep_freed_memory()  # the steps reuse their activations' memory instead of faulting it in anew
     values: dict[str, float] = {}
     bar = progress(total=None if math.isinf(end) else int(end), initial=iteration, desc=desc, unit=unit,
                    disable=not group.is_main)
