@@ -81,8 +81,8 @@ class StarGANConfig(Validated):
     device: str = option("auto", f"where to train: {DEVICE_HELP}", choices=DEVICES)
     precision: str = option("fp32", "autocast precision (fp16 uses a loss scaler; CUDA only)", choices=PRECISIONS)
     channels_last: bool | None = option(None, "run the generator in channels_last memory format (--no-channels-last: "
-                                              "NCHW); by default where it is faster: on GPUs and AVX512 CPUs, not on "
-                                              "AVX2-only CPUs")
+                                              "NCHW); by default the swap models' rule (channels_last on GPUs and "
+                                              "AVX512 CPUs, NCHW on AVX2-only CPUs) and NCHW under bf16 on a CPU")
 
     def check(self) -> None:
         if self.c_dim != len(self.selected_attrs):

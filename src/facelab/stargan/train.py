@@ -19,10 +19,10 @@ from facelab.core.batches import StepBatches, index_batches
 from facelab.core.checkpoint import save_checkpoint
 from facelab.core.config import check_fixed_unchanged, config_from_dict, config_to_dict, save_config
 from facelab.core.device import autocast, grad_scaler
-from facelab.core.optim import adam, load_optimizer_state
 from facelab.core.distributed import Group, Shard, join
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
+from facelab.core.optim import adam, load_optimizer_state
 from facelab.core.logs import MetricsLog
 from facelab.core.rng import seed_everything
 from facelab.core.training import Every, open_run_dir, step_loop
