@@ -10,6 +10,11 @@ figure is the median over pairs of the per-pair ratio reference / facelab.
 Why the loss check: a speed-up bought with a different algorithm is no speed-up. Both loops start from
 the same weights and see the same batches, so their losses must agree on the first unit (to float
 rounding in fp32) and stay close after it; the record holds both and fails loudly when they do not.
+
+Why a process race as well (:func:`process_race`): in one process both loops share the process's
+settings, its memory allocator's among them, so what facelab sets for its whole process (the training
+loop's malloc setting, core.memory) counts on both sides or on neither. Running each side as a process of
+its own, alternated, measures what a user gets who runs one program or the other.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -79,10 +85,25 @@ def race(facelab: Step, reference: Step, units: Sequence[Any], pairs: int, *, fi
             times[name].append(seconds)
         curve.append((losses["facelab"], losses["reference"]))
     ratios = [r / f for f, r in zip(times["facelab"], times["reference"])]
+    return {
+        **loss_check(curve, first_rtol=first_rtol, curve_rtol=curve_rtol, first_step=first_step,
+                     judged_units=judged_units),
+        "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "median_seconds": {k: round(statistics.median(v), 3) for k, v in times.items()},
+        "ratios": [round(r, 3) for r in ratios],
+        "speedup_median": round(statistics.median(ratios), 3),
+        "load_avg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def loss_check(curve: Sequence[tuple[dict, dict]], *, first_rtol: float, curve_rtol: float,
+               first_step: Callable[[str], bool] = lambda name: True, judged_units: int | None = None) -> dict:
+    """The record's loss fields for ``curve``, the (facelab, reference) losses of units 0, 1, ...: unit 0's
+    first-step losses within ``first_rtol``, every later loss within ``curve_rtol`` (see :func:`race`)."""
     first = [{k: v for k, v in side.items() if first_step(k)} for side in curve[0]]
     first_gap, _ = loss_gap(*first)
     later = [{k: v for k, v in side.items() if not first_step(k)} for side in curve[0]]
-    gaps = [loss_gap(f, r) for f, r in ([later] if later[0] else []) + curve[1:]]
+    gaps = [loss_gap(f, r) for f, r in ([later] if later[0] else []) + list(curve[1:])]
     curve_gap, worst = max(gaps[:judged_units] if judged_units else gaps)
     return {
         "first_step_losses": {k: {"facelab": round(v, 6), "reference": round(first[1][k], 6)}
@@ -92,8 +113,51 @@ def race(facelab: Step, reference: Step, units: Sequence[Any], pairs: int, *, fi
         "curve_rel_diff_per_unit": [float(f"{g:.3g}") for g, _ in gaps], "curve_worst_loss": worst,
         "losses_match": bool(first_gap <= first_rtol and curve_gap <= curve_rtol),
         "tolerances": {"first": first_rtol, "curve": curve_rtol},
-        "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
-        "median_seconds": {k: round(statistics.median(v), 3) for k, v in times.items()},
+    }
+
+
+def run_side(step: Step, units: Sequence[Any], checked: int, sync: Callable[[], None] = lambda: None) -> dict:
+    """One side of a process race, in its own process: every unit in turn; the first ``checked`` units'
+    losses are returned for the loss check (and warm the side up), the later ones' times are the timing."""
+    losses, seconds = [], []
+    for i, unit in enumerate(units):
+        took, out = _run(step, unit, sync)
+        if i < checked:
+            losses.append(out)
+        else:
+            seconds.append(took)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"losses": losses, "seconds": [round(t, 3) for t in seconds], "system_s": round(usage.ru_stime, 2),
+            "user_s": round(usage.ru_utime, 2), "max_rss_mb": round(usage.ru_maxrss / 1024)}
+
+
+def process_race(command: Callable[[str], list[str]], pairs: int, *, first_rtol: float, curve_rtol: float,
+                 first_step: Callable[[str], bool] = lambda name: True, judged_units: int | None = None) -> dict:
+    """Each side as a whole process of its own, as a user runs it (its memory allocator and its process
+    settings included), alternated ABBA over ``pairs`` pairs of processes. ``command(side)`` is the argv of
+    one process; it prints :func:`run_side`'s JSON as its last line. Per pair, the ratio of the two
+    processes' median unit times; the loss check is :func:`loss_check` on the first process of each side
+    (every process of a side starts from the same weights and batches, so all of them must agree too)."""
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {"facelab": [], "reference": []}
+    for k in range(pairs):
+        for side in ("facelab", "reference") if k % 2 == 0 else ("reference", "facelab"):
+            proc = subprocess.run(command(side), capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the {side} process failed:\n{proc.stderr[-3000:]}")
+            runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    medians = {side: [statistics.median(r["seconds"]) for r in rs] for side, rs in runs.items()}
+    ratios = [r / f for f, r in zip(medians["facelab"], medians["reference"])]
+    curve = list(zip(runs["facelab"][0]["losses"], runs["reference"][0]["losses"]))
+    repeatable = all(r["losses"][0] == rs[0]["losses"][0] for rs in runs.values() for r in rs)
+    return {
+        **loss_check(curve, first_rtol=first_rtol, curve_rtol=curve_rtol, first_step=first_step,
+                     judged_units=judged_units),
+        "first_step_same_in_every_process": repeatable,
+        "seconds": {side: [r["seconds"] for r in rs] for side, rs in runs.items()},
+        "median_seconds": {side: round(statistics.median(m), 3) for side, m in medians.items()},
+        "process_usage": {side: [{k: r[k] for k in ("system_s", "user_s", "max_rss_mb")} for r in rs]
+                          for side, rs in runs.items()},
         "ratios": [round(r, 3) for r in ratios],
         "speedup_median": round(statistics.median(ratios), 3),
         "load_avg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],

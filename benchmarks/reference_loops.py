@@ -3,6 +3,7 @@
     python3 benchmarks/reference_loops.py --trainer stargan                       # 128 px, batch 16, n_critic 5
     python3 benchmarks/reference_loops.py --trainer original quick96 saehd-df-ud-128 xseg pfe-head
     python3 benchmarks/reference_loops.py --trainer stargan --precision bf16 --image-size 64 --batch-size 8
+    python3 benchmarks/reference_loops.py --trainer stargan --image-size 64 --batch-size 8 --processes  # a process each
 
 Why: "facelab is faster" means faster than what a user would otherwise run, at the same settings and
 with the same algorithm. Each reference loop here is the training step written the straightforward
@@ -21,11 +22,18 @@ tensors, so batch production is not timed (in facelab it runs in worker processe
 benchmarks/profile_step.py measures it). A "unit" is one training step, or for StarGAN one cycle of
 ``d_train_repeat`` steps (critic steps, the last with the generator step), so both kinds count in
 proportion.
+
+With ``--processes`` each side runs as a process of its own instead (alternated ABBA, the same batches
+and weights in every process, the same loss check), so what facelab sets for its whole training process
+counts as well: its training loop's malloc setting (core.memory), which the in-process race leaves at
+glibc's defaults for both sides. The reference side's process runs as anyone runs the official code.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import math
 import sys
 import tempfile
@@ -41,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from alternate import emit, machine, race  # noqa: E402
+from alternate import emit, machine, process_race, race, run_side  # noqa: E402
 
 CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba"
 SWAP_RUNS = {
@@ -591,12 +599,50 @@ def build_case(trainer: str, precision: str, args: argparse.Namespace, units: in
     return pfe_case(precision, args.batch_size, units, args.tiny)
 
 
+def run_one_side(trainer: str, precision: str, args: argparse.Namespace) -> None:
+    """A process race's child: one side's units, its JSON as the last line. facelab's side (and with
+    ``--against`` the other facelab side) sets what facelab's training loop sets for its process."""
+    units = 2 + args.timed_units
+    if args.side == "facelab" or args.against is not None:
+        options = dict(args.set) if args.side == "facelab" else dict(args.against)
+        case = build_case(trainer, precision, args, units, options)
+        step = case.facelab
+        from facelab.core.memory import keep_freed_memory
+
+        keep_freed_memory()  # what core.training.step_loop does first
+    else:
+        case = build_case(trainer, precision, args, units)
+        step = case.reference
+    try:
+        print(json.dumps(run_side(step, case.units, checked=2)), flush=True)
+    finally:
+        for done in case.cleanup:
+            done()
+
+
+def child_command(trainer: str, precision: str, side: str) -> list[str]:
+    """This script's argv for one side of a process race of ``trainer`` at ``precision``."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # every option as given, less those the child gets one value of
+        if arg.startswith("--"):
+            skip = arg in ("--trainer", "--precision", "--processes")
+        if not skip:
+            argv.append(arg)
+    return [sys.executable, str(Path(__file__).resolve()), *argv, "--trainer", trainer, "--precision", precision,
+            "--side", side]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trainer", nargs="+", choices=TRAINERS, default=list(TRAINERS))
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16"),
                     help="facelab's precision; the reference loop is always fp32")
-    ap.add_argument("--pairs", type=int, default=5, help="alternated timed pairs after the two check/warm-up units")
+    ap.add_argument("--pairs", type=int, default=5, help="alternated timed pairs after the two check/warm-up units "
+                    "(with --processes: pairs of processes)")
+    ap.add_argument("--processes", action="store_true", help="race whole processes, one side each, alternated: "
+                    "each runs the two check/warm-up units and --timed-units more, with its own process settings")
+    ap.add_argument("--timed-units", type=int, default=3, help="with --processes: timed units in each process")
+    ap.add_argument("--side", choices=("facelab", "reference"), help=argparse.SUPPRESS)  # a process race's child
     ap.add_argument("--batch-size", type=int, default=None, help="default: each trainer's own (PFE: faces per batch)")
     ap.add_argument("--image-size", type=int, default=128, help="StarGAN image size")
     ap.add_argument("--xseg-resolution", type=int, default=256)
@@ -612,21 +658,37 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.side:
+        run_one_side(args.trainer[0], args.precision[0], args)
+        return
     for trainer in args.trainer:
         for precision in args.precision:
-            case = build_case(trainer, precision, args, args.pairs + 2)
-            if args.against is not None:
-                other = build_case(trainer, precision, args, args.pairs + 2, dict(args.against))
-                case.reference, case.cleanup = other.facelab, case.cleanup + other.cleanup
-                case.settings["reference_side"] = {"facelab with options": dict(args.against)}
-            try:
-                first, curve = TOLERANCES[precision]
-                curve = (case.curve_rtol or {}).get(precision, curve)
-                result = race(case.facelab, case.reference, case.units, args.pairs, first_rtol=first, curve_rtol=curve,
-                              first_step=case.first_step, judged_units=case.judged_units)
-            finally:
+            first, curve = TOLERANCES[precision]
+            if args.processes:
+                case = build_case(trainer, precision, args, 2)  # its settings and check rules; not run
                 for done in case.cleanup:
                     done()
+                case.facelab = case.reference = case.units = None  # free its networks before the children run
+                gc.collect()
+                curve = (case.curve_rtol or {}).get(precision, curve)
+                result = process_race(lambda side: child_command(trainer, precision, side), args.pairs,
+                                      first_rtol=first, curve_rtol=curve, first_step=case.first_step,
+                                      judged_units=case.judged_units)
+                case.settings["race"] = f"whole processes, {args.timed_units} timed units each"
+            else:
+                case = build_case(trainer, precision, args, args.pairs + 2)
+                if args.against is not None:
+                    other = build_case(trainer, precision, args, args.pairs + 2, dict(args.against))
+                    case.reference, case.cleanup = other.facelab, case.cleanup + other.cleanup
+                curve = (case.curve_rtol or {}).get(precision, curve)
+                try:
+                    result = race(case.facelab, case.reference, case.units, args.pairs, first_rtol=first,
+                                  curve_rtol=curve, first_step=case.first_step, judged_units=case.judged_units)
+                finally:
+                    for done in case.cleanup:
+                        done()
+            if args.against is not None:
+                case.settings["reference_side"] = {"facelab with options": dict(args.against)}
             emit({"benchmark": "reference_loops", "trainer": trainer, "precision": precision,
                   "reference_precision": "fp32", **case.settings, **result, **machine(torch.device("cpu"))})
 

@@ -50,6 +50,19 @@ def test_reference_loops_race_every_trainer_and_its_losses_match():
         assert r["losses_match"] and r["speedup_median"] > 0 and r["first_step_losses"], r
 
 
+def test_reference_loops_races_whole_processes_with_the_same_losses():
+    """``--processes``: each side in a process of its own (facelab's with its training loop's malloc
+    setting); the processes start from the same weights and batches, so the loss check still holds."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reference_loops.py"), "--tiny", "--pairs", "1",
+                           "--trainer", "stargan", "--processes", "--timed-units", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (record,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert record["losses_match"] and record["first_step_same_in_every_process"], record
+    assert [len(runs) for runs in record["seconds"].values()] == [1, 1] and record["speedup_median"] > 0
+    assert set(record["process_usage"]) == {"facelab", "reference"}
+
+
 def test_reference_loops_race_stargan_against_itself_in_another_layout():
     """``--set`` / ``--against`` reach StarGAN's side too (the A/B of its generator's layout): the two
     sides are one algorithm, so their first-step losses agree."""
