@@ -330,3 +330,21 @@ print(before, mapped_while_held())
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_stopping_the_batch_workers_survives_a_worker_that_died_on_its_way_out():
+    """A worker killed by a signal as the trainer stops makes torch's SIGCHLD handler raise inside the
+    workers' shutdown; the trainer has saved by then, so that ends quietly, and a stream without worker
+    processes has nothing to stop."""
+    from facelab.core.batches import stop_workers
+
+    calls = []
+
+    class DiedOnTheWayOut:
+        def _shutdown_workers(self):
+            calls.append(1)
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Aborted.")
+
+    stop_workers(DiedOnTheWayOut())
+    stop_workers(iter([1, 2]))
+    assert calls == [1]

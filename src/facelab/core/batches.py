@@ -13,6 +13,7 @@ for its own (``rows``), so its part is exactly the rows a one-process run would 
 from __future__ import annotations
 
 import itertools
+import logging
 import signal
 import sys
 import threading
@@ -24,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.dataloader import default_collate
+
+log = logging.getLogger(__name__)
 
 
 def warp_grids(rng: np.random.Generator, n: int, res: int, random_warp: bool,
@@ -96,6 +99,22 @@ def _quiet_if_the_trainer_left(exc_type, exc, tb) -> None:
     if issubclass(exc_type, (EOFError, ConnectionError)) and threading.current_thread().name.endswith("(_serve)"):
         return
     sys.__excepthook__(exc_type, exc, tb)
+
+
+def stop_workers(stream) -> None:
+    """Stop a batch stream's worker processes now, as the trainer leaves. A worker that dies on its way
+    out (seen once in CI after a SIGTERM: "terminate called without an active exception", SIGABRT at its
+    exit) makes torch's SIGCHLD handler raise in the trainer while it waits for the workers; from the
+    iterator's ``__del__`` that printed a traceback after the save. Here it is caught: the trainer has
+    saved, and the batches that worker held are not wanted. torch's shutdown has then already forgotten
+    the workers' pids, so nothing raises later."""
+    shutdown = getattr(stream, "_shutdown_workers", None)  # only a multi-process DataLoader iterator has one
+    if shutdown is None:
+        return
+    try:
+        shutdown()
+    except RuntimeError as err:
+        log.debug("a batch worker died as it stopped: %s", err)
 
 
 def batch_stream(batches: Dataset, start: int, workers: int) -> DataLoader:

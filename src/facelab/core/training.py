@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 
-from facelab.core.batches import batch_stream
+from facelab.core.batches import batch_stream, stop_workers
 from facelab.core.checkpoint import resume_checkpoint
 from facelab.core.config import check_fixed_unchanged
 from facelab.core.device import autocast
@@ -233,7 +233,7 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     last_save = time.monotonic()
     if trainer.group.is_main:
         take_requests(trainer.model_dir)  # left from an earlier run (or a view with no trainer): not this run's
-    stream = [iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))]  # cleared to stop the workers
+    stream = [iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))]  # emptied to stop the workers
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
         with out_of_memory_as_error(cfg.batch_size, trainer.group.device):
@@ -265,7 +265,7 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
                      Every(cfg.eval_every, lambda i: trainer.report_eval())],
             after_step=after_step, group=trainer.group)
     finally:
-        stream.clear()  # the last reference: the batch workers stop
+        stop_workers(stream.pop())  # and the last reference goes
     if stopped == "target" and trainer.iteration != cfg.target_iter:
         stopped = "limit"
     return losses, stopped
