@@ -233,7 +233,7 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
     last_save = time.monotonic()
     if trainer.group.is_main:
         take_requests(trainer.model_dir)  # left from an earlier run (or a view with no trainer): not this run's
-    stream = [iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))]  # emptied to stop the workers
+    stream = iter(batch_stream(trainer.batches, trainer.iteration, cfg.workers))
 
     def step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
         with out_of_memory_as_error(cfg.batch_size, trainer.group.device):
@@ -260,12 +260,12 @@ def run_steps(trainer: SteppedTrainer, max_steps: int | None, desc: str,
 
     try:
         _, losses, stopped = step_loop(
-            trainer.iteration, end, step, trainer.metrics.write, cfg.log_every, desc, fetch=lambda: next(stream[0]),
+            trainer.iteration, end, step, trainer.metrics.write, cfg.log_every, desc, fetch=lambda: next(stream),
             actions=[Every(cfg.preview_every, lambda i: trainer.write_preview()),
                      Every(cfg.eval_every, lambda i: trainer.report_eval())],
             after_step=after_step, group=trainer.group)
     finally:
-        stop_workers(stream.pop())  # and the last reference goes
+        stop_workers(stream)
     if stopped == "target" and trainer.iteration != cfg.target_iter:
         stopped = "limit"
     return losses, stopped
