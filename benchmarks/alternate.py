@@ -131,13 +131,15 @@ def run_side(step: Step, units: Sequence[Any], checked: int, sync: Callable[[], 
             "user_s": round(usage.ru_utime, 2), "max_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
-def process_race(command: Callable[[str], list[str]], pairs: int, *, first_rtol: float, curve_rtol: float,
-                 first_step: Callable[[str], bool] = lambda name: True, judged_units: int | None = None) -> dict:
+def process_race(command: Callable[[str], list[str]], pairs: int) -> dict:
     """Each side as a whole process of its own, as a user runs it (its memory allocator and its process
     settings included), alternated ABBA over ``pairs`` pairs of processes. ``command(side)`` is the argv of
-    one process; it prints :func:`run_side`'s JSON as its last line. Per pair, the ratio of the two
+    one process; it prints :func:`run_side`'s JSON as its last line, with the race's ``settings`` and its
+    ``check`` rules (``first_step``: the names of unit 0's first-step losses, ``first_rtol``, ``curve_rtol``,
+    ``judged_units``) added, so the parent never builds the networks itself. Per pair, the ratio of the two
     processes' median unit times; the loss check is :func:`loss_check` on the first process of each side
-    (every process of a side starts from the same weights and batches, so all of them must agree too)."""
+    (every process of a side starts from the same weights and batches, so all of them must agree too); the
+    settings and rules are the first facelab process's."""
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {"facelab": [], "reference": []}
     for k in range(pairs):
@@ -150,9 +152,11 @@ def process_race(command: Callable[[str], list[str]], pairs: int, *, first_rtol:
     ratios = [r / f for f, r in zip(medians["facelab"], medians["reference"])]
     curve = list(zip(runs["facelab"][0]["losses"], runs["reference"][0]["losses"]))
     repeatable = all(r["losses"][0] == rs[0]["losses"][0] for rs in runs.values() for r in rs)
+    rules = runs["facelab"][0]["check"]
     return {
-        **loss_check(curve, first_rtol=first_rtol, curve_rtol=curve_rtol, first_step=first_step,
-                     judged_units=judged_units),
+        "settings": runs["facelab"][0]["settings"],
+        **loss_check(curve, first_rtol=rules["first_rtol"], curve_rtol=rules["curve_rtol"],
+                     first_step=set(rules["first_step"]).__contains__, judged_units=rules["judged_units"]),
         "first_step_same_in_every_process": repeatable,
         "seconds": {side: [r["seconds"] for r in rs] for side, rs in runs.items()},
         "median_seconds": {side: round(statistics.median(m), 3) for side, m in medians.items()},

@@ -32,7 +32,6 @@ glibc's defaults for both sides. The reference side's process runs as anyone run
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import sys
@@ -614,10 +613,16 @@ def run_one_side(trainer: str, precision: str, args: argparse.Namespace) -> None
         case = build_case(trainer, precision, args, units)
         step = case.reference
     try:
-        print(json.dumps(run_side(step, case.units, checked=2)), flush=True)
+        record = run_side(step, case.units, checked=2)
     finally:
         for done in case.cleanup:
             done()
+    first, curve = TOLERANCES[precision]
+    record["settings"] = case.settings
+    record["check"] = {"first_step": [k for k in record["losses"][0] if case.first_step(k)], "first_rtol": first,
+                       "curve_rtol": (case.curve_rtol or {}).get(precision, curve),
+                       "judged_units": case.judged_units}
+    print(json.dumps(record), flush=True)
 
 
 def child_command(trainer: str, precision: str, side: str) -> list[str]:
@@ -663,19 +668,11 @@ def main() -> None:
         return
     for trainer in args.trainer:
         for precision in args.precision:
-            first, curve = TOLERANCES[precision]
-            if args.processes:
-                case = build_case(trainer, precision, args, 2)  # its settings and check rules; not run
-                for done in case.cleanup:
-                    done()
-                case.facelab = case.reference = case.units = None  # free its networks before the children run
-                gc.collect()
-                curve = (case.curve_rtol or {}).get(precision, curve)
-                result = process_race(lambda side: child_command(trainer, precision, side), args.pairs,
-                                      first_rtol=first, curve_rtol=curve, first_step=case.first_step,
-                                      judged_units=case.judged_units)
-                case.settings["race"] = f"whole processes, {args.timed_units} timed units each"
+            if args.processes:  # the children build the case; the first facelab one reports its settings
+                result = process_race(lambda side: child_command(trainer, precision, side), args.pairs)
+                settings = {**result.pop("settings"), "race": f"whole processes, {args.timed_units} timed units each"}
             else:
+                first, curve = TOLERANCES[precision]
                 case = build_case(trainer, precision, args, args.pairs + 2)
                 if args.against is not None:
                     other = build_case(trainer, precision, args, args.pairs + 2, dict(args.against))
@@ -687,10 +684,11 @@ def main() -> None:
                 finally:
                     for done in case.cleanup:
                         done()
+                settings = case.settings
             if args.against is not None:
-                case.settings["reference_side"] = {"facelab with options": dict(args.against)}
+                settings["reference_side"] = {"facelab with options": dict(args.against)}
             emit({"benchmark": "reference_loops", "trainer": trainer, "precision": precision,
-                  "reference_precision": "fp32", **case.settings, **result, **machine(torch.device("cpu"))})
+                  "reference_precision": "fp32", **settings, **result, **machine(torch.device("cpu"))})
 
 
 if __name__ == "__main__":
