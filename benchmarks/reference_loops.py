@@ -86,6 +86,11 @@ class Case:
     curve_rtol: dict[str, float] | None = None  # per precision, where this trainer's curves part faster
     judged_units: int | None = None  # how many units' curves the check judges (None: all)
 
+    def tolerances(self, precision: str) -> tuple[float, float]:
+        """The loss check's (first-step, curve) relative tolerances at ``precision`` for this trainer."""
+        first, curve = TOLERANCES[precision]
+        return first, (self.curve_rtol or {}).get(precision, curve)
+
 
 # --------------------------------------------------------------------------------------------- real data
 def celeba_rgb(count: int, size: int, crop: int = 178) -> tuple[np.ndarray, list[str], str]:
@@ -617,11 +622,10 @@ def run_one_side(trainer: str, precision: str, args: argparse.Namespace) -> None
     finally:
         for done in case.cleanup:
             done()
-    first, curve = TOLERANCES[precision]
+    first, curve = case.tolerances(precision)
     record["settings"] = case.settings
     record["check"] = {"first_step": [k for k in record["losses"][0] if case.first_step(k)], "first_rtol": first,
-                       "curve_rtol": (case.curve_rtol or {}).get(precision, curve),
-                       "judged_units": case.judged_units}
+                       "curve_rtol": curve, "judged_units": case.judged_units}
     print(json.dumps(record), flush=True)
 
 
@@ -672,12 +676,11 @@ def main() -> None:
                 result = process_race(lambda side: child_command(trainer, precision, side), args.pairs)
                 settings = {**result.pop("settings"), "race": f"whole processes, {args.timed_units} timed units each"}
             else:
-                first, curve = TOLERANCES[precision]
                 case = build_case(trainer, precision, args, args.pairs + 2)
                 if args.against is not None:
                     other = build_case(trainer, precision, args, args.pairs + 2, dict(args.against))
                     case.reference, case.cleanup = other.facelab, case.cleanup + other.cleanup
-                curve = (case.curve_rtol or {}).get(precision, curve)
+                first, curve = case.tolerances(precision)
                 try:
                     result = race(case.facelab, case.reference, case.units, args.pairs, first_rtol=first,
                                   curve_rtol=curve, first_step=case.first_step, judged_units=case.judged_units)
