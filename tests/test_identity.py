@@ -147,6 +147,68 @@ def test_celeba_identities_are_read_from_its_identity_file(tmp_path):
         scan_identities(tmp_path)
 
 
+@need_lfw
+def test_views_average_fixed_views_and_travel_with_the_rule(tmp_path, monkeypatch, capsys):
+    """``--views N``: each face's embedding is the mean over N fixed views of its chip (the chip, its mirror,
+    ...), the same on every call (dlib's own jitters are not); the rule fitted that way records N and the
+    commands that use it embed the same way."""
+    from facelab.detect.chip_views import MAX_VIEWS, chip_view
+    from facelab.detect.dlib_models import DlibEmbedder
+    from facelab.metrics.identity import IdentityProbe
+    from facelab.pfe.features import FaceFinder
+
+    monkeypatch.setenv("FACELAB_CACHE", str(tmp_path / "cache"))
+    image = cv2.imread(str(_lfw("George_W_Bush", 7)))
+    landmarks = FaceFinder().find(image)
+    embedder = DlibEmbedder()
+    chip = embedder.chip(image, landmarks)
+    views = [chip_view(chip, v) for v in range(MAX_VIEWS)]
+    assert np.array_equal(views[0], chip) and np.array_equal(views[1], chip[:, ::-1])
+    assert all(not np.array_equal(views[v], views[w]) for v in range(MAX_VIEWS) for w in range(v))
+    one = embedder.embed_chips([chip, chip[:, ::-1]])
+    two = embedder.embed_chips([chip], views=2)
+    assert np.allclose(two[0], one.mean(0), atol=1e-6) and np.array_equal(two, embedder.embed_chips([chip], 2))
+    assert 0.01 < np.linalg.norm(two[0] - one[0]) < 0.3  # another vector, still the same face
+    # the identity probe embeds with its rule's views
+    probe = IdentityProbe(SameRule("l2", 0.62, views=2))
+    assert np.allclose(probe.embed([image], [landmarks]), two, atol=1e-6)
+    assert PFEModel.deterministic(device="cpu").backbone.views == 1  # the shipped rule: one view
+    # pfe eval --views 2 stores the count with the rule; its embeddings are cached apart from one view's
+    pairs_file = _lfw_subset(tmp_path, 2, folds=2)
+    args = ["pfe", "eval", "--pairs", str(pairs_file), "--data", str(LFW / "images"), "--device", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "one.json")]) == 0
+    assert main([*args, "--views", "2", "--save-rule", str(tmp_path / "rule.json"), "-o", str(tmp_path / "two.json")]) == 0
+    one_view, two_views = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one_view["views"] == 1 and two_views["views"] == 2 and load_rule(tmp_path / "rule.json").views == 2
+    assert two_views["l2"]["threshold"] != one_view["l2"]["threshold"]
+    capsys.readouterr()
+    assert main([*args, "--views", str(MAX_VIEWS + 1)]) == 2
+    assert f"views must be a whole number from 1 to {MAX_VIEWS}, not {MAX_VIEWS + 1}" in capsys.readouterr().err
+
+
+@need_lfw
+def test_the_views_benchmark_scores_each_count_as_pfe_eval_does(tmp_path, monkeypatch):
+    """benchmarks/lfw_views.py (each view embedded once, every count scored from the running means) gives
+    the threshold `pfe eval --views 2` fits on the same pairs, so its table is what the command gives."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    monkeypatch.setenv("FACELAB_CACHE", str(tmp_path / "cache"))
+    pairs_file = _lfw_subset(tmp_path, 1)
+    assert main(["pfe", "eval", "--pairs", str(pairs_file), "--data", str(LFW / "images"), "--device", "cpu",
+                 "--views", "2", "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lfw_views.py"), "--pairs", str(pairs_file),
+                           "--views", "2"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["pairs"] == report["pairs"] == 20 and set(record["views"]) == {"1", "2"}
+    assert record["views"]["2"]["threshold"] == pytest.approx(report["l2"]["threshold"], abs=1e-4)
+    assert record["views"]["2"]["accuracy_mean"] == pytest.approx(report["l2"]["accuracy_mean"])
+
+
 # --- identity compare / identity pairs ---------------------------------------------------------------
 
 

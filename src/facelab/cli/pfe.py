@@ -42,10 +42,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace):
-    """The PFE model of ``--model``, or the offline dlib backbone with unit variance."""
+    """The PFE model of ``--model``, or the offline dlib backbone with unit variance; with the views of
+    ``--views`` where the command has it, else those of the model's rule."""
     from facelab.pfe.model import PFEModel
 
-    return PFEModel.load(args.model, args.device) if args.model else PFEModel.deterministic(device=args.device)
+    views = getattr(args, "views", None)
+    if args.model:
+        return PFEModel.load(args.model, args.device, views)
+    return PFEModel.deterministic(device=args.device, views=views)
 
 
 def _print_scores(report: dict, names: list[str], indent: str = "") -> None:
@@ -103,7 +107,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
     if not paths:
         raise FacelabError(f"{folder} holds no images")
-    model = PFEModel.load(args.model, args.device)
+    model = PFEModel.load(args.model, args.device, args.views)
     emb = embed_files(paths, model.backbone, FaceFinder(args.aligned))
     sigma_sq = model.sigma_sq(emb.features)
     sigma_sq[~emb.found] = np.nan
@@ -219,6 +223,15 @@ def _model_args(p: argparse.ArgumentParser, aligned: bool = True, required: bool
         p.add_argument("--aligned", action="store_true", help="images are aligned face crops: skip detection")
 
 
+def _views_arg(p: argparse.ArgumentParser) -> None:
+    from facelab.detect.chip_views import MAX_VIEWS
+
+    p.add_argument("--views", type=int, default=None, metavar="N",
+                   help=f"average each face's embedding over N fixed views of its dlib chip (1: the chip, 2: and its "
+                        f"mirror, up to {MAX_VIEWS} with small rotations and zooms; each view is one more pass of the "
+                        "network). Default: the views of the model's same-person rule (1 for the shipped dlib rule)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     pfe = sub.add_parser("pfe", help="probabilistic face embeddings: train, evaluate, embed, export",
                          description="Probabilistic Face Embeddings (Shi & Jain 2019); see docs/pfe.md.")
@@ -251,12 +264,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="embed every image again instead of using the cache")
     p.add_argument("-o", "--output", help="also write the report as JSON")
     _model_args(p, required=False)
+    _views_arg(p)
     p.set_defaults(func=_cmd_eval)
 
     p = cmds.add_parser("embed", help="mu and sigma^2 of every face in a folder, to .npz")
     p.add_argument("folder", help="folder of face images (sub-folders are searched)")
     p.add_argument("-o", "--output", required=True, help="output .npz (paths, mu, sigma_sq, found)")
     _model_args(p)
+    _views_arg(p)
     p.set_defaults(func=_cmd_embed)
 
     p = cmds.add_parser("export", help="ONNX + TorchScript of the uncertainty module (and sphere backbone), checked")

@@ -115,11 +115,20 @@ class DlibEmbedder:
         shape = dlib.full_object_detection(rect, pts)
         return np.asarray(dlib.get_face_chip(rgb, shape, size=size, padding=0.25))
 
-    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
-        """Embed pre-cut 150x150 RGB chips in one batch call."""
+    def embed_chips(self, chips: list[np.ndarray], views: int = 1) -> np.ndarray:
+        """Embed pre-cut 150x150 RGB chips in one batch call per view: with ``views`` > 1 each face's
+        embedding is the mean over the first ``views`` of :data:`facelab.detect.chip_views.VIEWS` (the chip,
+        its mirror, ...), as dlib averages its jitters; each view costs one more pass of the network."""
         if not chips:
             return np.zeros((0, self.dim), np.float32)
-        return np.asarray(self._net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips]), np.float32)
+        return self.view_embeddings(chips, views).mean(0).astype(np.float32)
+
+    def view_embeddings(self, chips: list[np.ndarray], views: int) -> np.ndarray:
+        """``(views, N, 128)`` float64: each of the first ``views`` views of every chip, embedded."""
+        from facelab.detect.chip_views import check_views, chip_view
+
+        return np.stack([np.asarray(self._net.compute_face_descriptor([chip_view(c, v) for c in chips]), np.float64)
+                         .reshape(len(chips), self.dim) for v in range(check_views(views))])
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return self.embed_chips([self.chip(image, landmarks)])[0]

@@ -38,7 +38,8 @@ class IdentityProbe:
         faceset is never all in memory."""
         pairs, parts = zip(faces, landmarks), []
         while batch := list(islice(pairs, chunk)):
-            parts.append(self._embedder.embed_chips([self._embedder.chip(_uint8(f), lm) for f, lm in batch]))
+            chips = [self._embedder.chip(_uint8(f), lm) for f, lm in batch]
+            parts.append(self._embedder.embed_chips(chips, self.rule.views))
         return np.concatenate(parts) if parts else np.zeros((0, 128), np.float32)
 
     def detectable(self, faces: Iterable[np.ndarray]) -> np.ndarray:

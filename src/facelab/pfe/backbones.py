@@ -103,6 +103,7 @@ class Backbone(Protocol):
     dim: int
     feature_dim: int
     fingerprint: str  # what decides its outputs: cached embeddings are keyed by it
+    views: int  # test-time views averaged into each mu (1: the crop alone)
 
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray: ...
 
@@ -134,24 +135,34 @@ def chip_detail(crops: np.ndarray, margin: float = 0.1) -> np.ndarray:
 
 
 class DlibBackbone:
-    """The offline pretrained backbone: dlib's 128-d ResNet (weights from face-recognition-models)."""
+    """The offline pretrained backbone: dlib's 128-d ResNet (weights from face-recognition-models).
+
+    ``views`` > 1 makes ``mu`` the mean embedding of that many fixed views of the chip (the chip, its
+    mirror, ...: :mod:`facelab.detect.chip_views`); the uncertainty module's features stay the chip's own.
+    """
 
     dim = 128
 
     name = "dlib"
     feature_dim = DETAIL_OCTAVES * DETAIL_GRID**2
-    fingerprint = f"dlib-resnet128-v1|chip68|detail{DETAIL_OCTAVES}x{DETAIL_GRID}"
 
-    def __init__(self):
+    def __init__(self, views: int = 1):
+        from facelab.detect.chip_views import check_views
         from facelab.detect.dlib_models import DlibEmbedder
 
         self._embedder = DlibEmbedder()
+        self.views = check_views(views)
+
+    @property
+    def fingerprint(self) -> str:
+        base = f"dlib-resnet128-v1|chip68|detail{DETAIL_OCTAVES}x{DETAIL_GRID}"
+        return base if self.views == 1 else f"{base}|views{self.views}"
 
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         return self._embedder.chip(image, landmarks68)
 
     def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu = self._embedder.embed_chips(list(crops))
+        mu = self._embedder.embed_chips(list(crops), self.views)
         if len(crops) == 0:
             return mu, np.zeros((0, self.feature_dim), np.float32)
         return mu, chip_detail(np.stack(crops))
@@ -159,6 +170,8 @@ class DlibBackbone:
 
 class SphereBackbone:
     """A sphere network trained by ``facelab pfe train-backbone``, frozen, on 112x96 aligned RGB faces."""
+
+    views = 1
 
     def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "fp32", batch: int = 64):
         path = Path(model_dir) / BACKBONE_FILE
@@ -192,10 +205,13 @@ class SphereBackbone:
         return np.concatenate(mus), np.concatenate(feats)
 
 
-def load_backbone(spec: str, device: str = "auto", precision: str = "fp32") -> Backbone:
-    """``'dlib'`` or the model dir of a trained sphere backbone."""
+def load_backbone(spec: str, device: str = "auto", precision: str = "fp32", views: int = 1) -> Backbone:
+    """``'dlib'`` (``views``: see :class:`DlibBackbone`) or the model dir of a trained sphere backbone."""
     if spec == "dlib":
-        return DlibBackbone()
+        return DlibBackbone(views)
+    if views != 1:
+        raise FacelabError(f"--views {views} averages views of dlib's face chips; the sphere backbone {spec} embeds "
+                           "one view: leave --views at 1")
     if not (Path(spec) / BACKBONE_FILE).is_file():
         raise FacelabError(f"backbone {spec!r} is neither 'dlib' nor a model dir holding {BACKBONE_FILE}; "
                            "train one with 'facelab pfe train-backbone' or use --backbone dlib")

@@ -87,6 +87,7 @@ def evaluate_pairs(model: PFEModel, pairs: Pairs, finder: FaceFinder, fars: list
         raise FacelabError("no pair has a detectable face on both sides; check --data, or pass --aligned for face crops")
     a, b, same, folds = pe.a[keep], pe.b[keep], pairs.same[keep], pairs.folds[keep]
     report: dict = {"pairs": len(keep), "pairs_scored": int(keep.sum()), "pairs_without_face": int((~keep).sum()),
+                    "views": model.backbone.views,
                     "images": len(pe.files), "images_without_face": int((~pe.emb.found).sum()),
                     "found_by": dict(Counter(pe.emb.how.tolist())), "embed_seconds": round(pe.seconds, 1),
                     "missing_images": [str(pe.files[i]) for i in np.flatnonzero(~pe.emb.found)]}
@@ -103,7 +104,7 @@ def evaluate_pairs(model: PFEModel, pairs: Pairs, finder: FaceFinder, fars: list
 
 
 def rule_from_report(report: dict, backbone: str, fitted_on: str) -> SameRule:
-    return SameRule(**report["rule"], backbone=backbone, fitted_on=fitted_on)
+    return SameRule(**report["rule"], backbone=backbone, views=report["views"], fitted_on=fitted_on)
 
 
 def evaluate_templates(model: PFEModel, pe: PairEmbeddings, fars: list[float]) -> dict:

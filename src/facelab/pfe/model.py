@@ -33,6 +33,19 @@ def load_module_state(module: UncertaintyModule, state: dict, source: Path) -> N
     module.load_state_dict(state["model"])
 
 
+def _stored_rule(model_dir: Path | None, backbone: str) -> SameRule | None:
+    """The model dir's ``rule.json``; without one dlib's LFW rule for the dlib backbone, else None."""
+    path = model_dir / RULE_FILE if model_dir else None
+    if path is not None and path.is_file():
+        return load_rule(path)
+    return default_rule() if backbone == "dlib" else None
+
+
+def _rule_views(model_dir: Path | None, backbone: str) -> int:
+    rule = _stored_rule(model_dir, backbone)
+    return rule.views if rule is not None else 1
+
+
 class PFEModel:
     """``mu`` from the backbone, ``sigma^2`` from the uncertainty module, for crops or features.
 
@@ -48,9 +61,11 @@ class PFEModel:
         self._rule: SameRule | None = None
 
     @classmethod
-    def deterministic(cls, backbone: str = "dlib", device: str = "auto") -> "PFEModel":
+    def deterministic(cls, backbone: str = "dlib", device: str = "auto", views: int | None = None) -> "PFEModel":
+        """No uncertainty module; ``views``: see :meth:`load`."""
         cfg = PFEConfig(backbone=backbone)
-        return cls(cfg, load_backbone(backbone, device), None, resolve_device(device))
+        views = _rule_views(None, backbone) if views is None else views
+        return cls(cfg, load_backbone(backbone, device, views=views), None, resolve_device(device))
 
     @property
     def has_uncertainty(self) -> bool:
@@ -62,21 +77,21 @@ class PFEModel:
         without one, dlib's L2 rule fitted on LFW, which holds for any model on the dlib backbone (its
         ``mu`` is dlib's embedding)."""
         if self._rule is None:
-            path = self.model_dir / RULE_FILE if self.model_dir else None
-            if path is not None and path.is_file():
-                self._rule = load_rule(path)
-            elif self.cfg.backbone == "dlib":
-                self._rule = default_rule()
-            else:
+            self._rule = _stored_rule(self.model_dir, self.cfg.backbone)
+            if self._rule is None:
                 raise FacelabError(f"{self.model_dir} has no {RULE_FILE}: calibrate it with 'facelab pfe eval --pairs "
                                    f"PAIRS --data DIR --model {self.model_dir} --save-rule'")
         return self._rule
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto") -> "PFEModel":
+    def load(cls, model_dir: str | Path, device: str = "auto", views: int | None = None) -> "PFEModel":
+        """The model of ``model_dir``. ``views`` (test-time views averaged per face, see
+        :class:`~facelab.pfe.backbones.DlibBackbone`) defaults to those its same-person rule was fitted with,
+        so its scores meet its threshold; ``pfe eval --views N`` evaluates another count."""
         state = load_checkpoint(Path(model_dir) / PFE_FILE)
         cfg = config_from_dict(PFEConfig, state["config"], source=str(Path(model_dir) / PFE_FILE))
-        backbone = load_backbone(cfg.backbone, device)
+        views = _rule_views(Path(model_dir), cfg.backbone) if views is None else views
+        backbone = load_backbone(cfg.backbone, device, views=views)
         module = build_module(cfg, backbone)
         load_module_state(module, state, Path(model_dir) / PFE_FILE)
         return cls(cfg, backbone, module, resolve_device(device), Path(model_dir))

@@ -24,6 +24,7 @@ import numpy as np
 from facelab.core.config import config_from_dict, config_to_dict, option
 from facelab.core.errors import FacelabError
 from facelab.core.files import atomic_write_text
+from facelab.detect.chip_views import MAX_VIEWS
 from facelab.pfe.verify import best_threshold, cosine_scores, mls_scores
 
 METRICS = ("l2", "cosine", "mls")
@@ -40,6 +41,9 @@ class SameRule:
                          choices=METRICS)
     threshold: float = option(0.6, "the decision threshold on that score")
     backbone: str = option("dlib", "the backbone whose embeddings the threshold was fitted on")
+    views: int = option(1, "test-time views of each face averaged into its embedding when the threshold was "
+                           "fitted (1: the face alone, 2: and its mirror, ...); every command using the rule embeds "
+                           "the same way", low=1, high=MAX_VIEWS)
     fitted_on: str = option("", "the pairs it was fitted on")
     accuracy_mean: float | None = option(None, "10-fold accuracy of this score on those pairs (threshold chosen on 9 folds)")
     accuracy_std: float | None = option(None, "standard deviation of the 10 fold accuracies")
