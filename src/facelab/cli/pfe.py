@@ -78,7 +78,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     found = ", ".join(f"{k} {v}" for k, v in sorted(report["found_by"].items()))
     print(f"{report['pairs']} pairs, {report['images']} images (faces found by: {found}); "
           f"{report['images_without_face']} image(s) without a face, {report['pairs_without_face']} pair(s) not scored "
-          f"({report['embed_seconds']:.0f} s to embed)")
+          f"({report['embed_seconds']:.0f} s to embed, {report['views']} view(s) a face)")
     _print_scores(report, list(metrics_of(model)))
     t = report["templates"]
     print(f"templates (first side: the person's other images, {t['template_size_mean']:.1f} faces on average, "
