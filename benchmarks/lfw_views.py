@@ -3,8 +3,8 @@
 ``facelab pfe eval --views N`` embeds every face N times; measuring N = 1..6 that way would embed LFW 21
 times over. This script finds each face once (the same ``FaceFinder`` as ``pfe eval``: centre pick, HOG,
 HOG at 2x, dlib's CNN), embeds each view once, and scores every count from the running means, which are
-the embeddings ``--views N`` gives. Faces are processed in ``--workers`` processes (dlib's network runs
-on one core). Prints one JSON record: per count the 10-fold accuracy (mean, std), TAR at FAR 1e-3 and
+the embeddings ``--views N`` gives. Faces are processed in ``--workers`` processes (0: one per core), as
+``pfe eval`` does. Prints one JSON record: per count the 10-fold accuracy (mean, std), TAR at FAR 1e-3 and
 the threshold on all pairs.
 
     python3 benchmarks/lfw_views.py                  # all 6000 pairs, 6 views: ~40 min on 2 cores
@@ -22,34 +22,29 @@ import numpy as np
 import torch
 
 from facelab.core.device import device_name
-from facelab.core.progress import progress
-from facelab.core.workers import close_pool, worker_pool
 from facelab.detect.chip_views import MAX_VIEWS
+from facelab.io.images import read_image
+from facelab.pfe.backbones import DlibBackbone
 from facelab.pfe.data import Pairs, parse_pairs
+from facelab.pfe.features import FaceFinder, in_chunks, run_jobs
 from facelab.pfe.rule import fit_threshold
 from facelab.pfe.verify import kfold_accuracy, tar_at_far
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
-_WORKER: dict = {}
 
 
-def _init(views: int) -> None:
-    from facelab.detect.dlib_models import DlibEmbedder
-    from facelab.pfe.features import FaceFinder
-
-    _WORKER.update(finder=FaceFinder(pick="centre", cnn_fallback=True), embedder=DlibEmbedder(), views=views)
-
-
-def _embed(path: str) -> np.ndarray | None:
-    """``(views, 128)`` embeddings of the face in ``path``'s image, or None when no pass finds one."""
-    from facelab.io.images import read_image
-
-    image = read_image(path)
-    landmarks = _WORKER["finder"].find(image)
-    if landmarks is None:
-        return None
-    chip = _WORKER["embedder"].chip(image, landmarks)
-    return _WORKER["embedder"].view_embeddings([chip], _WORKER["views"])[:, 0]
+def _views_of(backbone: DlibBackbone, finder: FaceFinder, job: tuple[list[str], int]) -> list[np.ndarray | None]:
+    """``(views, 128)`` embeddings of the face in each image of the job, None where no pass finds one."""
+    paths, views = job
+    chips, out = [], []
+    for path in paths:
+        image = read_image(path)
+        landmarks = finder.find(image)
+        out.append(None if landmarks is None else len(chips))
+        if landmarks is not None:
+            chips.append(backbone.prepare(image, landmarks))
+    emb = backbone.view_embeddings(chips, views) if chips else None
+    return [None if k is None else emb[:, k] for k in out]
 
 
 def subset(pairs: Pairs, per_fold: int) -> Pairs:
@@ -68,18 +63,17 @@ def main() -> None:
     parser.add_argument("--data", default=str(LFW / "images"))
     parser.add_argument("--views", type=int, default=MAX_VIEWS, help=f"largest count (default: {MAX_VIEWS})")
     parser.add_argument("--per-fold", type=int, default=0, help="only this many pairs of each kind per fold (0: all)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="processes (default: 0, one per CPU core)")
     args = parser.parse_args()
     pairs = parse_pairs(args.pairs, args.data)
     if args.per_fold:
         pairs = subset(pairs, args.per_fold)
     files = sorted(set(map(str, pairs.first + pairs.second)))
     start = time.perf_counter()
-    pool = worker_pool(args.workers, _init, (args.views,))
-    try:
-        found = list(progress(pool.imap(_embed, files, chunksize=8), total=len(files), desc="LFW faces", unit="img"))
-    finally:
-        close_pool(pool, finished=True)
+    chunks = in_chunks(files)
+    found = [e for part in run_jobs(_views_of, [(c, args.views) for c in chunks], [len(c) for c in chunks],
+                                    DlibBackbone(), FaceFinder(pick="centre", cnn_fallback=True), args.workers,
+                                    "LFW faces") for e in part]
     seconds = time.perf_counter() - start
     row = {path: i for i, path in enumerate(files)}
     a = np.array([row[str(p)] for p in pairs.first])

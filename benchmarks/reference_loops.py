@@ -510,8 +510,7 @@ def pfe_pool(per_class: int, tiny: bool = False) -> tuple[np.ndarray, np.ndarray
         from facelab.pfe.data import scan_identities
         from facelab.pfe.features import FaceFinder, build_pool
 
-        pool = build_pool(scan_identities(CELEBA, per_class), DlibBackbone(), FaceFinder(aligned=True), 1, 0.3,
-                          np.random.default_rng(0))
+        pool = build_pool(scan_identities(CELEBA, per_class), DlibBackbone(), FaceFinder(aligned=True), 1, 0.3, 0)
         out = pool.features, pool.mu, pool.labels, f"{CELEBA} through dlib-resnet128"
     except Exception as exc:  # noqa: BLE001 - any missing piece: the step's cost does not depend on the values
         rng = np.random.default_rng(0)

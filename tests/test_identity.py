@@ -209,6 +209,39 @@ def test_the_views_benchmark_scores_each_count_as_pfe_eval_does(tmp_path, monkey
     assert record["views"]["2"]["accuracy_mean"] == pytest.approx(report["l2"]["accuracy_mean"])
 
 
+@need_lfw
+@pytest.mark.skipif(not (SHARED_DATA / "celeba").is_dir(), reason="../shared/data/celeba is absent")
+def test_worker_processes_give_the_embeddings_and_the_pool_of_one_process(tmp_path):
+    """`pfe eval` / `pfe embed` and `pfe train`'s feature pool spread the faces over worker processes: the same
+    rows in the same order as in one process, a face-free image included; the pool's augmentations are
+    seeded per image, so its copies do not depend on the number of workers either."""
+    from types import SimpleNamespace
+
+    from facelab.pfe.backbones import DlibBackbone
+    from facelab.pfe.data import IdentityFolder
+    from facelab.pfe.features import MIN_PARALLEL, FaceFinder, build_pool, embed_files, worker_count
+
+    backbone, finder = DlibBackbone(), FaceFinder(pick="centre")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((250, 250, 3), 128, np.uint8))
+    files = sorted((LFW / "images").glob("A*/*.jpg"))[:MIN_PARALLEL]
+    files.insert(10, blank)
+    assert worker_count(2, backbone, len(files)) == 2 and worker_count(2, backbone, MIN_PARALLEL - 1) == 1
+    assert worker_count(2, SimpleNamespace(spec=("sphere", "cuda", "fp32", 1)), 10_000) == 1  # a GPU batches
+    one, two = (embed_files(files, backbone, finder, workers=w) for w in (1, 2))
+    assert not one.found[10] and one.found.sum() == len(files) - 1
+    assert (one.found == two.found).all() and (one.how == two.how).all()
+    assert np.allclose(one.mu, two.mu, atol=1e-6) and np.allclose(one.features, two.features, atol=1e-4)
+    assert np.linalg.norm(one.mu[11] - one.mu[12]) > 0.1  # rows are distinct faces, in file order
+    ident = scan_identities(SHARED_DATA / "celeba", max_per_class=1)
+    some = IdentityFolder(ident.paths[:MIN_PARALLEL], ident.labels[:MIN_PARALLEL], ident.names)
+    pools = [build_pool(some, backbone, FaceFinder(), copies=2, degrade_prob=0.5, seed=3, workers=w) for w in (1, 2)]
+    assert np.allclose(pools[0].mu, pools[1].mu, atol=1e-6) and (pools[0].labels == pools[1].labels).all()
+    assert (pools[0].degraded == pools[1].degraded).all() and 0 < pools[0].degraded.mean() < 1
+    assert (pools[0].labels[::2] == pools[0].labels[1::2]).all()  # each image's two copies side by side
+    assert np.linalg.norm(pools[0].mu[0] - pools[0].mu[1]) > 1e-3  # ... and augmented differently
+
+
 # --- identity compare / identity pairs ---------------------------------------------------------------
 
 

@@ -74,7 +74,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     pairs = parse_pairs(args.pairs, args.data)
     model = _load_model(args)
     finder = FaceFinder(args.aligned, pick=args.pick, cnn_fallback=True)
-    report = evaluate_pairs(model, pairs, finder, args.far, cache=not args.no_cache)
+    report = evaluate_pairs(model, pairs, finder, args.far, cache=not args.no_cache, workers=args.workers)
     found = ", ".join(f"{k} {v}" for k, v in sorted(report["found_by"].items()))
     print(f"{report['pairs']} pairs, {report['images']} images (faces found by: {found}); "
           f"{report['images_without_face']} image(s) without a face, {report['pairs_without_face']} pair(s) not scored "
@@ -108,7 +108,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if not paths:
         raise FacelabError(f"{folder} holds no images")
     model = PFEModel.load(args.model, args.device, args.views)
-    emb = embed_files(paths, model.backbone, FaceFinder(args.aligned))
+    emb = embed_files(paths, model.backbone, FaceFinder(args.aligned), workers=args.workers)
     sigma_sq = model.sigma_sq(emb.features)
     sigma_sq[~emb.found] = np.nan
     with atomic_path(args.output) as tmp, open(tmp, "wb") as fh:
@@ -196,7 +196,8 @@ def _cmd_identity_pairs(args: argparse.Namespace) -> int:
     from facelab.pfe.features import FaceFinder
 
     model = _load_model(args)
-    rows, summary = score_pair_list(model, parse_pair_csv(args.pairs, args.root), FaceFinder(cnn_fallback=True))
+    rows, summary = score_pair_list(model, parse_pair_csv(args.pairs, args.root), FaceFinder(cnn_fallback=True),
+                                    args.workers)
     if args.output:
         _write_csv(args.output, rows)
     else:
@@ -232,6 +233,12 @@ def _views_arg(p: argparse.ArgumentParser) -> None:
                         "network). Default: the views of the model's same-person rule (1 for the shipped dlib rule)")
 
 
+def _workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes that find and embed the faces on a CPU backbone (default: 0, one per CPU core; "
+                        "1: in this process); the embeddings are the same for any number")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     pfe = sub.add_parser("pfe", help="probabilistic face embeddings: train, evaluate, embed, export",
                          description="Probabilistic Face Embeddings (Shi & Jain 2019); see docs/pfe.md.")
@@ -265,6 +272,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="also write the report as JSON")
     _model_args(p, required=False)
     _views_arg(p)
+    _workers_arg(p)
     p.set_defaults(func=_cmd_eval)
 
     p = cmds.add_parser("embed", help="mu and sigma^2 of every face in a folder, to .npz")
@@ -272,6 +280,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .npz (paths, mu, sigma_sq, found)")
     _model_args(p)
     _views_arg(p)
+    _workers_arg(p)
     p.set_defaults(func=_cmd_embed)
 
     p = cmds.add_parser("export", help="ONNX + TorchScript of the uncertainty module (and sphere backbone), checked")
@@ -321,4 +330,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--root", help="folder the relative paths start in (default: the CSV's folder)")
     c.add_argument("-o", "--output", help="per-pair CSV (default: print it)")
     _model_args(c, aligned=False, required=False)
+    _workers_arg(c)
     c.set_defaults(func=_cmd_identity_pairs)

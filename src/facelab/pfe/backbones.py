@@ -104,6 +104,7 @@ class Backbone(Protocol):
     feature_dim: int
     fingerprint: str  # what decides its outputs: cached embeddings are keyed by it
     views: int  # test-time views averaged into each mu (1: the crop alone)
+    spec: tuple  # load_backbone(*spec) builds the same backbone again (in a worker process)
 
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray: ...
 
@@ -152,6 +153,7 @@ class DlibBackbone:
 
         self._embedder = DlibEmbedder()
         self.views = check_views(views)
+        self.spec = ("dlib", "cpu", "fp32", self.views)
 
     @property
     def fingerprint(self) -> str:
@@ -160,6 +162,10 @@ class DlibBackbone:
 
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         return self._embedder.chip(image, landmarks68)
+
+    def view_embeddings(self, crops: list[np.ndarray], views: int) -> np.ndarray:
+        """``(views, N, 128)``: each of the first ``views`` fixed views of every chip, embedded."""
+        return self._embedder.view_embeddings(crops, views)
 
     def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = self._embedder.embed_chips(list(crops), self.views)
@@ -183,6 +189,7 @@ class SphereBackbone:
         self.net.to(self.device).eval().requires_grad_(False)
         self.precision, self.batch = precision, batch
         self.name = str(model_dir)
+        self.spec = (self.name, self.device.type, precision, 1)
         self.dim = cfg["embedding_size"]
         self.feature_dim = self.net.feature_dim
         stat = path.stat()

@@ -56,6 +56,8 @@ class PFEConfig(Validated):
     copies: int = option(1, "augmented copies of every image in the feature pool", low=1)
     degrade_prob: float = option(0.3, "share of augmented copies that are blurred or shrunk", low=0, high=1)
     max_per_class: int = option(0, "use at most this many images per identity (0: all)", low=0)
+    workers: int = option(0, "processes that find and encode the faces of the feature pool on a CPU backbone "
+                             "(0: one per CPU core); the pool is the same for any number", low=0)
     classes_per_batch: int = option(64, "identities in a batch", low=1)
     samples_per_class: int = option(4, "faces of each identity in a batch", low=2)
     target_iter: int = option(3000, "training steps", low=0, aliases=("steps",))

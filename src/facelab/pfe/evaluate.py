@@ -47,11 +47,12 @@ class PairEmbeddings:
         return self.emb.found[self.a] & self.emb.found[self.b]
 
 
-def embed_pairs(model: PFEModel, pairs: Pairs, finder: FaceFinder, cache: bool = True) -> PairEmbeddings:
+def embed_pairs(model: PFEModel, pairs: Pairs, finder: FaceFinder, cache: bool = True, workers: int = 0) -> PairEmbeddings:
+    """The pairs' images embedded once each (``workers``: see :func:`~facelab.pfe.features.embed_files`)."""
     start = time.perf_counter()
     files = sorted(set(pairs.first) | set(pairs.second))
     row = {p: i for i, p in enumerate(files)}
-    emb = embed_files(files, model.backbone, finder, desc="pair images", cache=cache)
+    emb = embed_files(files, model.backbone, finder, desc="pair images", cache=cache, workers=workers)
     sigma_sq = model.sigma_sq(emb.features)
     a, b = np.array([row[p] for p in pairs.first]), np.array([row[p] for p in pairs.second])
     return PairEmbeddings(pairs, files, emb, sigma_sq, a, b, time.perf_counter() - start)
@@ -78,10 +79,10 @@ def _fold_report(metric: str, scores: np.ndarray, same: np.ndarray, folds: np.nd
 
 
 def evaluate_pairs(model: PFEModel, pairs: Pairs, finder: FaceFinder, fars: list[float], cache: bool = True,
-                   templates: bool = True) -> dict:
+                   templates: bool = True, workers: int = 0) -> dict:
     """The LFW protocol for every score the model gives (see the module docstring); ``report["rule"]`` is the
     most accurate score with its threshold fitted on all pairs."""
-    pe = embed_pairs(model, pairs, finder, cache)
+    pe = embed_pairs(model, pairs, finder, cache, workers)
     keep = pe.both_found
     if not keep.any():
         raise FacelabError("no pair has a detectable face on both sides; check --data, or pass --aligned for face crops")
@@ -155,11 +156,11 @@ def evaluate_templates(model: PFEModel, pe: PairEmbeddings, fars: list[float]) -
     return out
 
 
-def score_pair_list(model: PFEModel, pairs: Pairs, finder: FaceFinder) -> tuple[list[dict], dict]:
+def score_pair_list(model: PFEModel, pairs: Pairs, finder: FaceFinder, workers: int = 0) -> tuple[list[dict], dict]:
     """Per-pair score and decision by ``model.rule``; with labels, accuracy, FAR and FRR of the decisions
     (a pair with no face on a side gets no decision and is counted apart)."""
     rule = model.rule
-    pe = embed_pairs(model, pairs, finder, cache=False)
+    pe = embed_pairs(model, pairs, finder, cache=False, workers=workers)
     mu, sig, ok = pe.emb.mu, pe.sigma_sq, pe.both_found
     scores = np.full(len(pe.a), np.nan)
     scores[ok] = rule.pair_scores(mu[pe.a[ok]], sig[pe.a[ok]], mu[pe.b[ok]], sig[pe.b[ok]])

@@ -124,14 +124,14 @@ def _cached_pool(path: Path, key: str, feature_dim: int) -> FeaturePool | None:
         return None
 
 
-def load_or_build_pool(cfg: PFEConfig, model_dir: Path, backbone, rng: np.random.Generator) -> FeaturePool:
+def load_or_build_pool(cfg: PFEConfig, model_dir: Path, backbone) -> FeaturePool:
     """The feature pool, cached in the model dir so a resumed run skips the backbone pass."""
     path, key = model_dir / POOL_FILE, _pool_key(cfg)
     cached = _cached_pool(path, key, backbone.feature_dim)
     if cached is not None:
         return cached
     ident = scan_identities(cfg.data, cfg.max_per_class)
-    pool = build_pool(ident, backbone, FaceFinder(cfg.aligned), cfg.copies, cfg.degrade_prob, rng)
+    pool = build_pool(ident, backbone, FaceFinder(cfg.aligned), cfg.copies, cfg.degrade_prob, cfg.seed, cfg.workers)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, key=np.array(key), features=pool.features, mu=pool.mu, labels=pool.labels, degraded=pool.degraded)
     return pool
@@ -153,11 +153,11 @@ def train_pfe(cfg: PFEConfig) -> dict[str, float]:
     group = join(cfg.device)
     device, shard = group.device, group.shard
     model_dir, state = open_model_dir(cfg, PFE_FILE, group)
-    rng = seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     backbone = load_backbone(cfg.backbone, str(device), cfg.precision)
     # rank 0 runs the backbone over every image and caches the pool; the other processes then read the cache
-    built = group.on_main(lambda: load_or_build_pool(cfg, model_dir, backbone, rng))
-    pool = built if built is not None else load_or_build_pool(cfg, model_dir, backbone, rng)
+    built = group.on_main(lambda: load_or_build_pool(cfg, model_dir, backbone))
+    pool = built if built is not None else load_or_build_pool(cfg, model_dir, backbone)
     module = build_module(cfg, backbone).to(device)
     opt = adam(module.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device, cfg.precision)
