@@ -189,7 +189,8 @@ def test_views_average_fixed_views_and_travel_with_the_rule(tmp_path, monkeypatc
 @need_lfw
 def test_the_views_benchmark_scores_each_count_as_pfe_eval_does(tmp_path, monkeypatch):
     """benchmarks/lfw_views.py (each view embedded once, every count scored from the running means) gives
-    the threshold `pfe eval --views 2` fits on the same pairs, so its table is what the command gives."""
+    the threshold `pfe eval --views 2` fits on the same pairs, so its table is what the command gives; a run
+    with more views embeds only the new ones (kept in $FACELAB_CACHE/lfw_views) and scores the rest the same."""
     import subprocess
     import sys
 
@@ -200,13 +201,29 @@ def test_the_views_benchmark_scores_each_count_as_pfe_eval_does(tmp_path, monkey
     assert main(["pfe", "eval", "--pairs", str(pairs_file), "--data", str(LFW / "images"), "--device", "cpu",
                  "--views", "2", "-o", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lfw_views.py"), "--pairs", str(pairs_file),
-                           "--views", "2"], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    def views_run(views: int) -> dict:
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lfw_views.py"), "--pairs", str(pairs_file),
+                               "--views", str(views)], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    record = views_run(2)
     assert record["pairs"] == report["pairs"] == 20 and set(record["views"]) == {"1", "2"}
     assert record["views"]["2"]["threshold"] == pytest.approx(report["l2"]["threshold"], abs=1e-4)
     assert record["views"]["2"]["accuracy_mean"] == pytest.approx(report["l2"]["accuracy_mean"])
+    # overwrite the cached second view with the first: a run with 3 views that reuses the cache (and embeds
+    # only view 3) then scores 2 views as 1
+    (cached,) = (tmp_path / "cache" / "lfw_views").glob("*.npz")
+    with np.load(cached) as z:
+        kept = dict(z)
+    assert kept["views"].shape[1:] == (2, 128) and kept["found"].all()
+    kept["views"][:, 1] = kept["views"][:, 0]
+    np.savez(cached, **kept)
+    more = views_run(3)
+    assert set(more["views"]) == {"1", "2", "3"} and more["views"]["1"] == record["views"]["1"]
+    assert more["views"]["2"]["threshold"] == record["views"]["1"]["threshold"] != record["views"]["2"]["threshold"]
+    with np.load(cached) as z:
+        assert z["views"].shape[1:] == (3, 128) and np.array_equal(z["views"][:, :2], kept["views"])
 
 
 @need_lfw

@@ -3,8 +3,9 @@
 dlib's own ``compute_face_descriptor(chip, num_jitters=N)`` averages N randomly jittered copies of the chip
 (its published 99.38 % on LFW uses N = 100), but its jitters come out different on every call, so the same
 face embeds to another vector each time and no cache or threshold can rely on it. These views are a fixed,
-ordered list instead: the chip itself, its mirror image, then small rotations and zooms of both, the kind of
-change dlib's jitter makes (a few degrees, a few per cent, a couple of pixels). ``views=2`` is the chip and
+ordered list instead: the chip itself, its mirror image, then small rotations, zooms and shifts of both, within
+the range of dlib's ``jitter_image`` (rotation up to 3 degrees, the crop 1-4 % tighter, moved by up to 2 % of
+the face, mirrored half the time). ``views=2`` is the chip and
 its mirror; every ``views=N`` is the first N, so a larger N only adds views. What each count gives on LFW
 is in docs/pfe.md.
 """
@@ -22,6 +23,12 @@ VIEWS: tuple[tuple[float, float, float, float, bool], ...] = (
     (-3.0, 1.0, 0.0, 0.0, True),
     (0.0, 1.03, 2.0, 2.0, False),
     (0.0, 1.03, -2.0, 2.0, True),
+    (1.5, 1.02, 2.0, -2.0, False),
+    (-1.5, 1.02, -2.0, -2.0, True),
+    (-3.0, 1.01, 0.0, 0.0, False),
+    (3.0, 1.01, 0.0, 0.0, True),
+    (0.0, 1.04, 0.0, -3.0, False),
+    (0.0, 1.04, 0.0, 3.0, True),
 )
 MAX_VIEWS = len(VIEWS)
 

@@ -124,10 +124,10 @@ class DlibEmbedder:
             return np.zeros((0, self.dim), np.float32)
         return self.view_embeddings(chips, views).mean(0).astype(np.float32)
 
-    def view_embeddings(self, chips: list[np.ndarray], views: int) -> np.ndarray:
-        """``(views, N, 128)`` float64: each of the first ``views`` views of every chip, embedded."""
+    def view_embeddings(self, chips: list[np.ndarray], views: int, start: int = 0) -> np.ndarray:
+        """``(views - start, N, 128)`` float64: views ``start`` .. ``views - 1`` of every chip, embedded."""
         return np.stack([np.asarray(self._net.compute_face_descriptor([chip_view(c, v) for c in chips]), np.float64)
-                         .reshape(len(chips), self.dim) for v in range(check_views(views))])
+                         .reshape(len(chips), self.dim) for v in range(start, check_views(views))])
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return self.embed_chips([self.chip(image, landmarks)])[0]

@@ -163,9 +163,9 @@ class DlibBackbone:
     def prepare(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         return self._embedder.chip(image, landmarks68)
 
-    def view_embeddings(self, crops: list[np.ndarray], views: int) -> np.ndarray:
-        """``(views, N, 128)``: each of the first ``views`` fixed views of every chip, embedded."""
-        return self._embedder.view_embeddings(crops, views)
+    def view_embeddings(self, crops: list[np.ndarray], views: int, start: int = 0) -> np.ndarray:
+        """``(views - start, N, 128)``: fixed views ``start`` .. ``views - 1`` of every chip, embedded."""
+        return self._embedder.view_embeddings(crops, views, start)
 
     def encode(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = self._embedder.embed_chips(list(crops), self.views)
