@@ -9,7 +9,7 @@ sizes and times, and the finder; each view by its entry in ``VIEWS``), so a re-r
 embeds only the views not yet there (``--no-cache``: embed everything again). Prints one JSON record: per
 count the 10-fold accuracy (mean, std), TAR at FAR 1e-3 and the threshold on all pairs.
 
-    python3 benchmarks/lfw_views.py                  # all 6000 pairs, 12 views: ~75 min on 2 cores
+    python3 benchmarks/lfw_views.py                  # all 6000 pairs, 12 views: ~70 min on 2 cores
     python3 benchmarks/lfw_views.py --per-fold 2     # 2 matched + 2 mismatched pairs per fold (a check)
     python3 benchmarks/lfw_views.py --spread 0 1 4 16  # also: each face's spread over its views as its variance
 
@@ -37,6 +37,7 @@ from facelab.io.images import read_image
 from facelab.pfe.backbones import DlibBackbone
 from facelab.pfe.data import Pairs, parse_pairs
 from facelab.pfe.features import FaceFinder, in_chunks, run_jobs
+from facelab.pfe.losses import mutual_likelihood_score
 from facelab.pfe.rule import fit_threshold
 from facelab.pfe.verify import kfold_accuracy, tar_at_far
 
@@ -157,11 +158,10 @@ def main() -> None:
         counts[str(n)] = {**scored_by(-dist), "threshold": round(fit_threshold("l2", dist, same), 4)}
     spread = {}
     if args.spread and args.views > 1:
-        var = views.var(1, ddof=1)  # (files, 128)
-        gap = (views.mean(1)[a] - views.mean(1)[b]) ** 2
+        mu, var = torch.from_numpy(views.mean(1)), views.var(1, ddof=1)  # (files, 128) each
         for c in args.spread:
-            both = var[a] + var[b] + c * var[ok].mean()
-            spread[str(c)] = scored_by(-(gap / both + np.log(both)).sum(1))
+            log_var = torch.from_numpy(np.log(var + c / 2 * var[ok].mean()))  # the pair's sum: + c x the mean
+            spread[str(c)] = scored_by(mutual_likelihood_score(mu[a], log_var[a], mu[b], log_var[b]).numpy())
     print(json.dumps({"benchmark": "lfw_views", "pairs": len(pairs.same), "pairs_scored": int(scored.sum()),
                       "images": len(files), "images_without_face": int((~ok).sum()), "workers": args.workers,
                       "seconds": round(seconds, 1), "views": counts, **({"spread_mls": spread} if spread else {}),
