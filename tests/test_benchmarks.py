@@ -73,3 +73,28 @@ def test_reference_loops_race_stargan_against_itself_in_another_layout():
     (record,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert record["reference_side"] == {"facelab with options": {"channels_last": False}}
     assert record["losses_match"], record
+
+
+def test_the_winograd_convolutions_compute_the_direct_convolution_and_its_gradients():
+    """benchmarks/conv_algorithms.py times Winograd against oneDNN only if both compute the same thing:
+    outputs and both gradients of F(2x2) and F(4x4) equal conv2d's, odd sizes included (padded tiles)."""
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from conv_algorithms import WINOGRAD, kronecker_transforms, winograd_conv3x3
+
+    gen = torch.Generator().manual_seed(0)
+    for size in (7, 12):
+        x = torch.randn(2, 5, size, size, generator=gen, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(4, 5, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(2, 4, size, size, generator=gen, dtype=torch.float64)
+        expected = F.conv2d(x, w, b, padding=1)
+        want = torch.autograd.grad(expected, (x, w, b), g)
+        for m in WINOGRAD:
+            y = winograd_conv3x3(x, w, b, m, kronecker_transforms(m, torch.float64))
+            assert y.shape == expected.shape
+            torch.testing.assert_close(y, expected, rtol=1e-9, atol=1e-9)
+            for got, ref in zip(torch.autograd.grad(y, (x, w, b), g), want):
+                torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
