@@ -160,3 +160,25 @@ def test_am_softmax_margin_raises_the_loss():
     plain = AMSoftmax(16, 4, scale=30.0, margin=0.0)
     plain.load_state_dict(head.state_dict())
     assert head(emb, labels)[0] > plain(emb, labels)[0]
+
+
+def test_the_before_figure_of_an_untrained_module_is_finite_on_a_feature_map_s_raw_scale():
+    """pfe train's "MLS loss on a fixed pool sample: before -> after": a trained sphere20's feature map
+    reaches 1e8 (measured on CelebA), and an untrained module's BatchNorm, without running statistics,
+    passed that through to sigma^2 and logged 'nan' as the before figure. The untrained module is scored
+    with the sample's batch statistics (on a copy: its own state is untouched); a trained one in eval mode."""
+    from facelab.pfe.features import FeaturePool
+    from facelab.pfe.train import pool_loss
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(16), 8)
+    pool = FeaturePool((rng.standard_normal((128, 64)) * 1e8).astype(np.float32),
+                       rng.standard_normal((128, 8)).astype(np.float32), labels, np.zeros(128, bool))
+    torch.manual_seed(0)
+    module = UncertaintyModule(64, 8, hidden=16)
+    before = pool_loss(module, pool, torch.device("cpu"), seed=0, batch=64)
+    assert math.isfinite(before)
+    assert int(module.bn1.num_batches_tracked) == 0 and float(module.bn1.running_mean.abs().max()) == 0.0
+    module.train()
+    module(torch.from_numpy(pool.features))  # one training-mode pass sets the running statistics
+    assert math.isfinite(pool_loss(module, pool, torch.device("cpu"), seed=0, batch=64)) and not module.training

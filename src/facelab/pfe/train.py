@@ -9,6 +9,7 @@ alone writes (:mod:`facelab.core.distributed`).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -139,11 +140,19 @@ def load_or_build_pool(cfg: PFEConfig, model_dir: Path, backbone) -> FeaturePool
 
 @torch.no_grad()
 def pool_loss(module: torch.nn.Module, pool: FeaturePool, device: torch.device, seed: int, batch: int = 1024) -> float:
-    """MLS loss (module in eval mode) on one fixed balanced sample of the pool: the before/after figure."""
+    """MLS loss on one fixed balanced sample of the pool: the before/after figure.
+
+    A module that has trained is scored as it is used, in eval mode. An untrained one is scored, on a copy,
+    with the sample's own batch statistics, as its first training step sees it: its BatchNorm has no
+    running statistics yet, and the defaults (mean 0, variance 1) on a sphere network's raw feature map
+    overflow sigma^2 into a NaN loss.
+    """
     sampler = BalancedBatchSampler(pool.labels, max(1, batch // 8), 8)
     idx = sampler.sample(np.random.default_rng([seed, 999]))
-    module.eval()
-    log_sig = module(torch.from_numpy(pool.features[idx]).to(device))
+    untrained = any(int(m.num_batches_tracked) == 0 for m in module.modules()
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    scored = copy.deepcopy(module).train() if untrained else module.eval()
+    log_sig = scored(torch.from_numpy(pool.features[idx]).to(device))
     return float(mls_loss(torch.from_numpy(pool.mu[idx]).to(device), log_sig, torch.from_numpy(pool.labels[idx]).to(device)))
 
 
