@@ -32,6 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from alternate import emit, machine  # noqa: E402
+from facelab.core.device import memory_format  # noqa: E402
 from reference_loops import SWAP_RUNS  # noqa: E402
 
 # Lavin & Gray's matrices: B^T (input), G (filter), A^T (output), for points 0, +-1 (m = 2) and 0, +-1, +-2 (m = 4)
@@ -98,8 +99,7 @@ def conv3x3_shapes(model_name: str) -> tuple[Counter, dict]:
 def time_layer(shape: tuple[int, int, int, int], precision: str, repeats: int) -> tuple[dict, dict]:
     b, c, size, out = shape
     gen = torch.Generator().manual_seed(0)
-    layout = torch.channels_last if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else \
-        torch.contiguous_format
+    layout = memory_format(None, torch.device("cpu"))  # what facelab's swap models run in on this CPU
     x = torch.randn(b, c, size, size, generator=gen).contiguous(memory_format=layout).requires_grad_()
     weight = (torch.randn(out, c, 3, 3, generator=gen) / (9 * c) ** 0.5).contiguous(memory_format=layout)
     weight.requires_grad_()

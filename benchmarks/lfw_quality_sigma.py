@@ -26,6 +26,7 @@ from facelab.core.device import device_name
 from facelab.pfe.data import parse_pairs
 from facelab.pfe.evaluate import embed_pairs
 from facelab.pfe.features import FaceFinder
+from facelab.pfe.losses import mutual_likelihood_score
 from facelab.pfe.model import PFEModel
 from facelab.pfe.verify import best_threshold, kfold_accuracy
 
@@ -33,12 +34,6 @@ LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 ALPHAS = np.log([3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
 _STEPS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]  # accuracy collapses by |beta| = 0.25
 BETAS = np.array([*(-x for x in reversed(_STEPS)), 0.0, *_STEPS])
-
-
-def mls_scalar(d2: np.ndarray, sa: np.ndarray, sb: np.ndarray, dim: int) -> np.ndarray:
-    """MLS of two isotropic Gaussians with variances ``sa``, ``sb`` whose means are ``sqrt(d2)`` apart."""
-    s = sa + sb
-    return -d2 / s - dim * np.log(s)
 
 
 def main() -> None:
@@ -53,25 +48,27 @@ def main() -> None:
     a, b, same, folds = pe.a[keep], pe.b[keep], pairs.same[keep], pairs.folds[keep]
     mu = pe.emb.mu.astype(np.float64)
     d2 = ((mu[a] - mu[b]) ** 2).sum(1)
+    mu_a, mu_b = torch.from_numpy(mu[a]), torch.from_numpy(mu[b])
     signals = {"embedding_norm": np.linalg.norm(mu, axis=1), "chip_detail_mean": pe.emb.features.mean(1)}
     report = {"benchmark": "lfw_quality_sigma", "pairs_scored": int(keep.sum()),
               "l2_accuracy": round(kfold_accuracy(-d2, same, folds).mean, 5)}
     grid = [(al, be) for al in ALPHAS for be in BETAS]
+    found = pe.emb.found
     for name, signal in signals.items():
-        found = pe.emb.found
         z = (signal - signal[found].mean()) / signal[found].std()
 
-        def scores(point):
-            s = np.exp(point[0] + point[1] * z)
-            return mls_scalar(d2, s[a], s[b], mu.shape[1])
+        def mls(point):  # the same log sigma^2 in every dimension of a face
+            log_var = torch.from_numpy(point[0] + point[1] * z)[:, None].expand(-1, mu.shape[1])
+            return mutual_likelihood_score(mu_a, log_var[a], mu_b, log_var[b]).numpy()
 
-        in_view = {p: kfold_accuracy(scores(p), same, folds).mean for p in grid}
+        scores = {p: mls(p) for p in grid}
+        in_view = {p: kfold_accuracy(scores[p], same, folds).mean for p in grid}
         best = max(grid, key=lambda p: (in_view[p], -abs(p[1])))
         correct = 0
         for k in np.unique(folds):
             train, test = folds != k, folds == k
-            point = max(grid, key=lambda p: (kfold_accuracy(scores(p)[train], same[train], folds[train]).mean, -abs(p[1])))
-            s = scores(point)
+            point = max(grid, key=lambda p: (kfold_accuracy(scores[p][train], same[train], folds[train]).mean, -abs(p[1])))
+            s = scores[point]
             correct += int(((s[test] > best_threshold(s[train], same[train])) == same[test]).sum())
         report[name] = {"best_in_view": {"accuracy": round(in_view[best], 5), "sigma_sq_level": float(np.exp(best[0])),
                                          "beta": float(best[1])},
