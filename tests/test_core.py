@@ -17,7 +17,7 @@ import torch
 from facelab.core.checkpoint import load_checkpoint, save_checkpoint
 from facelab.core.config import (add_config_arguments, check_fixed_unchanged, config_from_args, load_config, option,
                                  save_config)
-from facelab.core.device import autocast, resolve_device
+from facelab.core.device import autocast, cpu_description, resolve_device
 from facelab.core.errors import FacelabError
 from facelab.core.files import previous_path
 from facelab.core.logs import MetricsLog
@@ -147,6 +147,16 @@ def test_devices_and_precision():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with pytest.raises(FacelabError, match="fp16"):
         autocast(torch.device("cpu"), "fp16")
+
+
+def test_a_benchmark_record_names_the_cpu_s_bf16_units():
+    """AMX hosts run bf16 several times faster than AVX512-BF16-only ones, so records must tell them apart;
+    the flag names are matched whole (``avx512_bf16`` is not read out of ``avx512_bf16x``)."""
+    amx = "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert cpu_description(amx, "x86_64", 2) == "Intel(R) Xeon(R) Processor, 2 cores, AVX512-BF16, AMX-BF16"
+    avx2 = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16x\n"
+    assert cpu_description(avx2, "x86_64", 2) == "AMD EPYC, 2 cores"
+    assert cpu_description("", "aarch64", 8) == "aarch64, 8 cores"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
