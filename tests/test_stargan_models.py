@@ -149,3 +149,25 @@ def test_learning_rate_decays_linearly_over_the_last_iterations():
     assert learning_rate(1e-4, 101000, cfg) == pytest.approx(0.99e-4)
     assert learning_rate(1e-4, 150500, cfg) == pytest.approx(0.5e-4)
     assert learning_rate(1e-4, 199999, cfg) == pytest.approx(0.01e-4)
+
+
+def test_under_cpu_bf16_autocast_the_critic_s_smallest_maps_run_in_fp32():
+    """Its last layers' large weights would be cast to bf16 on every call for maps of 2x2 and 1x1 pixels;
+    they run in fp32 instead, the rest in bf16, and the scores stay those of the fp32 critic."""
+    torch.manual_seed(0)
+    d = Discriminator(image_size=64, conv_dim=4, c_dim=5, repeat_num=6)
+    out_dtypes: dict[int, torch.dtype] = {}
+    for i, layer in enumerate(d.main):
+        if isinstance(layer, nn.Conv2d):
+            layer.register_forward_hook(lambda m, args, out, i=i: out_dtypes.__setitem__(i, out.dtype))
+    x = torch.randn(3, 3, 64, 64)
+    src32, cls32 = d(x)
+    assert set(out_dtypes.values()) == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        src, cls = d(x)
+    # output maps 32, 16, 8, 4 in bf16; 2 and 1 in fp32, as are both heads
+    assert [out_dtypes[i] for i in sorted(out_dtypes)] == [torch.bfloat16] * 4 + [torch.float32] * 2
+    assert src.dtype == cls.dtype == torch.float32
+    assert torch.allclose(src, src32, rtol=0.05, atol=0.05 * src32.abs().max().item())
+    assert torch.allclose(cls, cls32, rtol=0.05, atol=0.05 * cls32.abs().max().item())
+    assert Discriminator(image_size=128, conv_dim=4, repeat_num=6).fp32_from == 10  # only the 2x2 map

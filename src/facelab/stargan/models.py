@@ -8,10 +8,13 @@ The generator runs in the layout ``core.device.memory_format`` picks for every n
 returns ordinary NCHW tensors): channels_last on GPUs and AVX512 CPUs, NCHW on AVX2-only CPUs, and NCHW
 under the CPU's bf16 autocast (:meth:`Generator._layout`); ``channels_last`` decides when given. In fp32 the
 two layouts tied on both kinds of CPU measured (0.99x and 1.05x). The critic stays NCHW: its strided 4x4
-convolutions and the gradient penalty's double backward ran slower in channels_last (docs/performance.md).
+convolutions and the gradient penalty's double backward ran slower in channels_last (docs/performance.md),
+and under the CPU's bf16 autocast its layers with maps of 2x2 pixels or fewer run in fp32 (``FP32_MAP_PIXELS``).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -76,6 +79,14 @@ class Generator(nn.Module):
         return memory_format(self.channels_last, x.device)
 
 
+# Under the CPU's bf16 autocast the critic's convolutions whose output maps have at most this many pixels
+# run in fp32: their weights are its largest (the last, [2048, 1024, 4, 4], is 134 MB in fp32) and their
+# maps tiny, so casting each weight to bf16 on every call and each of its gradients back cost more than
+# the bf16 products save. 64 px, batch 8, one cycle on an AMX host: 4.41 s with every layer in bf16, 3.29
+# s with the 2x2 and 1x1 layers in fp32, 3.52 s with the 4x4 one as well (docs/performance.md).
+FP32_MAP_PIXELS = 4
+
+
 class Discriminator(nn.Module):
     """PatchGAN critic: returns (real/fake score map, domain logits of shape (N, c_dim))."""
 
@@ -91,10 +102,16 @@ class Discriminator(nn.Module):
         self.main = nn.Sequential(*layers)
         self.src = nn.Conv2d(ch, 1, 3, 1, 1, bias=False)
         self.cls = nn.Conv2d(ch, c_dim, image_size // 2**repeat_num, bias=False)
+        sizes = [image_size // 2 ** (i + 1) for i in range(repeat_num)]  # each convolution's output map
+        small = next((i for i, size in enumerate(sizes) if size * size <= FP32_MAP_PIXELS), repeat_num)
+        self.fp32_from = 2 * small  # main's index of that convolution (each is followed by its activation)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.main(x)
-        return self.src(h), self.cls(h).flatten(1)
+        h = self.main[:self.fp32_from](x)
+        fp32 = h.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
+            h = self.main[self.fp32_from:](h.float() if fp32 else h)
+            return self.src(h), self.cls(h).flatten(1)
 
 
 def build_models(cfg) -> tuple[Generator, Discriminator]:
